@@ -1,0 +1,36 @@
+# The commands the README names. `make run` and `make test` each set up what they need.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+CORPUS  := data/papers.jsonl
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup run ingest serve test test-fast lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0        # the CPU build on this machine's disk; never an unpinned torch
+	$(BIN)/pip install -q -e '.[all]' -c constraints.txt
+	touch $@
+
+setup: $(STAMP)
+
+ingest: setup
+	$(BIN)/rag ingest $(CORPUS)
+
+run: ingest
+	$(BIN)/rag stats
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+lint: setup
+	$(BIN)/ruff check rag ui eval tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

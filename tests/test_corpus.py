@@ -1,0 +1,132 @@
+"""Loaders on small real-looking files, malformed ones included; identity and merging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.corpus import load_file, load_paths, normalise_title, paper_id, write_jsonl
+from rag.errors import CorpusError, RecordError
+
+from .conftest import BUNDLED, FIXTURES, ROOT
+
+SEED = ROOT.parent / "shared" / "seed" / "000_807e2619a8b8fbba.txt"
+
+
+def split(path: Path):
+    items = list(load_file(path))
+    return [i for i in items if not isinstance(i, RecordError)], [i for i in items if isinstance(i, RecordError)]
+
+
+def test_bundled_corpus_has_184_papers_with_exact_titles() -> None:
+    report = load_paths([BUNDLED])
+    assert len(report.papers) == 184 and not report.errors and not report.merged
+    titles = [p.title for p in report.papers.values()]
+    assert titles[0] == "Collaborative Development of NLP models"  # "Subscribe" prefix removed
+    assert titles[-1].startswith("Improving Temporal Generalization of Pre-trained Language Models")
+
+
+@pytest.mark.skipif(not SEED.exists(), reason="shared seed not beside the checkout")
+def test_committed_corpus_matches_the_seed_file() -> None:
+    seed = load_paths([SEED])
+    committed = load_paths([BUNDLED])
+    assert [(p.title, p.abstract) for p in seed.papers.values()] == \
+           [(p.title, p.abstract) for p in committed.papers.values()]
+    lines = SEED.read_text(encoding="utf-8").splitlines()[2:]
+    assert [p.title for p in seed.papers.values()] == [lines[0].removeprefix("Subscribe"), *lines[2::2]]
+
+
+def test_trending_format_reports_a_dangling_title() -> None:
+    papers, errors = split(FIXTURES / "trending.txt")
+    assert [p.title for p in papers] == ["First Paper Title", "Second Paper"]
+    assert len(errors) == 1 and errors[0].line == 7 and "no abstract" in str(errors[0])
+
+
+def test_jsonl_keeps_good_records_and_names_bad_lines() -> None:
+    papers, errors = split(FIXTURES / "mixed.jsonl")
+    assert [e.line for e in errors] == [2, 3]
+    assert "bad JSON" in str(errors[0]) and "mixed.jsonl:2" in str(errors[0])
+    assert "no abstract" in str(errors[1])
+    first, arxiv, _dup = papers
+    assert first.urls == ["https://github.com/example/sparsedoc"]
+    assert "https://github.com/example/sparsedoc" in first.abstract  # links stay in the text
+    assert first.authors == ["Ada Lovelace", "Alan Turing"] and first.year == 2024
+    assert arxiv.id == "arxiv:2310.01234" and arxiv.arxiv_id == "2310.01234"  # version stripped
+    assert arxiv.authors == ["Grace Hopper", "Claude Shannon"]
+    assert arxiv.categories == ["eess.AS", "cs.SD"] and arxiv.year == 2023
+
+
+def test_duplicates_merge_later_record_wins() -> None:
+    report = load_paths([FIXTURES / "mixed.jsonl"])
+    assert len(report.papers) == 2 and len(report.merged) == 1
+    merged = report.papers[report.merged[0][0]]
+    assert "SparseDoc v2" in merged.abstract and merged.year == 2025
+
+
+def test_same_paper_in_two_files_is_merged(tmp_path: Path) -> None:
+    other = tmp_path / "again.jsonl"
+    other.write_text('{"title": "Quantized speech recognition", "abstract": "Updated.", "arxiv_id": "arXiv:2310.01234"}\n')
+    report = load_paths([FIXTURES / "mixed.jsonl", other])
+    assert report.papers["arxiv:2310.01234"].abstract == "Updated."
+    assert any(m[0] == "arxiv:2310.01234" and m[2] == str(other) for m in report.merged)
+
+
+def test_json_array_in_arxiv_snapshot_format() -> None:
+    papers, errors = split(FIXTURES / "arxiv_array.json")
+    assert [p.id for p in papers] == ["arxiv:2401.00001", "arxiv:hep-th/9901001"]
+    assert papers[0].doi == "10.1000/gt.2024" and papers[0].authors == ["A. Author", "B. Author"]
+    assert papers[1].year == 1999
+    assert len(errors) == 1 and errors[0].line == 4 and "no title" in str(errors[0])
+
+
+def test_csv_case_insensitive_header_extra_columns_and_line_numbers() -> None:
+    papers, errors = split(FIXTURES / "papers.csv")
+    assert [p.title for p in papers] == ["Retrieval with Mixtures", "Multi Line Title"]
+    assert papers[0].extra == {"venue": "ACL"} and papers[0].year == 2024
+    assert len(errors) == 1 and errors[0].line == 3
+
+
+def test_bibtex_entries() -> None:
+    papers, errors = split(FIXTURES / "zotero.bib")
+    assert [p.title for p in papers] == ["Contrastive Learning for Tables", "Diffusion Policies for Robots"]
+    assert papers[0].doi == "10.5555/tables.2024" and papers[0].authors == ["Smith, Jane", "Doe, John"]
+    assert papers[0].urls == ["https://github.com/jsmith/tables"]
+    assert papers[1].id == "arxiv:2502.01234"
+    assert {e.line for e in errors} == {20, 26}
+    assert any("no title" in str(e) for e in errors) and any("no abstract" in str(e) for e in errors)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("latin1.csv", "not UTF-8"), ("missing.jsonl", "no such file"), ("notes.docx", "unknown extension"),
+    ("empty.jsonl", "is empty"),
+])
+def test_unreadable_files_raise_one_clear_error(tmp_path: Path, name: str, message: str) -> None:
+    path = FIXTURES / name if (FIXTURES / name).exists() else tmp_path / name
+    if name in ("notes.docx", "empty.jsonl"):
+        path.write_bytes(b"" if name == "empty.jsonl" else b"PK\x03\x04")
+    with pytest.raises(CorpusError, match=message) as info:
+        load_paths([path])
+    assert info.value.fix or message == "no such file"
+
+
+def test_non_utf8_jsonl_line_is_one_rejected_record() -> None:
+    _, errors = split(FIXTURES / "latin1.jsonl")
+    assert len(errors) == 1 and "not UTF-8" in str(errors[0])
+
+
+def test_identity_prefers_arxiv_then_doi_then_title() -> None:
+    assert paper_id("T", "2301.00001", "10.1/x") == "arxiv:2301.00001"
+    assert paper_id("T", None, "10.1/x") == "doi:10.1/x"
+    assert paper_id("BERT: Pre-Training!") == paper_id("bert pre training")
+    assert normalise_title("Café  Über-Net") == "cafe uber net"
+
+
+def test_folder_loading_and_round_trip(tmp_path: Path) -> None:
+    report = load_paths([FIXTURES / "zotero.bib", FIXTURES / "arxiv_array.json"])
+    out = tmp_path / "sub" / "out.jsonl"
+    out.parent.mkdir()
+    write_jsonl(report.papers.values(), out)
+    again = load_paths([tmp_path])
+    assert list(again.papers) == list(report.papers)
+    assert [p.authors for p in again.papers.values()] == [p.authors for p in report.papers.values()]
