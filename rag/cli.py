@@ -21,7 +21,7 @@ from rich.console import Console
 from rag.errors import RagError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cited question answering over paper abstracts.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 EXIT_REJECTED = 1  # ingest: some records were rejected, the rest was ingested
@@ -102,7 +102,8 @@ def main() -> None:
     """Entry point: runs the app and turns user errors into one line each."""
     debug = os.environ.get("RAG_DEBUG") == "1"
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except RagError as err:
         if debug:
             raise

@@ -25,6 +25,8 @@ from rag.settings import BUNDLED_EMBEDDER, EmbeddingSettings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def resolve_model_path(model: str) -> Path:
@@ -60,9 +62,9 @@ class Embedder:
     @cached_property
     def max_seq_length(self) -> int:
         config = self.path / "sentence_bert_config.json"
-        if config.exists():
-            return int(json.loads(config.read_text())["max_seq_length"])
-        return int(self.model.max_seq_length)
+        if config.exists() and "max_seq_length" in (data := json.loads(config.read_text())):
+            return int(data["max_seq_length"])
+        return int(self.model.max_seq_length)  # newer sentence-transformers save formats: ask the model
 
     @cached_property
     def tokenizer(self) -> Any:
@@ -82,7 +84,9 @@ class Embedder:
 
     @cached_property
     def dim(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        model = self.model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Word pieces per text, special tokens included, with no truncation."""
