@@ -96,6 +96,12 @@ class LLMSettings(BaseModel):
     max_new_tokens: int = Field(256, ge=1, description="Upper bound on generated tokens.")
     timeout_s: float = Field(120.0, gt=0, description="Request timeout for HTTP backends, seconds.")
     threads: int | None = Field(None, ge=1, description="CPU threads for llamacpp; None lets llama.cpp choose.")
+    llamacpp_repack: bool | None = Field(
+        None,
+        description="Let llama.cpp repack GGUF weights into CPU-specific layouts (AMX, AVX, ARM kernels). "
+        "None: on, except on CPUs with AMX, where llama-cpp-python 0.3.36 segfaults "
+        "(ggml_backend_amx_mul_mat) on the bundled Q4_1 model.",
+    )
 
 
 class AnswerSettings(BaseModel):
