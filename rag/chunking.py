@@ -71,11 +71,14 @@ def _hash(text: str) -> str:
 class Chunker:
     """Packs sentences greedily up to ``max_tokens`` word pieces, title included."""
 
-    def __init__(self, tokenizer: Tokenizing, max_tokens: int | None = None) -> None:
+    def __init__(self, tokenizer: Tokenizing, max_tokens: int | None = None, include_title: bool = True) -> None:
         self.tokenizer = tokenizer
+        self.include_title = include_title
         self.max_tokens = min(max_tokens or tokenizer.max_seq_length, tokenizer.max_seq_length)
 
     def _prefix(self, title: str) -> str:
+        if not self.include_title:
+            return ""
         return f"{title}. " if title and title[-1] not in ".?!" else f"{title} "
 
     def chunk(self, papers: Iterable[Paper]) -> list[Chunk]:

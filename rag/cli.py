@@ -98,6 +98,83 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")
         console.print("nothing ingested yet: run `rag ingest data/papers.jsonl`")
 
 
+def parse_filters(year: str | None, author: str | None, category: str | None,
+                  paper_ids: list[str] | None = None) -> Any:
+    from rag.retrieval import Filters
+
+    try:
+        lo, hi = Filters.parse_years(year) if year else (None, None)
+    except ValueError:
+        raise typer.BadParameter(f"--year {year!r}: use YEAR, FROM..TO, FROM.. or ..TO (e.g. 2023..2025)") from None
+    return Filters(lo, hi, author, category, frozenset(paper_ids) if paper_ids else None)
+
+
+YearOpt = Annotated[str | None, typer.Option("--year", help="Year or range: 2024, 2023..2025, 2023.., ..2020.")]
+AuthorOpt = Annotated[str | None, typer.Option("--author", help="Author name (substring, any case).")]
+CategoryOpt = Annotated[str | None, typer.Option("--category", help="Category, e.g. cs.CL.")]
+KOpt = Annotated[int | None, typer.Option("-k", help="Number of papers.")]
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Keywords, a title, or a question.")],
+    k: KOpt = None,
+    year: YearOpt = None,
+    author: AuthorOpt = None,
+    category: CategoryOpt = None,
+    fusion: Annotated[str | None, typer.Option(help="weighted, rrf, dense or lexical.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, best first.")] = False,
+) -> None:
+    """Ranked papers for a query, with scores and the best matching snippet."""
+    from rag.retrieval import Retriever
+
+    result = Retriever(settings()).search(query, k=k, filters=parse_filters(year, author, category), fusion=fusion)
+    for notice in result.notices:
+        console.print(f"note: {notice}")
+    if as_json:
+        emit_json([h.as_dict() for h in result.hits])
+    elif result.empty_because:
+        out.print(f"no results: {result.empty_because}")
+    else:
+        for rank, hit in enumerate(result.hits, 1):
+            dense = f"{hit.dense:.3f}" if hit.dense is not None else "-"
+            lexical = f"{hit.lexical:.2f}" if hit.lexical is not None else "-"
+            out.print(f"[bold]{rank}. {hit.paper.title}[/]  [dim]{hit.paper.id}  score {hit.score:.3f} "
+                      f"(dense {dense}, bm25 {lexical})[/]")
+            if hit.chunks:
+                out.print(f"   {hit.chunks[0].text[:300]}", highlight=False)
+
+
+eval_app = typer.Typer(help="Batch evaluation.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    dataset: Annotated[Path | None, typer.Option(help="A question set with gold paper ids; "
+                                                      "default: the title -> abstract task.")] = None,
+    corpus: Annotated[list[Path] | None, typer.Option(help="Corpus for the title task.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON keyed by method.")] = False,
+) -> None:
+    """Recall@k, MRR@10 and nDCG@10 for dense, lexical and hybrid retrieval side by side."""
+    from eval.retrieval import evaluate_dataset, evaluate_title_task
+
+    if dataset is None:
+        scores = evaluate_title_task(corpus or [Path("data/papers.jsonl")], settings())
+    else:
+        scores = evaluate_dataset(dataset, settings())
+    if as_json:
+        emit_json(scores)
+        return
+    from rich.table import Table
+
+    metrics = list(next(iter(scores.values())))
+    table = Table("method", *metrics, title=f"retrieval: {dataset or 'title -> abstract'}")
+    for method, values in scores.items():
+        table.add_row(method, *(f"{values[m]:.4f}" for m in metrics))
+    out.print(table)
+
+
 def main() -> None:
     """Entry point: runs the app and turns user errors into one line each."""
     debug = os.environ.get("RAG_DEBUG") == "1"

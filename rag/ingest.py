@@ -82,7 +82,9 @@ def refresh_lexical(store: Store, settings: Settings, force: bool = False) -> Le
         index = LexicalIndex.load(settings.lexical_dir)
         if index is not None and index.generation == generation:
             return index
-    index = LexicalIndex.build(store.iter_chunks(), generation)
+    identity = store.identity()
+    titled = identity is None or not identity.chunker.endswith("+notitle")
+    index = LexicalIndex.build(store.iter_chunks(), generation, include_title=titled)
     try:
         index.save(settings.lexical_dir)
     except OSError as err:  # read-only home: keep the in-memory index, say why it is not saved
@@ -126,12 +128,13 @@ class Ingestor:
 
     def _write(self, papers: list[Paper], summary: IngestSummary, rebuild: bool,
                on_start: Callable[[int], None] | None, on_embedded: Callable[[int], None] | None) -> None:
-        store, identity = self.store, IndexIdentity(self.embedder.name)
+        store, identity = self.store, IndexIdentity(self.embedder.name, self.settings.chunking.version)
         if rebuild:
             store.drop()
         elif store.exists():
             store.check_identity(identity)
-        chunks = Chunker(self.embedder, self.settings.chunking.max_tokens).chunk(papers)
+        cfg = self.settings.chunking
+        chunks = Chunker(self.embedder, cfg.max_tokens, cfg.include_title).chunk(papers)
         by_paper: dict[str, list[Chunk]] = {}
         for chunk in chunks:
             by_paper.setdefault(chunk.paper_id, []).append(chunk)

@@ -63,7 +63,8 @@ class LexicalIndex:
     # ---------------------------------------------------------- building
 
     @classmethod
-    def build(cls, rows: Iterable[tuple[str, str, dict[str, Any]]], generation: str) -> LexicalIndex:
+    def build(cls, rows: Iterable[tuple[str, str, dict[str, Any]]], generation: str,
+              include_title: bool = True) -> LexicalIndex:
         """From Chroma rows (chunk id, text, metadata), as `Store.iter_chunks` yields them."""
         import bm25s
 
@@ -75,7 +76,7 @@ class LexicalIndex:
             pid = meta["paper_id"]
             chunk_ids.append(cid)
             texts.append(text)
-            embed_texts.append(f"{meta.get('title', '')}. {text}")
+            embed_texts.append(f"{meta.get('title', '')}. {text}" if include_title else text)
             parts.setdefault(pid, []).append((int(meta.get("chunk", 0)), text))
             titles[pid] = meta.get("title", "")
             if meta.get("paper"):

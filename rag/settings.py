@@ -48,6 +48,14 @@ class ChunkSettings(BaseModel):
         description="Upper bound on word pieces per chunk, title included; "
         "None uses the embedder's max_seq_length.",
     )
+    include_title: bool = Field(
+        True, description="Prefix each chunk's embedded and BM25-indexed text with the paper title."
+    )
+
+    @property
+    def version(self) -> str:
+        """The chunker identity recorded in the index."""
+        return CHUNKER_VERSION if self.include_title else f"{CHUNKER_VERSION}+notitle"
 
 
 class StoreSettings(BaseModel):

@@ -1,0 +1,1 @@
+"""Batch evaluation of paper-rag: datasets, metrics, runs, reports and benchmarks."""

@@ -1,0 +1,131 @@
+"""Benchmark: the ``llamacpp`` answer backend against raw llama-cpp-python on one prompt.
+
+Measures what the backend's wrapping costs: time to first token (TTFT) and decode speed of
+``LlamaCppBackend.stream`` versus ``Llama.create_chat_completion(stream=True)`` called
+directly, with the same GGUF, ``n_ctx``, threads, repacking choice and sampling parameters
+(greedy by default, so both arms generate the same tokens). Runs are interleaved (backend,
+raw, raw, backend, ...) so drift in machine load hits both arms alike; each run starts its
+prompt with a unique tag so neither ``Llama`` reuses the previous run's prompt cache, i.e.
+TTFT includes evaluating the whole prompt.
+
+    python -m eval.bench_llm            # ~600-token prompt from data/papers.jsonl, 5 runs
+
+What this leaves out: HTTP backends (their cost is the server's), answer quality, and
+memory. Numbers depend on the machine; nothing here is committed as a threshold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rag.llm import REPEAT_PENALTY, LlamaCppBackend, Message, no_extra_buffers
+from rag.settings import LLMSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEM = "Answer the question using only the numbered papers. Cite papers as [n]."
+
+
+def _timed(deltas: Iterable[str]) -> tuple[str, float, float, float]:
+    """(text, start, first delta, last delta) as perf_counter times; start is taken here."""
+    start = time.perf_counter()
+    first = last = 0.0
+    parts: list[str] = []
+    for delta in deltas:
+        last = time.perf_counter()
+        if not parts:
+            first = last
+        parts.append(delta)
+    return "".join(parts), start, first, last
+
+
+def _raw_deltas(llama: Any, messages: list[Message], max_tokens: int, temperature: float) -> Iterator[str]:
+    for chunk in llama.create_chat_completion(
+        messages=[{"role": m.role, "content": m.content} for m in messages],
+        stream=True, max_tokens=max_tokens, temperature=temperature, repeat_penalty=REPEAT_PENALTY,
+    ):
+        text = chunk["choices"][0]["delta"].get("content")
+        if text:
+            yield text
+
+
+def bench_llm(prompt: str, runs: int = 5, *, max_tokens: int = 128, temperature: float = 0.0,
+              settings: LLMSettings | None = None) -> dict[str, Any]:
+    """Median TTFT (s) and decode tokens/s of the backend and of raw llama-cpp-python.
+
+    Returns ``{"prompt_tokens", "runs", "backend": {...}, "raw": {...}, "ratio": {...}}`` where
+    each arm holds ``ttft_s``, ``tok_s`` and ``tokens`` (medians) and ``ratio`` is backend / raw
+    (TTFT ratio > 1: the backend is slower to start; tok/s ratio < 1: it decodes slower).
+    """
+    from llama_cpp import Llama
+
+    settings = settings or LLMSettings()
+    backend = LlamaCppBackend(settings)
+    backend.check()  # loads (and caches) the backend's Llama
+    with contextlib.nullcontext() if backend.repack else no_extra_buffers():
+        raw = Llama(model_path=str(backend.path), n_ctx=backend.context_window, n_threads=backend.threads,
+                    verbose=False)
+
+    def count(text: str) -> int:
+        return len(raw.tokenize(text.encode("utf-8"), add_bos=False))
+
+    results: dict[str, list[tuple[float, float, int]]] = {"backend": [], "raw": []}
+    for i in range(runs):
+        order = ("backend", "raw") if i % 2 == 0 else ("raw", "backend")
+        for arm in order:
+            messages = [Message("system", f"(run {i}) {SYSTEM}"), Message("user", prompt)]  # same in both arms
+            if arm == "backend":
+                deltas = backend.stream(messages, max_tokens=max_tokens, temperature=temperature)
+            else:
+                deltas = _raw_deltas(raw, messages, max_tokens, temperature)
+            text, start, first, last = _timed(deltas)
+            tokens = count(text)
+            tok_s = (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
+            results[arm].append((first - start, tok_s, tokens))
+
+    def summary(rows: list[tuple[float, float, int]]) -> dict[str, float]:
+        return {"ttft_s": statistics.median(r[0] for r in rows), "tok_s": statistics.median(r[1] for r in rows),
+                "tokens": statistics.median(r[2] for r in rows)}
+
+    b, r = summary(results["backend"]), summary(results["raw"])
+    return {
+        "model": backend.model, "prompt_tokens": backend.count_tokens(SYSTEM + prompt), "runs": runs,
+        "max_tokens": max_tokens, "temperature": temperature, "repack": backend.repack,
+        "backend": b, "raw": r,
+        "ratio": {"ttft": b["ttft_s"] / r["ttft_s"], "tok_s": b["tok_s"] / r["tok_s"]},
+    }
+
+
+def corpus_prompt(target_tokens: int = 600, settings: LLMSettings | None = None) -> str:
+    """A RAG-shaped prompt: numbered abstracts from data/papers.jsonl, then a question,
+    cut to about ``target_tokens`` by the bundled model's tokenizer."""
+    backend = LlamaCppBackend(settings or LLMSettings())
+    question = "\n\nQuestion: Which of these papers study model alignment, and how?"
+    papers: list[str] = []
+    with open(ROOT / "data" / "papers.jsonl", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            paper = json.loads(line)
+            papers.append(f"[{n}] {paper['title']}\n{paper['abstract']}")
+            if backend.count_tokens("\n\n".join(papers) + question) > target_tokens:
+                break
+    words = "\n\n".join(papers).split(" ")
+    while backend.count_tokens(" ".join(words) + question) > target_tokens:
+        words = words[:-5]  # drop the tail of the last abstract
+    return " ".join(words) + question
+
+
+if __name__ == "__main__":
+    prompt = corpus_prompt()
+    res = bench_llm(prompt, runs=5)
+    print(f"{res['model']}: prompt {res['prompt_tokens']} tokens, {res['runs']} runs interleaved, "
+          f"max_tokens {res['max_tokens']}, temperature {res['temperature']}, repack {res['repack']}")
+    print(f"{'':<10}{'TTFT (s)':>10}{'tok/s':>10}{'tokens':>8}")
+    for arm in ("backend", "raw"):
+        a = res[arm]
+        print(f"{arm:<10}{a['ttft_s']:>10.3f}{a['tok_s']:>10.1f}{a['tokens']:>8.0f}")
+    print(f"{'ratio':<10}{res['ratio']['ttft']:>10.3f}{res['ratio']['tok_s']:>10.3f}")

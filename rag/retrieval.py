@@ -1,0 +1,336 @@
+"""Query -> ranked papers: dense (Chroma) + lexical (BM25) retrieval, fused and grouped.
+
+Both retrievers return chunks; each paper is scored by its best chunk in each list, and
+the two paper scores are fused (``weighted``: a convex combination of the dense cosine
+and the BM25 score scaled by the best BM25 score of the query; ``rrf``: reciprocal rank
+fusion; or one retriever alone). The result carries the evidence a caller needs to decide
+that nothing relevant was found (`Confidence`). Optional MMR spreads near-duplicate papers.
+
+The lexical index is loaded once per process and reloaded only when the store's
+generation changes, which is how a long-lived process sees papers that another process
+ingested. Left out: prompting and answering (`rag.answer`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.corpus import Paper
+from rag.embeddings import Embedder
+from rag.errors import EmptyIndexError, InputError
+from rag.lexical import LexicalIndex, tokenize
+from rag.settings import Settings
+from rag.store import IndexIdentity, Store
+
+MAX_QUERY_CHARS = 2000  # far past what the embedder (256 word pieces) and BM25 can use
+IN_FILTER_LIMIT = 5000  # above this many allowed papers, filter after retrieval instead of in Chroma
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Metadata filters; every given one must hold. Years are inclusive."""
+
+    year_from: int | None = None
+    year_to: int | None = None
+    author: str | None = None
+    category: str | None = None
+    paper_ids: frozenset[str] | None = None
+
+    @classmethod
+    def parse_years(cls, text: str) -> tuple[int | None, int | None]:
+        """``"2023..2025"`` -> (2023, 2025); ``"2024"`` -> (2024, 2024); ``"..2020"`` -> (None, 2020)."""
+        text = text.strip()
+        if ".." not in text:
+            year = int(text)
+            return year, year
+        lo, hi = text.split("..", 1)
+        return (int(lo) if lo else None), (int(hi) if hi else None)
+
+    def checks(self) -> list[tuple[str, Any]]:
+        """(description, predicate) for each active filter."""
+        out: list[tuple[str, Any]] = []
+        if self.year_from is not None or self.year_to is not None:
+            lo, hi = self.year_from or -10**9, self.year_to or 10**9
+            out.append((f"year {self.year_from or ''}..{self.year_to or ''}",
+                        lambda p: p.year is not None and lo <= p.year <= hi))
+        if self.author:
+            needle = self.author.casefold()
+            out.append((f"author {self.author!r}", lambda p: any(needle in a.casefold() for a in p.authors)))
+        if self.category:
+            cat = self.category.casefold()
+            out.append((f"category {self.category!r}", lambda p: any(cat == c.casefold() for c in p.categories)))
+        if self.paper_ids is not None:
+            ids = self.paper_ids
+            out.append((f"paper ids ({len(ids)})", lambda p: p.id in ids))
+        return out
+
+
+@dataclass
+class ChunkHit:
+    chunk_id: str
+    text: str
+    dense: float | None = None    # cosine similarity
+    lexical: float | None = None  # BM25 score
+
+
+@dataclass
+class PaperHit:
+    paper: Paper
+    score: float                    # fused score: what the ranking used
+    dense: float | None             # best chunk cosine similarity (None: not in the dense candidates)
+    lexical: float | None           # best chunk BM25 score (None: not in the lexical candidates)
+    dense_rank: int | None
+    lexical_rank: int | None
+    chunks: list[ChunkHit] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"paper_id": self.paper.id, "title": self.paper.title, "score": round(self.score, 6),
+                "dense": self.dense, "lexical": self.lexical, "dense_rank": self.dense_rank,
+                "lexical_rank": self.lexical_rank, "year": self.paper.year, "authors": self.paper.authors,
+                "links": self.paper.links, "snippet": self.chunks[0].text if self.chunks else ""}
+
+
+@dataclass
+class Confidence:
+    """Evidence that something relevant was found, for abstention."""
+
+    dense_top: float       # best cosine similarity of any chunk
+    lexical_top: float     # best BM25 score of any chunk
+    coverage: float        # share of the query's content terms found in the top paper (0..1)
+    agree: bool            # the dense and lexical retrievers rank the same paper first
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[PaperHit]
+    confidence: Confidence
+    notices: list[str] = field(default_factory=list)
+    empty_because: str | None = None  # the filter that removed every paper
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def clean_query(query: str) -> tuple[str, list[str]]:
+    """Strip, drop control characters, truncate. Raises `InputError` on an empty query."""
+    from rag.corpus import clean_text
+
+    text = clean_text(query)
+    if not text:
+        raise InputError("the query is empty", "type a question or some keywords")
+    notices = []
+    if len(text) > MAX_QUERY_CHARS:
+        notices.append(f"query truncated from {len(text):,} to {MAX_QUERY_CHARS:,} characters")
+        text = text[:MAX_QUERY_CHARS]
+    return text, notices
+
+
+def _minmax(scores: dict[str, float]) -> dict[str, float]:
+    if not scores:
+        return {}
+    lo, hi = min(scores.values()), max(scores.values())
+    return {p: (v - lo) / (hi - lo) if hi > lo else 1.0 for p, v in scores.items()}
+
+
+def fuse(dense: dict[str, float], lexical: dict[str, float], method: str, weight: float, rrf_k: int) -> dict[str, float]:
+    """Paper scores from per-paper dense cosines and BM25 scores.
+
+    ``weighted`` min-max scales each retriever's scores over its candidates (a paper
+    missing from a list gets 0 from it), then mixes them: measured on the title ->
+    abstract task it beats RRF (recall@1 0.940 vs 0.897) and either retriever alone.
+
+    >>> fuse({"a": 0.9, "b": 0.5}, {"b": 10.0, "c": 2.0}, "weighted", 0.5, 60)
+    {'a': 0.5, 'b': 0.5, 'c': 0.0}
+    """
+    if method == "dense":
+        return dict(dense)
+    if method == "lexical":
+        return dict(lexical)
+    papers = list(dict.fromkeys([*dense, *lexical]))
+    if method == "rrf":
+        d_rank = {p: i for i, p in enumerate(sorted(dense, key=dense.__getitem__, reverse=True), 1)}
+        l_rank = {p: i for i, p in enumerate(sorted(lexical, key=lexical.__getitem__, reverse=True), 1)}
+        return {p: (1 / (rrf_k + d_rank[p]) if p in d_rank else 0) + (1 / (rrf_k + l_rank[p]) if p in l_rank else 0)
+                for p in papers}
+    d, lx = _minmax(dense), _minmax(lexical)
+    return {p: round(weight * d.get(p, 0.0) + (1 - weight) * lx.get(p, 0.0), 12) for p in papers}
+
+
+def mmr(order: list[str], vectors: dict[str, np.ndarray], scores: dict[str, float], k: int, lam: float) -> list[str]:
+    """Maximal marginal relevance over papers: relevance minus redundancy with those already picked."""
+    picked: list[str] = []
+    pool = [p for p in order if p in vectors] + [p for p in order if p not in vectors]
+    top = max(scores.values(), default=1.0) or 1.0
+    while pool and len(picked) < k:
+        def gain(p: str) -> float:
+            if p not in vectors or not picked:
+                return lam * scores[p] / top
+            redundancy = max(float(vectors[p] @ vectors[q]) for q in picked if q in vectors) if any(
+                q in vectors for q in picked) else 0.0
+            return lam * scores[p] / top - (1 - lam) * redundancy
+        best = max(pool, key=gain)
+        picked.append(best)
+        pool.remove(best)
+    return picked
+
+
+class Retriever:
+    """Hybrid retrieval over one data home or Chroma server. Keep one per process."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None, store: Store | None = None,
+                 refresh_interval_s: float = 1.0) -> None:
+        self.settings = settings
+        self.embedder = embedder or Embedder(settings.embedding)
+        self.store = store or Store(settings)
+        self.refresh_interval_s = refresh_interval_s
+        self._index: LexicalIndex | None = None
+        self._stamp: Any = None
+        self._checked_at = 0.0
+
+    # ---------------------------------------------------------- freshness
+
+    def _local_stamp(self) -> Any:
+        path: Path = self.store.generation_file
+        try:
+            st = path.stat()
+            return (st.st_mtime_ns, st.st_size, path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def index(self) -> LexicalIndex:
+        """The lexical index, reloaded if another process (or a server client) wrote since."""
+        from rag.ingest import refresh_lexical
+
+        now = time.monotonic()
+        if self._index is not None and now - self._checked_at < self.refresh_interval_s:
+            return self._index
+        self._checked_at = now
+        if self.settings.store.chroma_url:
+            stamp = self.store.generation() if self.store.exists() else None
+        else:
+            stamp = self._local_stamp()
+        if self._index is None or stamp != self._stamp:
+            if self._index is not None and not self.settings.store.chroma_url:
+                self.store = Store(self.settings, client=_fresh_local_client(self.settings))
+            if not self.store.exists():
+                raise EmptyIndexError(f"no index at {self.store.location}: nothing has been ingested yet")
+            identity = self.store.identity()
+            if identity is not None:
+                self.store.check_identity(IndexIdentity(self.embedder.name, identity.chunker, identity.dim))
+            self._index = refresh_lexical(self.store, self.settings)
+            self._stamp = stamp
+        return self._index
+
+    # ---------------------------------------------------------- search
+
+    def search(self, query: str, k: int | None = None, filters: Filters | None = None,
+               fusion: str | None = None, dense_weight: float | None = None) -> SearchResult:
+        cfg = self.settings.retrieval
+        k, fusion = k or cfg.k, fusion or cfg.fusion
+        weight = cfg.dense_weight if dense_weight is None else dense_weight
+        query, notices = clean_query(query)
+        t0 = time.perf_counter()
+        index = self.index()
+        allowed, empty_because = self._allowed(index, filters)
+        if allowed is not None and not allowed:
+            return SearchResult(query, [], Confidence(0.0, 0.0, 0.0, False), notices, empty_because)
+
+        t1 = time.perf_counter()
+        vector = self.embedder.encode_query(query)
+        t2 = time.perf_counter()
+        dense_chunks = self._dense(vector, cfg.candidates, allowed) if fusion != "lexical" else []
+        t3 = time.perf_counter()
+        mask = index.mask(allowed) if allowed is not None else None
+        lexical_chunks = index.search(query, cfg.candidates, mask) if fusion != "dense" else []
+        t4 = time.perf_counter()
+
+        chunks: dict[str, ChunkHit] = {}
+        dense_paper: dict[str, float] = {}
+        lexical_paper: dict[str, float] = {}
+        for cid, score in dense_chunks:
+            pid = cid.rsplit("#", 1)[0]
+            chunks.setdefault(cid, ChunkHit(cid, index.text(cid))).dense = score
+            dense_paper[pid] = max(dense_paper.get(pid, -1.0), score)
+        for cid, score in lexical_chunks:
+            pid = cid.rsplit("#", 1)[0]
+            chunks.setdefault(cid, ChunkHit(cid, index.text(cid))).lexical = score
+            lexical_paper[pid] = max(lexical_paper.get(pid, 0.0), score)
+        dense_paper = {p: s for p, s in dense_paper.items() if p in index.papers}
+        lexical_paper = {p: s for p, s in lexical_paper.items() if p in index.papers}
+
+        fused = fuse(dense_paper, lexical_paper, fusion, weight, cfg.rrf_k)
+        order = sorted(fused, key=lambda p: (-fused[p], p))
+        if cfg.mmr_lambda is not None:
+            order = mmr(order, self._paper_vectors(order[: 4 * k]), fused, k, cfg.mmr_lambda)
+        d_rank = {p: i for i, p in enumerate(sorted(dense_paper, key=dense_paper.__getitem__, reverse=True), 1)}
+        l_rank = {p: i for i, p in enumerate(sorted(lexical_paper, key=lexical_paper.__getitem__, reverse=True), 1)}
+        by_paper: dict[str, list[ChunkHit]] = {}
+        for hit in chunks.values():
+            by_paper.setdefault(hit.chunk_id.rsplit("#", 1)[0], []).append(hit)
+        hits = []
+        for pid in order[:k]:
+            best = sorted(by_paper.get(pid, []), key=lambda c: -(max(c.dense or 0, 0) + (c.lexical or 0) / 100))
+            hits.append(PaperHit(index.papers[pid], fused[pid], dense_paper.get(pid), lexical_paper.get(pid),
+                                 d_rank.get(pid), l_rank.get(pid), best[: cfg.chunks_per_paper]))
+        confidence = self._confidence(index, query, hits, dense_chunks, lexical_chunks, d_rank, l_rank)
+        timings = {"filter_s": t1 - t0, "embed_s": t2 - t1, "dense_s": t3 - t2, "lexical_s": t4 - t3,
+                   "fuse_s": time.perf_counter() - t4, "total_s": time.perf_counter() - t0}
+        return SearchResult(query, hits, confidence, notices, None, timings)
+
+    def _dense(self, vector: np.ndarray, n: int, allowed: set[str] | None) -> list[tuple[str, float]]:
+        if allowed is None:
+            return self.store.query(vector, n)
+        if len(allowed) <= IN_FILTER_LIMIT:
+            return self.store.query(vector, n, where={"paper_id": {"$in": sorted(allowed)}})
+        return [(c, s) for c, s in self.store.query(vector, n * 4) if c.rsplit("#", 1)[0] in allowed][:n]
+
+    def _paper_vectors(self, paper_ids: Iterable[str]) -> dict[str, np.ndarray]:
+        ids = [f"{p}#0" for p in paper_ids]
+        got = self.store.collection().get(ids=ids, include=["embeddings"])
+        return {cid.rsplit("#", 1)[0]: np.asarray(v) for cid, v in zip(got["ids"], got["embeddings"])}
+
+    def _allowed(self, index: LexicalIndex, filters: Filters | None) -> tuple[set[str] | None, str | None]:
+        if filters is None or not filters.checks():
+            return None, None
+        allowed = set(index.papers)
+        for description, predicate in filters.checks():
+            allowed = {pid for pid in allowed if predicate(index.papers[pid])}
+            if not allowed:
+                return allowed, f"no paper matches the filter {description}"
+        return allowed, None
+
+    def _confidence(self, index: LexicalIndex, query: str, hits: list[PaperHit],
+                    dense_chunks: list[tuple[str, float]], lexical_chunks: list[tuple[str, float]],
+                    d_rank: dict[str, int], l_rank: dict[str, int]) -> Confidence:
+        coverage = 0.0
+        if hits and index._stemmer is not None:
+            terms = set(tokenize([query], index._stemmer)[0])
+            paper = hits[0].paper
+            text = set(tokenize([paper.title + " " + paper.abstract], index._stemmer)[0])
+            coverage = len(terms & text) / len(terms) if terms else 0.0
+        top_d = min(d_rank, key=d_rank.__getitem__) if d_rank else None
+        top_l = min(l_rank, key=l_rank.__getitem__) if l_rank else None
+        return Confidence(
+            dense_top=max((s for _, s in dense_chunks), default=0.0),
+            lexical_top=max((s for _, s in lexical_chunks), default=0.0),
+            coverage=round(coverage, 4),
+            agree=top_d is not None and top_d == top_l,
+        )
+
+
+def _fresh_local_client(settings: Settings) -> Any:
+    """A new embedded client that re-reads the database (Chroma caches one system per path)."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()
+    from rag.store import make_client
+
+    return make_client(settings)
