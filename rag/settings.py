@@ -114,9 +114,14 @@ class LLMSettings(BaseModel):
 
 class AnswerSettings(BaseModel):
     abstain_threshold: float = Field(
-        0.35,
-        description="Abstain when the best paper's dense cosine similarity is below this "
-        "(calibrated on the development set's unanswerable questions).",
+        0.22,
+        description="Abstain when the best passage's cosine similarity is below this AND the top paper "
+        "covers less than `abstain_coverage` of the question's terms (calibrated on the development set: "
+        "`rag eval calibrate`).",
+    )
+    abstain_coverage: float = Field(
+        0.3, ge=0.0, le=1.0, description="Share of the question's content terms the top paper must contain "
+        "to rescue a low-similarity retrieval from abstention."
     )
     support_threshold: float = Field(
         0.45, description="An answer sentence whose best evidence scores below this is marked unsupported."

@@ -1,0 +1,181 @@
+"""Conversations: follow-up condensation, token-bounded memory, stable citation numbers,
+and exports (Markdown with numbered references, BibTeX of the cited papers).
+
+A follow-up ("what tokenizer does it use?") is rewritten into a standalone retrieval
+query before retrieval: by the LLM when a capable one answers (Ollama or an
+OpenAI-compatible server), otherwise by a deterministic rule that appends the previous
+turn's cited paper titles and its key terms. The bundled 135M model is not asked: its
+rewrites lose the subject more often than the rule does. Left out: retrieval and
+answering themselves (`rag.answer`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from rag import prompts
+from rag.answer import Answer, Answerer, Event, content_words
+from rag.corpus import Paper
+
+_FOLLOW_UP = re.compile(
+    r"\b(it|its|they|them|their|this|that|these|those|the paper|the method|the model|the authors|"
+    r"same|also|there|he|she|his|her)\b", re.I)
+LLM_CONDENSE_BACKENDS = {"ollama", "openai"}
+
+
+@dataclass
+class Turn:
+    question: str
+    query: str
+    condensed_by: str          # "none" | "rules" | "llm"
+    answer: Answer
+
+
+def looks_like_follow_up(question: str) -> bool:
+    """Pronouns that point back, or too few content words to stand alone."""
+    return bool(_FOLLOW_UP.search(question)) or len(content_words(question)) < 3
+
+
+def rule_condense(question: str, previous: Turn) -> str:
+    """Question + the previous turn's cited (else top retrieved) titles + its question's key terms.
+
+    >>> # previous: "Which paper proposes SetFit?" citing "Efficient Few-Shot Learning Without Prompts"
+    >>> # "How fast is it to train?" -> "How fast is it to train? Efficient Few-Shot Learning Without Prompts SetFit"
+    """
+    papers = [c.paper.title for c in previous.answer.citations[:2]] or \
+             [r["title"] for r in previous.answer.retrieved[:1]]
+    terms = [w for w in re.findall(r"[A-Za-z][\w-]*", previous.question)
+             if w.lower() in content_words(previous.question) and w.lower() not in question.lower()]
+    return " ".join([question, *papers, *dict.fromkeys(terms)])
+
+
+def _approx_tokens(text: str) -> int:
+    return len(text) // 4 + 1
+
+
+class Conversation:
+    """One user's conversation. Not shared between users (the web app keeps one per session)."""
+
+    def __init__(self, answerer: Answerer, memory_tokens: int = 600) -> None:
+        self.answerer = answerer
+        self.memory_tokens = memory_tokens
+        self.turns: list[Turn] = []
+        self.numbers: dict[str, int] = {}  # paper id -> citation number, stable for the conversation
+
+    def reset(self) -> None:
+        self.turns.clear()
+        self.numbers.clear()
+
+    # ---------------------------------------------------------- condensation
+
+    def condense(self, question: str, backend: str | None = None) -> tuple[str, str]:
+        """(standalone query, how): ``none`` for a first or self-contained question."""
+        if not self.turns or not looks_like_follow_up(question):
+            return question, "none"
+        previous = self.turns[-1]
+        llm, _ = self.answerer.backend_for(backend)
+        if llm is not None and llm.name in LLM_CONDENSE_BACKENDS:
+            query = self._llm_condense(question, llm)
+            if query:
+                return query, "llm"
+        return rule_condense(question, previous), "rules"
+
+    def _llm_condense(self, question: str, llm: Any) -> str | None:
+        from rag.errors import BackendError
+        from rag.llm import Message
+
+        history = "\n".join(f"User: {t.question}\nAssistant: {t.answer.answer[:400]}" for t in self.turns[-2:])
+        prompt = prompts.CONDENSE_PROMPT.format(history=history, question=question)
+        try:
+            text = "".join(llm.stream([Message("user", prompt)], max_tokens=60, temperature=0.0)).strip()
+        except BackendError:
+            return None
+        text = text.splitlines()[0].strip().strip('"') if text else ""
+        return text if 3 <= len(text) <= 300 else None
+
+    # ---------------------------------------------------------- memory
+
+    def history(self) -> list[Any]:
+        """Earlier turns as chat messages, newest kept first, within ``memory_tokens``."""
+        from rag.llm import Message
+
+        kept: list[Any] = []
+        budget = self.memory_tokens
+        for turn in reversed(self.turns):
+            pair = [Message("user", turn.question), Message("assistant", turn.answer.answer)]
+            cost = sum(_approx_tokens(m.content) for m in pair)
+            if cost > budget:
+                break
+            kept = pair + kept
+            budget -= cost
+        return kept
+
+    # ---------------------------------------------------------- asking
+
+    def stream(self, question: str, backend: str | None = None, **kwargs: Any) -> Iterator[Event]:
+        query, how = self.condense(question, backend)
+        llm, _ = self.answerer.backend_for(backend)
+        history = self.history() if llm is not None else []
+        for event in self.answerer.stream(question, query=query, backend=backend, history=history,
+                                          numbers=self.numbers, **kwargs):
+            if event.kind == "done" and event.answer is not None:
+                self.turns.append(Turn(event.answer.question, query, how, event.answer))
+            yield event
+
+    def ask(self, question: str, **kwargs: Any) -> Answer:
+        answer = None
+        for event in self.stream(question, **kwargs):
+            answer = event.answer or answer
+        assert answer is not None
+        return answer
+
+    # ---------------------------------------------------------- exports
+
+    def cited_papers(self) -> list[tuple[int, Paper]]:
+        seen: dict[int, Paper] = {}
+        for turn in self.turns:
+            for c in turn.answer.citations:
+                seen.setdefault(c.number, c.paper)
+        return sorted(seen.items())
+
+    def to_markdown(self) -> str:
+        lines = ["# Conversation", ""]
+        for turn in self.turns:
+            lines += [f"**Q:** {turn.question}", "", turn.answer.answer, ""]
+            flagged = [s.text for s in turn.answer.unsupported if s.citations]
+            if flagged:
+                lines += ["> Unsupported by the cited abstracts: " + " ".join(flagged), ""]
+        papers = self.cited_papers()
+        if papers:
+            lines += ["## References", ""]
+            for number, paper in papers:
+                link = paper.links[0] if paper.links else ""
+                year = f" ({paper.year})" if paper.year else ""
+                lines.append(f"[{number}] {paper.title}{year}. {', '.join(paper.authors)} {link}".rstrip())
+        return "\n".join(lines) + "\n"
+
+    def to_bibtex(self) -> str:
+        return "\n".join(paper_bibtex(p) for _, p in self.cited_papers())
+
+
+def _bib_escape(text: str) -> str:
+    return text.replace("\\", "").replace("{", "").replace("}", "")
+
+
+def paper_bibtex(paper: Paper) -> str:
+    """A BibTeX entry that `rag.corpus.load_bibtex` reads back to the same paper."""
+    first = re.sub(r"\W", "", (paper.authors[0].split(",")[0].split()[-1] if paper.authors else "paper")).lower()
+    key = f"{first}{paper.year or ''}{re.sub(r'[^a-z0-9]', '', paper.id.split(':', 1)[-1].lower())[:8]}"
+    fields = {"title": "{" + _bib_escape(paper.title) + "}", "author": " and ".join(paper.authors),
+              "year": str(paper.year or ""), "doi": paper.doi or "", "abstract": _bib_escape(paper.abstract),
+              "url": paper.links[0] if paper.links else ""}
+    if paper.arxiv_id:
+        fields |= {"eprint": paper.arxiv_id, "archiveprefix": "arXiv"}
+    body = ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items() if v)
+    return f"@{'misc' if paper.arxiv_id else 'article'}{{{key},\n{body}\n}}\n"
+
+
+__all__ = ["Conversation", "Turn", "paper_bibtex", "rule_condense", "looks_like_follow_up"]
