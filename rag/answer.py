@@ -388,7 +388,7 @@ class Answerer:
         scores = self.support_scores([question], [s for _, s in candidates])[0]
         ranked = sorted(range(len(candidates)), key=lambda i: -scores[i])
         best = scores[ranked[0]]
-        picked = [i for i in ranked[:max_sentences] if scores[i] >= best - 0.15]
+        picked = [i for i in ranked[:max_sentences] if scores[i] >= best - 0.1]
         picked.sort(key=lambda i: (candidates[i][0], i))  # group by paper, abstract order
         return " ".join(f"\u201c{candidates[i][1].rstrip()}\u201d [{candidates[i][0]}]" for i in picked)
 

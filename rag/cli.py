@@ -145,6 +145,114 @@ def search(
                 out.print(f"   {hit.chunks[0].text[:300]}", highlight=False)
 
 
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="auto, ollama, openai, llamacpp or extractive.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name (ollama/openai) or GGUF path (llamacpp).")]
+
+
+def answer_settings(backend: str | None, model: str | None) -> Any:
+    cfg = settings()
+    llm: dict[str, Any] = {}
+    if backend:
+        llm["backend"] = backend
+    if model:
+        llm["gguf_path" if (backend or cfg.llm.backend) == "llamacpp" else "model"] = model
+    return cfg.model_copy(update={"llm": cfg.llm.model_copy(update=llm)}) if llm else cfg
+
+
+def print_answer(answer: Any) -> None:
+    """Sources (cited first, with evidence), flags and small print, after the streamed text."""
+    from rich.markup import escape
+
+    for note in answer.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    if answer.incomplete:
+        console.print(f"[red]incomplete answer:[/] {escape(answer.error or 'the backend stopped')}")
+    for sentence in answer.unsupported:
+        if sentence.citations:
+            console.print(f"[yellow]unsupported by its cited abstracts:[/] {escape(sentence.text)}")
+    for c in answer.citations:
+        out.print(f"[bold][{c.number}][/] {escape(c.paper.title)}  [dim]{c.paper.id}[/]")
+        for link in c.paper.links[:2]:
+            out.print(f"    {link}", highlight=False)
+        for e in c.evidence:
+            out.print(f"    [green]evidence ({e.score:.2f}):[/] {escape(e.sentence)}")
+    if answer.also_retrieved:
+        out.print("[dim]also retrieved: " + "; ".join(f"[{c.number}] {escape(c.paper.title)}"
+                                                       for c in answer.also_retrieved) + "[/]")
+    t = answer.timings
+    out.print(f"[dim]{answer.backend} ({escape(answer.model)}) · retrieval {t.get('retrieval_s', 0):.2f}s · "
+              f"first token {t.get('ttft_s', 0):.2f}s · total {t.get('total_s', 0):.2f}s[/]")
+
+
+def stream_to_terminal(events: Any, as_json: bool) -> Any:
+    answer, streamed = None, ""
+    for event in events:
+        if event.kind == "token" and not as_json:
+            streamed += event.text
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif event.kind == "done":
+            answer = event.answer
+    if as_json:
+        emit_json(answer.as_dict())
+    else:
+        sys.stdout.write("\n")
+        if answer.answer.strip() != streamed.strip():  # invalid citation markers were removed
+            out.print(f"[dim]with citations checked:[/] {answer.answer}", highlight=False)
+        print_answer(answer)
+    return answer
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="A question about the indexed papers.")],
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    k: KOpt = None,
+    year: YearOpt = None,
+    author: AuthorOpt = None,
+    category: CategoryOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result object as JSON.")] = False,
+) -> None:
+    """Answer one question, streamed, then the cited papers with their evidence."""
+    from rag.answer import Answerer
+
+    answerer = Answerer(answer_settings(backend, model))
+    stream_to_terminal(answerer.stream(question, k=k, filters=parse_filters(year, author, category)), as_json)
+
+
+@app.command()
+def chat(backend: BackendOpt = None, model: ModelOpt = None, k: KOpt = None) -> None:
+    """A terminal conversation. /new starts over, /md and /bib export, /quit (or Ctrl-D) leaves."""
+    from rag.answer import Answerer
+    from rag.chat import Conversation
+
+    conversation = Conversation(Answerer(answer_settings(backend, model)))
+    console.print("Ask about the papers. Commands: /new, /md FILE, /bib FILE, /quit")
+    while True:
+        try:
+            line = input("\n> ").strip()
+        except EOFError:
+            break
+        if not line:
+            continue
+        command, _, arg = line.partition(" ")
+        if command in ("/quit", "/exit"):
+            break
+        if command == "/new":
+            conversation.reset()
+            console.print("new conversation")
+        elif command in ("/md", "/bib"):
+            text = conversation.to_markdown() if command == "/md" else conversation.to_bibtex()
+            Path(arg or f"conversation.{command[1:]}").write_text(text, encoding="utf-8")
+            console.print(f"wrote {arg or f'conversation.{command[1:]}'}")
+        else:
+            try:
+                stream_to_terminal(conversation.stream(line, k=k), as_json=False)
+            except RagError as err:  # a bad question must not end the conversation
+                console.print(f"[red]error:[/] {err.user_message()}", highlight=False)
+
+
 eval_app = typer.Typer(help="Batch evaluation.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
