@@ -69,7 +69,7 @@ def bench_llm(prompt: str, runs: int = 5, *, max_tokens: int = 128, temperature:
     backend.check()  # loads (and caches) the backend's Llama
     with contextlib.nullcontext() if backend.repack else no_extra_buffers():
         raw = Llama(model_path=str(backend.path), n_ctx=backend.context_window, n_threads=backend.threads,
-                    verbose=False)
+                    n_threads_batch=backend.threads, verbose=False)
 
     def count(text: str) -> int:
         return len(raw.tokenize(text.encode("utf-8"), add_bos=False))
@@ -96,7 +96,7 @@ def bench_llm(prompt: str, runs: int = 5, *, max_tokens: int = 128, temperature:
     return {
         "model": backend.model, "prompt_tokens": backend.count_tokens(SYSTEM + prompt), "runs": runs,
         "max_tokens": max_tokens, "temperature": temperature, "repack": backend.repack,
-        "backend": b, "raw": r,
+        "backend": b, "raw": r, "per_run": results,
         "ratio": {"ttft": b["ttft_s"] / r["ttft_s"], "tok_s": b["tok_s"] / r["tok_s"]},
     }
 
@@ -119,13 +119,28 @@ def corpus_prompt(target_tokens: int = 600, settings: LLMSettings | None = None)
     return " ".join(words) + question
 
 
-if __name__ == "__main__":
-    prompt = corpus_prompt()
-    res = bench_llm(prompt, runs=5)
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--prompt-tokens", type=int, default=600)
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: llama.cpp's choice)")
+    args = parser.parse_args(argv)
+    settings = LLMSettings(threads=args.threads)
+    res = bench_llm(corpus_prompt(args.prompt_tokens, settings), runs=args.runs, max_tokens=args.max_tokens,
+                    settings=settings)
     print(f"{res['model']}: prompt {res['prompt_tokens']} tokens, {res['runs']} runs interleaved, "
-          f"max_tokens {res['max_tokens']}, temperature {res['temperature']}, repack {res['repack']}")
-    print(f"{'':<10}{'TTFT (s)':>10}{'tok/s':>10}{'tokens':>8}")
+          f"max_tokens {res['max_tokens']}, temperature {res['temperature']}, threads {args.threads}, "
+          f"repack {res['repack']}")
+    print(f"{'median':<10}{'TTFT (s)':>10}{'tok/s':>10}{'tokens':>8}   per-run TTFT (s)")
     for arm in ("backend", "raw"):
         a = res[arm]
-        print(f"{arm:<10}{a['ttft_s']:>10.3f}{a['tok_s']:>10.1f}{a['tokens']:>8.0f}")
-    print(f"{'ratio':<10}{res['ratio']['ttft']:>10.3f}{res['ratio']['tok_s']:>10.3f}")
+        spread = " ".join(f"{row[0]:.2f}" for row in res["per_run"][arm])
+        print(f"{arm:<10}{a['ttft_s']:>10.3f}{a['tok_s']:>10.1f}{a['tokens']:>8.0f}   {spread}")
+    print(f"{'ratio':<10}{res['ratio']['ttft']:>10.3f}{res['ratio']['tok_s']:>10.3f}   (backend / raw)")
+
+
+if __name__ == "__main__":
+    main()

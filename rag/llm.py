@@ -439,7 +439,8 @@ def _load_llama(path: Path, n_ctx: int, threads: int | None, repack: bool) -> tu
             from llama_cpp import Llama
 
             with contextlib.nullcontext() if repack else no_extra_buffers():
-                llama = Llama(model_path=key[0], n_ctx=n_ctx, n_threads=threads, verbose=False)
+                # threads also bounds prompt evaluation (llama-cpp-python would use every core for it)
+                llama = Llama(model_path=key[0], n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
             _LLAMAS[key] = (llama, threading.Lock())
         return _LLAMAS[key]
 
@@ -514,7 +515,7 @@ class LlamaCppBackend:
                         "lower RAG_ANSWER__MAX_CONTEXT_PAPERS or raise RAG_LLM__CONTEXT_WINDOW",
                     )
                 else:
-                    err = BackendError(f"llama.cpp failed: {msg}", "see the message above; retry with a shorter prompt")
+                    err = BackendError(f"llama.cpp failed: {msg}", "retry with a shorter prompt or fewer max_tokens")
                 raise _interrupted(err, "".join(parts)) from exc
             except RuntimeError as exc:  # llama_decode returned an error
                 err = BackendError(f"llama.cpp failed: {_one_line(exc)}", "retry; lower RAG_LLM__CONTEXT_WINDOW")
