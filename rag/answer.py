@@ -352,8 +352,11 @@ class Answerer:
         delimiter = f"SOURCE-{secrets.token_hex(4)}"
         system = prompts.SYSTEM_PROMPT.format(abstain=prompts.ABSTAIN_PHRASE, delimiter=delimiter)
         history = list(history)
-        budget = llm.context_window - self.settings.llm.max_new_tokens - llm.count_tokens(system) \
-            - llm.count_tokens(question) - 60 - sum(llm.count_tokens(m.content) for m in history)
+        window = llm.context_window - self.settings.llm.max_new_tokens
+        if llm.name == "llamacpp":
+            window = min(window, self.settings.llm.llamacpp_prompt_tokens)
+        budget = window - llm.count_tokens(system) - llm.count_tokens(question) - 60 \
+            - sum(llm.count_tokens(m.content) for m in history)
         sources = []
         for number, hit in numbered:
             text = self._source_text(hit)

@@ -104,6 +104,10 @@ class LLMSettings(BaseModel):
     max_new_tokens: int = Field(256, ge=1, description="Upper bound on generated tokens.")
     timeout_s: float = Field(120.0, gt=0, description="Request timeout for HTTP backends, seconds.")
     threads: int | None = Field(None, ge=1, description="CPU threads for llamacpp; None lets llama.cpp choose.")
+    llamacpp_prompt_tokens: int = Field(
+        900, ge=128, description="Prompt budget (system + sources + question) for the llamacpp backend: CPU prompt "
+        "processing is what makes the first token slow, so local GGUF models get the best passages only."
+    )
     llamacpp_repack: bool | None = Field(
         None,
         description="Let llama.cpp repack GGUF weights into CPU-specific layouts (AMX, AVX, ARM kernels). "
