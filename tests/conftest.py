@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,23 +79,30 @@ def wait_for_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-@pytest.fixture
-def chroma_server(tmp_path: Path) -> Iterator[str]:
-    """A real `chroma run` server on a free loopback port; yields its URL."""
-    port = free_port()
-    proc = subprocess.Popen([str(BIN / "chroma"), "run", "--path", str(tmp_path / "chroma-server"),
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+@contextmanager
+def running_server(cmd: list[str], ready_url: str, timeout: float = 60.0, **popen: Any) -> Iterator[subprocess.Popen]:
+    """Start a real server process, wait until ``ready_url`` answers, stop it afterwards."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
     try:
-        wait_for_http(url + "/api/v2/heartbeat", proc=proc)
-        yield url
+        wait_for_http(ready_url, timeout=timeout, proc=proc)
+        yield proc
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[str]:
+    """A real `chroma run` server on a free loopback port; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(BIN / "chroma"), "run", "--path", str(tmp_path / "chroma-server"), "--host", "127.0.0.1",
+           "--port", str(port)]
+    with running_server(cmd, url + "/api/v2/heartbeat"):
+        yield url
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,

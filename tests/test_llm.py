@@ -30,7 +30,7 @@ from rag.llm import (
 )
 from rag.settings import LLMSettings
 
-from .conftest import ROOT, free_port, wait_for_http
+from .conftest import ROOT, free_port, running_server
 from .ollama_standin import MIDSTREAM_ERROR, OllamaStandIn
 
 ASK = [Message("system", "Answer from the papers."), Message("user", "What do transformers use?")]
@@ -353,18 +353,9 @@ def llama_server() -> Iterator[str]:
         cmd = [sys.executable, "-c", launch, *args]
     else:
         cmd = [sys.executable, "-m", "llama_cpp.server", *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_for_http(url + "/models", timeout=120, proc=proc)
+    with running_server(cmd, url + "/models", timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.slow
