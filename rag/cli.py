@@ -257,6 +257,80 @@ eval_app = typer.Typer(help="Batch evaluation.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 
+@eval_app.command("run")
+def eval_run(
+    dataset: Annotated[str, typer.Argument(help="dev, title-abstract, or a JSON Lines file (questions, feedback).")],
+    backend: BackendOpt = None,
+    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of Settings overrides.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/DATASET-BACKEND); "
+                                                              "rerunning into it resumes.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Questions answered at once.")] = 1,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions or conversations.")] = None,
+    judge: Annotated[str | None, typer.Option(help="LLM judge: ollama:MODEL or openai:MODEL@URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json.")] = False,
+) -> None:
+    """Answer and score a dataset: results.jsonl, summary.json and report.md with plots (resumable)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from eval.report import summary_table
+    from eval.run import evaluate
+
+    columns = [TextColumn(f"eval {dataset}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("eval", total=None)
+        outcome = evaluate(dataset, backend=backend, config=config, out=out_dir, workers=workers, limit=limit,
+                           judge=judge, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if as_json:
+        emit_json(outcome.summary)
+        return
+    out.print(summary_table(outcome.summary))
+    console.print(f"{outcome.computed} questions computed, {outcome.skipped} already done, {outcome.errors} errors; "
+                  f"wrote {outcome.out}/results.jsonl, summary.json, report.md", highlight=False)
+    if outcome.summary["judge"]["note"]:
+        console.print(f"note: {outcome.summary['judge']['note']}", highlight=False)
+
+
+@eval_app.command("compare")
+def eval_compare(
+    run_a: Annotated[Path, typer.Argument(help="Run folder A (the baseline).")],
+    run_b: Annotated[Path, typer.Argument(help="Run folder B.")],
+    out_path: Annotated[Path | None, typer.Option("--out", help="Plot path (default B/compare.png).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Per-metric deltas B - A on shared questions, with paired significance tests and a plot."""
+    from eval.compare import comparison_table, write_comparison
+
+    result, plot = write_comparison(run_a, run_b, out_path)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(comparison_table(result))
+    for line in result["settings_diff"]:
+        console.print(f"settings differ: {line}", highlight=False)
+    console.print(f"wrote {plot}", highlight=False)
+
+
+@eval_app.command("calibrate")
+def eval_calibrate(
+    dataset: Annotated[str, typer.Argument(help="dev or a JSON Lines file with unanswerable questions (gold []).")],
+    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of Settings overrides.")] = None,
+    max_false: Annotated[float, typer.Option(help="Largest false-abstention rate allowed.")] = 0.05,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sweep as JSON.")] = False,
+) -> None:
+    """Sweep the abstention thresholds on retrieval confidences (no LLM) and recommend a pair."""
+    from eval.calibrate import calibrate, collect, grid_table, recommendation
+    from eval.datasets import load_dataset
+    from eval.run import load_settings
+
+    cfg = load_settings(config)
+    result = calibrate(collect(load_dataset(dataset, cfg), cfg), cfg, max_false=max_false)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(grid_table(result))
+    out.print(recommendation(result), highlight=False)
+
+
 @eval_app.command("retrieval")
 def eval_retrieval(
     dataset: Annotated[Path | None, typer.Option(help="A question set with gold paper ids; "

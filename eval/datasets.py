@@ -1,0 +1,189 @@
+"""Evaluation datasets: read a question set into `Item`s, one per single question or conversation.
+
+Three sources, all read by `load_dataset(name_or_path, settings)`:
+
+- a JSON Lines file in the format of ``eval/README.md`` (single questions, and conversations
+  whose ``turns`` are asked in order in one chat);
+- a feedback export from the web chat (lines with ``question``, ``answer``, ``rating`` and
+  ``citations``), recognised by its ``rating`` field: a thumbs-up answer's cited papers become
+  the gold papers; a thumbs-up abstention becomes an unanswerable question; a thumbs-down
+  answer keeps its question with *unknown* gold (``None``, type ``feedback-down``), scored on
+  latency, support and the judge only;
+- built-in names: ``dev`` (``data/eval/dev.jsonl``) and ``title-abstract`` (every paper of the
+  configured index: its title is the question, the paper is the gold).
+
+``gold == []`` means unanswerable; ``gold is None`` means not known. Left out: running the
+questions (``eval.run``) and scoring them (``eval.metrics``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILTIN = {"dev": ROOT / "data" / "eval" / "dev.jsonl"}
+GENERATED = ("title-abstract",)
+
+
+@dataclass
+class Question:
+    """One scored question: a single question or one turn of a conversation."""
+
+    id: str                        # "q001", or "c01.t2" for a conversation's second turn
+    question: str
+    gold: list[str] | None         # [] = unanswerable, None = unknown
+    answers: list[str] = field(default_factory=list)
+    type: str = "factoid"
+    lang: str = "en"
+    item: str = ""                 # the dataset record it belongs to
+    turn: int = 0                  # 1-based turn within a conversation; 0 for a single question
+
+    @property
+    def answerable(self) -> bool | None:
+        return None if self.gold is None else bool(self.gold)
+
+
+@dataclass
+class Item:
+    """A unit of work: its questions are asked in order in one conversation."""
+
+    id: str
+    type: str
+    questions: list[Question]
+
+
+@dataclass
+class Dataset:
+    name: str                      # "dev", "title-abstract" or the file path as given
+    source: str                    # "jsonl" | "feedback" | "generated"
+    items: list[Item]
+    fingerprint: str               # sha256 of the questions, to tell two datasets of one name apart
+
+    @property
+    def questions(self) -> list[Question]:
+        return [q for item in self.items for q in item.questions]
+
+
+def _fingerprint(items: list[Item]) -> str:
+    data = [[q.id, q.question, q.gold, q.answers] for item in items for q in item.questions]
+    return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _str_list(value: Any, where: str, name: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"{where}: `{name}` must be a list of strings", "see eval/README.md, Dataset format")
+    return value
+
+
+def _question(record: dict[str, Any], where: str, **fields: Any) -> Question:
+    text = record.get("question")
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{where}: no `question`", "see eval/README.md, Dataset format")
+    gold = record.get("gold")
+    gold = None if gold is None else _str_list(gold, where, "gold")
+    return Question(question=text, gold=gold, answers=_str_list(record.get("answers"), where, "answers"), **fields)
+
+
+def parse_record(record: dict[str, Any], where: str, default_id: str) -> Item:
+    """One line of a JSON Lines dataset -> `Item`.
+
+    >>> turns = [{"question": "Who made X?", "gold": ["p"]}, {"question": "When?", "gold": ["p"]}]
+    >>> parse_record({"id": "c1", "type": "conversation", "turns": turns}, "x", "r1").questions[1].id
+    'c1.t2'
+    """
+    rid = str(record.get("id") or default_id)
+    rtype = str(record.get("type") or ("conversation" if "turns" in record else "question"))
+    lang = str(record.get("lang") or "en")
+    if "turns" in record:
+        turns = record["turns"]
+        if not isinstance(turns, list) or not turns:
+            raise InputError(f"{where}: `turns` must be a non-empty list", "see eval/README.md, Dataset format")
+        questions = [_question(t, f"{where} turn {i}", id=f"{rid}.t{i}", type=rtype, lang=lang, item=rid, turn=i)
+                     for i, t in enumerate(turns, 1)]
+    else:
+        questions = [_question(record, where, id=rid, type=rtype, lang=lang, item=rid)]
+    return Item(rid, rtype, questions)
+
+
+def feedback_item(record: dict[str, Any], where: str, rid: str) -> Item:
+    """A web-chat feedback line -> `Item` (see the module docstring for the rules)."""
+    from rag.prompts import ABSTAIN_PHRASE
+
+    rating = str(record.get("rating", "")).lower()
+    if rating not in ("up", "down"):
+        raise InputError(f"{where}: `rating` must be \"up\" or \"down\", not {record.get('rating')!r}",
+                         "export feedback from the web chat unchanged")
+    cited = [str(c["paper_id"]) for c in record.get("citations") or [] if isinstance(c, dict) and c.get("paper_id")]
+    gold: list[str] | None = None
+    if rating == "up" and cited:
+        gold = list(dict.fromkeys(cited))
+    elif rating == "up" and ABSTAIN_PHRASE.lower().rstrip(".") in str(record.get("answer", "")).lower():
+        gold = []  # a thumbs-up abstention: the user agrees the papers do not answer it
+    rtype = f"feedback-{rating}"
+    q = _question({"question": record.get("question"), "gold": gold}, where, id=rid, type=rtype, item=rid)
+    return Item(rid, rtype, [q])
+
+
+def read_jsonl(path: Path, name: str | None = None) -> Dataset:
+    if not path.is_file():
+        raise InputError(f"dataset {path} does not exist",
+                         f"give a JSON Lines file or one of: {', '.join([*BUILTIN, *GENERATED])}")
+    items: list[Item] = []
+    source = "jsonl"
+    seen: set[str] = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{where}: not JSON ({err.msg})", "one JSON object per line") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: not a JSON object", "one JSON object per line")
+        if "rating" in record:
+            source = "feedback"
+            item = feedback_item(record, where, str(record.get("id") or f"f{n:04d}"))
+        else:
+            item = parse_record(record, where, f"r{n:04d}")
+        if item.id in seen:
+            raise InputError(f"{where}: id {item.id!r} appears twice", "give every record its own id")
+        seen.add(item.id)
+        items.append(item)
+    if not items:
+        raise InputError(f"dataset {path} holds no questions", "see eval/README.md, Dataset format")
+    return Dataset(name or str(path), source, items, _fingerprint(items))
+
+
+def title_abstract(settings: Any) -> Dataset:
+    """Every paper of the configured index: title -> its paper (easy: chunks carry the title)."""
+    from rag.retrieval import Retriever
+
+    papers = Retriever(settings).index().papers
+    items = [Item(f"t{i:04d}", "title", [Question(f"t{i:04d}", p.title, [p.id], [], "title", "en", f"t{i:04d}")])
+             for i, p in enumerate(sorted(papers.values(), key=lambda p: p.id))]
+    return Dataset("title-abstract", "generated", items, _fingerprint(items))
+
+
+def load_dataset(name: str | Path, settings: Any | None = None) -> Dataset:
+    """A built-in name (``dev``, ``title-abstract``) or a JSON Lines file (questions or feedback)."""
+    key = str(name)
+    if key in BUILTIN:
+        return read_jsonl(BUILTIN[key], key)
+    if key == "title-abstract":
+        from rag.settings import Settings
+
+        return title_abstract(settings or Settings())
+    return read_jsonl(Path(name))
+
+
+__all__ = ["Dataset", "Item", "Question", "load_dataset", "read_jsonl", "title_abstract", "parse_record",
+           "feedback_item"]
