@@ -357,6 +357,25 @@ def eval_retrieval(
     out.print(table)
 
 
+@app.command()
+def bench(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/bench-<timestamp>).")] = None,
+    scale: Annotated[str, typer.Option(help="Synthetic corpus sizes for the scale step, e.g. 10000,30000,100000.")]
+    = "10000,30000",
+    quick: Annotated[bool, typer.Option(help="Skip the scale step and the throughput sweep.")] = False,
+    device: Annotated[str | None, typer.Option(help="Embedding device: cpu, cuda, cuda:1, mps.")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds per measurement (medians).")] = 3,
+) -> None:
+    """Measure ingest, re-ingest, retrieval, cold start, LLM, scale and throughput against baselines."""
+    from eval.bench import run_bench
+
+    try:
+        sizes = [int(s.replace("_", "")) for s in scale.split(",") if s.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--scale {scale!r}: use comma-separated paper counts, e.g. 10000,30000") from None
+    run_bench(out=out_dir, scale=sizes, quick=quick, device=device, rounds=rounds, console=console)
+
+
 def main() -> None:
     """Entry point: runs the app and turns user errors into one line each."""
     debug = os.environ.get("RAG_DEBUG") == "1"

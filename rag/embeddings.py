@@ -5,6 +5,13 @@ package, loaded with ``HF_HUB_OFFLINE=1``: nothing is fetched from a hub. Any lo
 sentence-transformers folder works too. The model is loaded on first use, so code that
 only needs the tokenizer (chunking) or the identity (store checks) never pays for it.
 
+Tokenization runs on the Rust tokenizer directly, in parallel threads (it releases the
+GIL), one tokenizer copy per thread. Token counts for chunking always use it; encoding
+uses it on a GPU (``device`` other than ``cpu``), where single-threaded tokenization
+would otherwise starve the model: batches are tokenized ahead by a thread pool while the
+model runs the previous one. On a CPU, sentence-transformers' own ``encode`` is used
+(the model, not tokenization, is the bottleneck there); both give the same vectors.
+
 Left out: caching vectors (the store skips unchanged chunks instead) and remote APIs.
 """
 
@@ -12,7 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -27,6 +37,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+TOKENIZE_SLICE = 256  # texts per tokenizer call when counting in parallel
+
+
+def default_tokenizer_workers() -> int:
+    """Tokenizer threads: the CPUs this process may use, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
 
 
 def resolve_model_path(model: str) -> Path:
@@ -53,6 +74,10 @@ class Embedder:
         self.settings = settings or EmbeddingSettings()
         self.path = resolve_model_path(self.settings.model)
         self.encoded = 0  # texts embedded by this instance; tests and ingest summaries read it
+        self.tokenizer_workers = default_tokenizer_workers()
+        # tokenize in threads ahead of the model (GPU); sentence-transformers' encode on a CPU
+        self.pipelined = not self.settings.device.startswith("cpu") and self.settings.backend == "torch"
+        self._local = threading.local()
 
     @property
     def name(self) -> str:
@@ -88,15 +113,96 @@ class Embedder:
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
 
+    @cached_property
+    def _tokenizer_json(self) -> str:
+        return str(self.tokenizer.backend_tokenizer.to_str())
+
+    def _rust_tokenizer(self, padded: bool) -> Any:
+        """This thread's own copy of the Rust tokenizer (a shared one raises "Already borrowed"
+        when threads change its truncation at once). ``padded``: truncated to the model's window
+        and padded to the longest text, as sentence-transformers tokenizes for the model."""
+        key = "padded" if padded else "plain"
+        tok = getattr(self._local, key, None)
+        if tok is None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_str(self._tokenizer_json)
+            tok.no_truncation()
+            tok.no_padding()
+            if padded:
+                tok.enable_truncation(self.max_seq_length)
+                hf = self.tokenizer
+                tok.enable_padding(pad_id=hf.pad_token_id or 0, pad_token=hf.pad_token or "[PAD]")
+            setattr(self._local, key, tok)
+        return tok
+
+    def _count(self, texts: list[str]) -> list[int]:
+        encodings = self._rust_tokenizer(padded=False).encode_batch_fast(texts, add_special_tokens=True)
+        return [len(e) for e in encodings]
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Word pieces per text, special tokens included, with no truncation."""
-        if not texts:
-            return []
-        enc = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
-        return [len(ids) for ids in enc["input_ids"]]
+        """Word pieces per text, special tokens included, with no truncation (in parallel for many texts)."""
+        texts = list(texts)
+        if len(texts) < 2 * TOKENIZE_SLICE or self.tokenizer_workers < 2:
+            return self._count(texts) if texts else []
+        slices = [texts[i:i + TOKENIZE_SLICE] for i in range(0, len(texts), TOKENIZE_SLICE)]
+        with ThreadPoolExecutor(self.tokenizer_workers) as pool:
+            return [n for part in pool.map(self._count, slices) for n in part]
+
+    def features(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Model inputs for one batch, as sentence-transformers' ``preprocess`` makes them
+        (``input_ids``, ``token_type_ids``, ``attention_mask``), from this thread's tokenizer."""
+        import torch
+
+        encodings = self._rust_tokenizer(padded=True).encode_batch_fast(list(texts), add_special_tokens=True)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        types = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(types),
+                "attention_mask": torch.from_numpy(mask), "modality": "text"}
+
+    def _forward(self, features: dict[str, Any]) -> Any:
+        """Unit-length sentence embeddings (a CPU tensor) for one batch of features."""
+        import torch
+
+        device = self.model.device
+        features = {k: v.to(device, non_blocking=True) if hasattr(v, "to") else v for k, v in features.items()}
+        embeddings = self.model(features)["sentence_embedding"]
+        return torch.nn.functional.normalize(embeddings, p=2, dim=1).float().cpu()
+
+    def _encode_pipelined(self, texts: Sequence[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
+        """Longest texts first (less padding), tokenized by a thread pool up to ``2 * workers``
+        batches ahead of the model, written back in input order."""
+        import torch
+
+        size = self.settings.batch_size
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        self.model.eval()
+        with ThreadPoolExecutor(self.tokenizer_workers) as pool, torch.inference_mode():
+            pending: deque[tuple[np.ndarray, Any]] = deque()
+            todo = iter(batches)
+            for rows in todo:
+                pending.append((rows, pool.submit(self.features, [texts[i] for i in rows])))
+                if len(pending) >= 2 * self.tokenizer_workers:
+                    break
+            while pending:
+                rows, future = pending.popleft()
+                features = future.result()
+                for more in todo:  # keep the pool busy while the model runs
+                    pending.append((more, pool.submit(self.features, [texts[i] for i in more])))
+                    break
+                out[rows] = self._forward(features).numpy()
+                self.encoded += len(rows)
+                if on_batch:
+                    on_batch(len(rows))
+        return out
 
     def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text, in batches of ``batch_size``."""
+        if self.pipelined and len(texts) > 1:
+            return self._encode_pipelined(texts, on_batch)
         size = self.settings.batch_size
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), size):
