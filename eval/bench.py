@@ -149,6 +149,19 @@ def bench_queries(n: int = 50, corpus: Path = BUNDLED) -> list[str]:
     return picked[:n]
 
 
+def parse_sizes(text: str) -> list[int]:
+    """``"10000,30_000"`` -> ``[10000, 30000]``; raises `InputError` on anything else."""
+    from rag.errors import InputError
+
+    try:
+        sizes = [int(part.strip().replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"--scale {text!r} is not a list of paper counts", "use e.g. --scale 10000,30000,100000")
+    return sizes
+
+
 def _machine() -> dict[str, Any]:
     import torch
 
@@ -793,7 +806,7 @@ def print_table(results: dict[str, Any], console: Any) -> None:
             ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
             table.add_row(row["measurement"], row["ours"], row["baseline"], ratio, row["target"],
                           f"[{colour.get(row['status'], 'white')}]{row['status']}[/]")
-    console.print(table)
+    console.print(table, width=max(console.width, 150))  # a pipe gets 80 columns: too narrow for this table
     for name, step in results["steps"].items():
         notes = [f"{k}: {v}" for k, v in step.get("notes", {}).items()]
         for note in ([step["note"]] if step.get("note") else []) + notes:
@@ -852,6 +865,8 @@ def plot(results: dict[str, Any], path: Path) -> Path:
             a_disk.plot(xs, [p["disk_bytes"] / 2**20 for p in pts], marker, label=f"disk MB ({mode})")
             a_disk.plot(xs, [p["peak_rss_bytes"] / 2**20 for p in pts], marker, label=f"peak RSS MB ({mode})")
             a_disk.plot(xs, [p["retrieval_median_ms"] for p in pts], marker, label=f"retrieval median ms ({mode})")
+    if points:
+        a_disk.set_yscale("log")
     for ax, title in ((a_scale, "ingest throughput vs corpus size"), (a_disk, "disk, memory, latency vs size")):
         ax.set_title(title)
         ax.set_xlabel("papers")

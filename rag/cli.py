@@ -367,13 +367,9 @@ def bench(
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds per measurement (medians).")] = 3,
 ) -> None:
     """Measure ingest, re-ingest, retrieval, cold start, LLM, scale and throughput against baselines."""
-    from eval.bench import run_bench
+    from eval.bench import parse_sizes, run_bench
 
-    try:
-        sizes = [int(s.replace("_", "")) for s in scale.split(",") if s.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"--scale {scale!r}: use comma-separated paper counts, e.g. 10000,30000") from None
-    run_bench(out=out_dir, scale=sizes, quick=quick, device=device, rounds=rounds, console=console)
+    run_bench(out=out_dir, scale=parse_sizes(scale), quick=quick, device=device, rounds=rounds, console=console)
 
 
 def main() -> None:

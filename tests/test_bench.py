@@ -1,0 +1,81 @@
+"""`rag bench`: the synthetic corpus generator and a quick run end to end.
+
+Timings belong in the bench output, not here: these tests check that the generator makes
+loadable, unique papers and that a run writes its report files, never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.synthetic import generate, iter_records, synthetic_id
+from rag.corpus import load_paths, normalise_title
+
+BUNDLED = Path(__file__).resolve().parent.parent / "data" / "papers.jsonl"
+
+
+def test_synthetic_papers_load_through_the_real_loader(tmp_path: Path) -> None:
+    path = generate(500, tmp_path / "synthetic.jsonl", seed=3)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 500
+    records = [json.loads(line) for line in lines]
+    assert set(records[0]) == {"id", "title", "abstract", "authors", "categories", "update_date", "doi"}
+    assert records[0]["doi"] is None
+    assert len({r["id"] for r in records}) == 500
+    assert len({normalise_title(r["title"]) for r in records}) == 500
+
+    report = load_paths([path])
+    assert (len(report.papers), len(report.errors), len(report.merged)) == (500, 0, 0)
+    paper = report.papers["arxiv:" + synthetic_id(0)]  # arXiv-style ids are recognised as arXiv ids
+    assert paper.arxiv_id == "9000.00000" and paper.authors and paper.categories and paper.year
+
+
+def test_synthetic_generator_is_deterministic_and_recombines_bundled_sentences(tmp_path: Path) -> None:
+    a = generate(50, tmp_path / "a.jsonl", seed=1).read_bytes()
+    assert a == generate(50, tmp_path / "b.jsonl", seed=1).read_bytes()
+    assert a != generate(50, tmp_path / "c.jsonl", seed=2).read_bytes()
+    bundled = BUNDLED.read_text(encoding="utf-8")
+    first = next(iter_records(1, seed=1))
+    assert first["abstract"].split(". ")[0] in bundled
+
+
+def test_synthetic_ids_are_unique_arxiv_style() -> None:
+    assert synthetic_id(99_999) == "9000.99999" and synthetic_id(100_000) == "9001.00000"
+    with pytest.raises(ValueError):
+        synthetic_id(100_000_000)
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
+    from eval.bench import run_bench
+
+    corpus = tmp_path / "tiny.jsonl"
+    corpus.write_text("".join(BUNDLED.read_text(encoding="utf-8").splitlines(keepends=True)[:6]), encoding="utf-8")
+    out = tmp_path / "bench"
+    results = run_bench(out=out, quick=True, corpus=[corpus], rounds=1, n_queries=6, tokenize_texts=300,
+                        skip=("cold_start", "llm"))
+
+    data = json.loads((out / "bench.json").read_text())
+    steps = data["steps"]
+    assert set(steps) >= {"first_ingest", "reingest", "retrieval", "tokenization", "scale", "throughput"}
+    assert steps["first_ingest"]["papers"] == 6 and len(steps["first_ingest"]["ingest_s"]) == 1
+    assert steps["reingest"]["chunks_embedded"] == [0]  # unchanged corpus: nothing embedded again
+    assert steps["retrieval"]["queries"] == 6 and steps["retrieval"]["ratio"] > 0
+    assert steps["tokenization"]["max_abs_diff_vs_sentence_transformers"] < 1e-5
+    for name in ("scale", "throughput", "cold_start", "llm"):
+        assert steps[name]["skipped"], name
+    rows = [row for step in steps.values() for row in step["rows"]]
+    assert {row["status"] for row in rows} <= {"pass", "miss", "info", "skipped"}  # no step errored
+    png = out / "bench.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert results["run_dir"] == str(out)
+
+
+def test_bench_command_rejects_a_malformed_scale() -> None:
+    from tests.conftest import run_cli
+
+    got = run_cli("bench", "--quick", "--scale", "ten")
+    assert got.returncode == 2 and "--scale 'ten' is not a list of paper counts" in got.stderr
