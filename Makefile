@@ -21,7 +21,10 @@ ingest: setup
 	$(BIN)/rag ingest $(CORPUS)
 
 run: ingest
-	$(BIN)/rag stats
+	$(BIN)/rag serve        # the web chat on http://127.0.0.1:7860 (ingests data/papers.jsonl if the index is empty)
+
+serve: setup
+	$(BIN)/rag serve
 
 test: setup
 	$(BIN)/python -m pytest -q -ra

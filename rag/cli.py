@@ -358,6 +358,18 @@ def eval_retrieval(
 
 
 @app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1; 0.0.0.0 exposes it).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 7860).")] = None,
+    share: Annotated[bool, typer.Option(help="Also create a public Gradio share link.")] = False,
+) -> None:
+    """Start the web chat; ingests data/papers.jsonl first if the index is empty."""
+    from ui.server import serve as serve_web
+
+    serve_web(settings(), host=host, port=port, share=share, echo=lambda line: print(line, flush=True))
+
+
+@app.command()
 def bench(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/bench-<timestamp>).")] = None,
     scale: Annotated[str, typer.Option(help="Synthetic corpus sizes for the scale step, e.g. 10000,30000,100000.")]

@@ -1,0 +1,479 @@
+"""Handler-level tests of the web chat (`ui.app.WebApp`): every event, called as Gradio would.
+
+The app runs over a private copy of the bundled index with the extractive backend, or
+with `FakeBackend` (a deterministic streaming LLM stand-in) where a test needs tokens,
+unsupported sentences or a failure mid-stream. No server, no browser: see
+test_ui_browser.py and test_ui_load.py for those.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from rag.answer import Answer, AnswerSentence, Citation, Evidence
+from rag.corpus import Paper, load_bibtex
+from rag.ingest import Ingestor
+from rag.llm import StreamInterrupted
+from rag.settings import Settings
+from tests.conftest import free_port
+from ui import app as app_module
+from ui import render
+from ui.app import WebApp, parse_auth
+from ui.feedback import REQUIRED_KEYS
+from ui.state import ChatSettings, Session
+from ui.uploads import display_name
+
+PLAMO_Q = "How many tokens was PLaMo-100B trained on from scratch?"
+PLAMO_TITLE = "PLaMo-100B: A Ground-Up Language Model Designed for Japanese Proficiency"
+PLAMO_SENTENCE = ("The model was trained from scratch using 2 trillion tokens, with architecture such as QK "
+                  "Normalization and Z-Loss to ensure training stability during the training process.")
+EVIL_TITLE = "Harmless Title <script>alert(1)</script> for Zorblax Graphs"
+EVIL_ABSTRACT = ("Zorblax graphs are a new structure for sparse retrieval <img src=x onerror=alert(1)>. "
+                 "We show zorblax graphs beat baselines <img src=\"https://example.com/x.png\"> on three tasks. "
+                 "The code is at <script>alert(1)</script> our site.")
+
+
+class FakeBackend:
+    """A streaming LLM stand-in: yields ``reply`` word by word, optionally failing midway."""
+
+    name = "llamacpp"
+    model = "fake-model.gguf"
+    context_window = 4096
+
+    def __init__(self, reply: str, fail_after: int | None = None) -> None:
+        self.reply, self.fail_after = reply, fail_after
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1
+
+    def check(self) -> None:
+        pass
+
+    def stream(self, messages, *, max_tokens, temperature, stop=None) -> Iterator[str]:  # type: ignore[no-untyped-def]
+        words = re.findall(r"\S+\s*", self.reply)
+        sent = ""
+        for i, word in enumerate(words):
+            if self.fail_after is not None and i == self.fail_after:
+                raise StreamInterrupted("connection dropped", "retry", sent)
+            sent += word
+            yield word
+
+
+@pytest.fixture
+def webapp(bundled_copy: Path, embedder) -> WebApp:  # type: ignore[no-untyped-def]
+    return WebApp(Settings(home=bundled_copy, llm={"backend": "extractive"}), embedder=embedder)
+
+
+def fake_app(home: Path, embedder, reply: str, **kwargs) -> WebApp:  # type: ignore[no-untyped-def]
+    return WebApp(Settings(home=home, llm={"backend": "llamacpp"}), embedder=embedder,
+                  backend=FakeBackend(reply, **kwargs))
+
+
+def run(app: WebApp, question: str, session: Session | None = None, **settings) -> tuple[list, Session]:  # type: ignore[no-untyped-def]
+    """Drain the ask generator; returns (every yielded output tuple, the session)."""
+    outs = list(app.ask(question, session, **settings))
+    return outs, outs[-1][-1]
+
+
+def last_html(session: Session) -> str:
+    return session.messages[-1]["content"]
+
+
+def like(index: int, liked: bool | str) -> gr.LikeData:
+    return gr.LikeData(None, {"index": index, "value": [], "liked": liked})
+
+
+# ------------------------------------------------------------------ asking
+
+
+def test_ask_streams_then_shows_cited_cards_with_evidence(webapp: WebApp) -> None:
+    outs, session = run(webapp, PLAMO_Q)
+    first_chat, first_box = outs[0][0], outs[0][1]
+    assert [m["role"] for m in first_chat] == ["user", "assistant"]
+    assert "searching the papers" in first_chat[1]["content"] and first_box == ""
+    html = last_html(session)
+    assert 'class="rag-card"' in html and PLAMO_TITLE in html
+    marked = re.findall(r"<mark[^>]*>(.*?)</mark>", html)
+    assert PLAMO_SENTENCE in marked
+    assert "<details>" in html and "Also retrieved, not cited" in html
+    assert "answered by extractive" in html and re.search(r"first token \d+\.\d\d s", html)
+    md, bib = outs[-1][2], outs[-1][3]
+    assert Path(md).read_text().startswith("# Conversation") and "@" in Path(bib).read_text()
+
+
+def test_tokens_appear_as_they_are_generated_then_the_checked_answer(bundled_copy, embedder, monkeypatch) -> None:
+    monkeypatch.setattr(app_module, "STREAM_EVERY_S", 0.0)
+    reply = f"{PLAMO_SENTENCE} [1] Bananas grow on the moon every winter [1]. <script>x()</script>"
+    app = fake_app(bundled_copy, embedder, reply)
+    outs, session = run(app, PLAMO_Q)
+    partial = [o[0][-1]["content"] for o in outs[1:-1]]
+    assert len(partial) >= 10 and partial[0].count(" ") < partial[5].count(" ")  # grows token by token
+    assert "The model was" in partial[5] and "Bananas" not in partial[5]
+    assert all("rag-card" not in p for p in partial)
+    html = last_html(session)
+    assert PLAMO_TITLE in html and "answered by llamacpp · fake-model.gguf" in html
+    unsupported = re.findall(r'<span class="rag-unsupported"[^>]*>(.*?)</span><span class="rag-badge"', html)
+    assert len(unsupported) == 1 and "Bananas grow on the moon" in unsupported[0]
+    assert "<script" not in html and "&lt;script&gt;x()&lt;/script&gt;" in html
+    assert "1 of 2 sentences not supported by a cited abstract" in html
+
+
+def test_incomplete_answer_gets_a_banner(bundled_copy, embedder) -> None:
+    app = fake_app(bundled_copy, embedder, f"{PLAMO_SENTENCE} [1] More words here", fail_after=5)
+    _, session = run(app, PLAMO_Q)
+    html = last_html(session)
+    assert "Incomplete answer:" in html and "connection dropped" in html and "The model was trained" in html
+
+
+def test_abstention_and_unavailable_backend_are_shown_not_raised(webapp: WebApp) -> None:
+    _, session = run(webapp, "What is the best recipe for banana bread with walnuts?")
+    assert "Abstained:" in last_html(session)
+    webapp.settings.llm.ollama_url = f"http://127.0.0.1:{free_port()}"
+    _, session = run(webapp, PLAMO_Q, session, backend="ollama")
+    assert "Could not answer" in last_html(session) and len(session.messages) == 4
+
+
+def test_fallback_banner_names_the_reason() -> None:
+    paper = Paper("T", "An abstract sentence here.")
+    answer = Answer("q", "q", "An abstract sentence here. [1]", backend="llamacpp", model="m",
+                    notes=["Ollama unreachable at http://x: using bundled SmolLM2-135M"],
+                    citations=[Citation(1, paper, True, 0.5)])
+    html = render.render_answer(answer, requested_backend="auto")
+    assert 'rag-banner warn"><strong>Fallback:</strong> Ollama unreachable' in html
+    assert "Fallback" not in render.render_answer(answer, requested_backend="llamacpp")
+
+
+def test_follow_up_is_condensed_by_the_conversation(webapp: WebApp) -> None:
+    _, session = run(webapp, PLAMO_Q)
+    _, session = run(webapp, "What post-training techniques were applied to it?", session)
+    turn = session.conversation.turns[-1]
+    assert turn.condensed_by == "rules" and "PLaMo-100B" in turn.query
+    assert PLAMO_TITLE in last_html(session)
+
+
+def test_new_conversation_clears_history_numbers_and_exports(webapp: WebApp) -> None:
+    _, session = run(webapp, PLAMO_Q)
+    _, session = run(webapp, "What does VIVAT mitigate in VAE training?", session)
+    assert len(session.messages) == 4 and len(session.conversation.numbers) > 5
+    chat, md, bib, comment, session = webapp.new_conversation(session)
+    assert chat == [] and md is None and bib is None and comment == ""
+    assert not session.conversation.turns and not session.conversation.numbers and not session.records
+    _, session = run(webapp, "What does VIVAT mitigate in VAE training?", session)
+    assert len(session.messages) == 2 and "[1]" in last_html(session)
+
+
+def test_settings_are_per_session(webapp: WebApp) -> None:
+    _, a = run(webapp, PLAMO_Q, k=1, dense_weight=0.0, temperature=0.7)
+    _, b = run(webapp, PLAMO_Q)
+    assert a is not b and a.id != b.id
+    assert (a.settings.k, a.settings.dense_weight, a.settings.temperature) == (1, 0.0, 0.7)
+    assert (b.settings.k, b.settings.dense_weight) == (5, webapp.settings.retrieval.dense_weight)
+    assert len(a.conversation.turns[-1].answer.retrieved) == 1
+    assert len(b.conversation.turns[-1].answer.retrieved) == 5
+    assert "Also retrieved" not in last_html(a) and "Also retrieved" in last_html(b)
+    # malformed values from an API client are clamped, never trusted
+    odd = ChatSettings.parse(webapp.settings, "rm -rf", "bad model name!", 999, 7, -1, "x", None, None, None)
+    assert (odd.backend, odd.model, odd.k, odd.dense_weight, odd.temperature) == ("extractive", "", 20, 1.0, 0.0)
+
+
+def test_filters_reach_retrieval(webapp: WebApp, tmp_path: Path) -> None:
+    rows = [{"title": f"Quokka study {y}", "abstract": f"Quokka populations were counted in {y} on an island. "
+             "The counts rose.", "year": y, "authors": ["Ada Lovelace"], "categories": ["q-bio.PE"]}
+            for y in (2019, 2023)]
+    path = tmp_path / "quokka.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    webapp.upload([str(path)])
+    box, year_from, _, author, category = webapp.facet_updates()
+    assert box["visible"] and year_from["visible"] and author["visible"] and "q-bio.PE" in category["choices"]
+    _, session = run(webapp, "How were quokka populations counted?", year_from=2022, year_to=2024)
+    cited = session.conversation.turns[-1].answer.retrieved
+    assert [r["title"] for r in cited] == ["Quokka study 2023"]
+
+
+def test_a_busy_session_does_not_start_a_second_answer(webapp: WebApp) -> None:
+    session = webapp.session(None)
+    session.busy.acquire()
+    try:
+        with pytest.warns(UserWarning, match="Still answering"):
+            (chat, box, *_), = list(webapp.ask(PLAMO_Q, session))
+    finally:
+        session.busy.release()
+    assert chat == [] and box == PLAMO_Q
+
+
+def test_concurrent_sessions_share_one_app_safely(webapp: WebApp) -> None:
+    questions = {PLAMO_Q: "PLaMo-100B", "What does VIVAT mitigate in VAE training?": "VIVAT",
+                 "What is the name of the 7B model described in the Nyonic technical report?": "Nyonic",
+                 "What is TiKMiX and how does it mix pre-training data?": "TiKMiX"}
+    results: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def worker(q: str) -> None:
+        try:
+            _, session = run(webapp, q)
+            results[q] = last_html(session)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(q,)) for q in list(questions) * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    for q, name in questions.items():
+        assert name in results[q].split('class="rag-cards"', 1)[1].split("rag-also")[0]
+
+
+# ------------------------------------------------------------------ uploads
+
+
+def test_upload_updates_counts_and_reports_record_errors(webapp: WebApp, tmp_path: Path) -> None:
+    path = tmp_path / "small.jsonl"
+    path.write_text(json.dumps({"title": "Glimmer nets", "abstract": "Glimmer nets light up sparse graphs."}) + "\n"
+                    + '{"title": "broken"\n'
+                    + json.dumps({"title": "No abstract here"}) + "\n"
+                    + json.dumps({"title": "Dusk layers", "abstract": "Dusk layers dim activations."}) + "\n")
+    calls: list[tuple] = []
+    report, corpus, *_filters, cleared = webapp.upload([str(path)], progress=lambda *a, **k: calls.append((a, k)))
+    assert "papers: 2 new, 0 updated, 184 unchanged" not in report  # only the uploaded file is ingested
+    assert "papers: 2 new, 0 updated, 0 unchanged, 0 merged, 2 rejected" in report
+    assert "rejected small.jsonl:2: bad JSON" in report and "rejected small.jsonl:3:" in report
+    assert "index: 186 papers" in report and "**186 papers**" in corpus and cleared is None
+    assert str(tmp_path) not in report  # errors name the user's file, not a server path
+    assert any(k.get("unit") == "chunks" for _, k in calls)
+    _, session = run(webapp, "What do glimmer nets light up?")
+    assert "Glimmer nets" in last_html(session)
+
+
+def test_traversal_and_unknown_file_names_are_handled_safely(webapp: WebApp, tmp_path: Path) -> None:
+    real = tmp_path / "inbox" / "upload.bin"
+    real.parent.mkdir()
+    real.write_text(json.dumps({"title": "Evil twins", "abstract": "Evil twins duplicate records."}) + "\n")
+    evil = SimpleNamespace(path=str(real), orig_name="../../evil.jsonl")
+    exe = tmp_path / "tool.exe"
+    exe.write_text("MZ")
+    report, corpus, *_ = webapp.upload([evil, str(exe)])
+    assert "papers: 1 new" in report and "**185 papers**" in corpus
+    assert "refused tool.exe: unsupported file type '.exe'" in report
+    assert ".." not in report.replace("...", "")
+    for parent in [tmp_path, tmp_path.parent, real.parent.parent.parent]:
+        assert not (parent / "evil.jsonl").exists()
+    paper = next(p for p in webapp.pool.retriever.refresh().papers.values() if p.title == "Evil twins")
+    assert paper.source == "upload:evil.jsonl"
+    assert display_name("../../evil.jsonl") == "evil.jsonl"
+    assert display_name("..\\..\\win.csv") == "win.csv"
+    assert display_name("a/b/<x y>.bib") == "x_y_.bib" and display_name("..") == "file"
+
+
+def test_oversize_upload_is_rejected(bundled_copy: Path, embedder, tmp_path: Path) -> None:
+    app = WebApp(Settings(home=bundled_copy, llm={"backend": "extractive"}, ui={"max_upload_mb": 1}),
+                 embedder=embedder)
+    assert app.launch_options()["max_file_size"] == "1mb"
+    big = tmp_path / "big.jsonl"
+    row = json.dumps({"title": "Filler", "abstract": "word " * 2000})
+    big.write_text("\n".join([row] * 130))  # ~1.3 MB
+    report, corpus, *_ = app.upload([str(big)])
+    assert f"refused big.jsonl: {big.stat().st_size / 2**20:.1f} MB is over the upload limit of 1 MB" in report
+    assert "**184 papers**" in corpus and "papers:" not in report
+
+
+# ------------------------------------------------------------------ feedback and exports
+
+
+def test_feedback_is_appended_durably_as_json_lines(webapp: WebApp, monkeypatch) -> None:
+    import os
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    _, session = run(webapp, PLAMO_Q, k=3)
+    status, session = webapp.rate(session, like(0, True))
+    assert "Only answers" in status
+    status, session = webapp.rate(session, like(1, True))
+    assert "👍" in status
+    status, box, session = webapp.comment("  Exactly the number I needed. ", session)
+    assert box == "" and "saved" in status
+    _, session = run(webapp, "What does VIVAT mitigate in VAE training?", session)
+    webapp.rate(session, like(3, "Dislike"))
+    lines = webapp.settings.feedback_path.read_text().splitlines()
+    assert len(lines) == 3 and len(synced) == 3
+    rows = [json.loads(line) for line in lines]
+    for row in rows:
+        assert all(key in row for key in REQUIRED_KEYS)
+        assert row["rating"] in {"up", "down"} and re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", row["time"])
+        assert all(set(c) == {"number", "paper_id", "title"} for c in row["citations"])
+    assert [r["rating"] for r in rows] == ["up", "up", "down"]
+    assert rows[0]["question"] == PLAMO_Q and rows[0]["citations"][0]["title"] == PLAMO_TITLE
+    assert rows[0]["settings"]["k"] == 3 and rows[0]["settings"]["backend"] == "extractive"
+    assert rows[1]["comment"] == "Exactly the number I needed." and rows[1]["answer_id"] == rows[0]["answer_id"]
+    assert "VIVAT" in rows[2]["question"]
+    path, status = webapp.export_feedback()
+    assert Path(path).read_text() == webapp.settings.feedback_path.read_text() and "3 feedback lines" in status
+
+
+def test_comment_needs_a_rating_first(webapp: WebApp) -> None:
+    _, session = run(webapp, PLAMO_Q)
+    status, box, _ = webapp.comment("great", session)
+    assert "Rate an answer" in status and box == "great"
+    assert webapp.export_feedback() == (None, "No feedback yet.")
+
+
+def test_markdown_and_bibtex_exports(webapp: WebApp, tmp_path: Path) -> None:
+    outs, session = run(webapp, PLAMO_Q)
+    md_path, bib_path = outs[-1][2], outs[-1][3]
+    md = Path(md_path).read_text()
+    assert md == session.conversation.to_markdown()
+    assert f"**Q:** {PLAMO_Q}" in md and "## References" in md and f"[1] {PLAMO_TITLE}" in md
+    bib = Path(bib_path).read_text()
+    assert bib == session.conversation.to_bibtex() and bib.startswith("@")
+    copy = tmp_path / "cited.bib"
+    copy.write_text(bib)
+    papers = [p for p in load_bibtex(copy) if isinstance(p, Paper)]
+    assert [p.title for p in papers] == [PLAMO_TITLE]
+    assert Path(md_path).parent.name == session.id  # per-session folder, removed with the session
+    webapp.drop_session(session)
+    assert not Path(md_path).exists()
+
+
+# ------------------------------------------------------------------ sanitising
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+
+def _assert_inert(html: str) -> None:
+    """Parsed as a browser would: no script/img/iframe/style element, no on* or src attribute."""
+    parser = _Tags()
+    parser.feed(html)
+    assert parser.tags
+    for tag, attrs in parser.tags:
+        assert tag in render.ALLOWED_TAGS, tag
+        for name, value in attrs:
+            assert not name.startswith("on") and name != "src" and name != "style", (tag, name)
+            if name == "href":
+                assert (value or "").startswith(("https://", "http://")), value
+
+
+def test_card_escapes_hostile_title_and_abstract() -> None:
+    paper = Paper(EVIL_TITLE, EVIL_ABSTRACT, urls=["javascript:alert(1)", "https://github.com/x/y"])
+    sentence = "We show zorblax graphs beat baselines <img src=\"https://example.com/x.png\"> on three tasks."
+    citation = Citation(1, paper, True, 0.9, [Evidence(1, paper.id, sentence, 0.8, "claim <b>bold</b> [1]")])
+    html = render.card_html(citation)
+    _assert_inert(render.clean(html))
+    assert re.findall(r"</?\w+", render.clean(html)) == re.findall(r"</?\w+", html)  # all our tags kept
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<mark" in html and "&lt;img src=&quot;https://example.com/x.png&quot;&gt;" in html
+    assert 'href="https://github.com/x/y"' in html and "javascript:" not in html
+
+
+def test_hostile_paper_renders_escaped_in_the_chat(webapp: WebApp, tmp_path: Path) -> None:
+    path = tmp_path / "evil.jsonl"
+    path.write_text(json.dumps({"title": EVIL_TITLE, "abstract": EVIL_ABSTRACT}) + "\n")
+    Ingestor(webapp.settings, embedder=webapp.pool.embedder).run([path])
+    _, session = run(webapp, "What are zorblax graphs and what do they beat?")
+    html = last_html(session)
+    assert "Zorblax Graphs" in html.split('class="rag-cards"', 1)[1]
+    _assert_inert(html)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    question = webapp.ask('<img src=x onerror=alert(1)> "zorblax"?', session)
+    for chat, *_ in question:
+        _assert_inert(chat[-2]["content"] + chat[-1]["content"])
+
+
+def test_render_helpers_escape_and_mark() -> None:
+    assert render.highlight("A b. C <d>.", ["C <d>."]) == "A b. <mark>C &lt;d&gt;.</mark>"
+    assert render.safe_href("javascript:alert(1)") is None and render.safe_href("github.com/a/b") == \
+        "https://github.com/a/b"
+    s = AnswerSentence("Unsupported claim <i>x</i> [1].", [1], False, 0.2)
+    out = render.sentence_html(s, [1])
+    assert 'class="rag-unsupported"' in out and "unsupported</span>" in out and "&lt;i&gt;" in out
+    _assert_inert(render.render_streaming("<script>alert(1)</script>"))
+
+
+# ------------------------------------------------------------------ launching
+
+
+def test_launch_defaults_are_private(webapp: WebApp) -> None:
+    options = webapp.launch_options()
+    assert options["server_name"] == "127.0.0.1" and options["server_port"] == 7860
+    assert options["share"] is False and options["auth"] is None and options["allowed_paths"] == []
+    assert webapp.launch_options(host="0.0.0.0", port=9000)["server_name"] == "0.0.0.0"
+    assert parse_auth("ann:s3:cret") == ("ann", "s3:cret") and parse_auth(None) is None
+    with pytest.raises(Exception, match="user:password"):
+        parse_auth("nopassword")
+    webapp.settings.ui.auth = "ann:pw"
+    assert webapp.launch_options()["auth"] == ("ann", "pw")
+
+
+def test_the_page_builds_with_examples_and_api_names(webapp: WebApp) -> None:
+    demo = webapp.build()
+    config = demo.get_config_file()
+    api_names = {d.get("api_name") for d in config["dependencies"]}
+    assert {"ask", "new_conversation", "rate", "comment", "export_feedback", "upload", "corpus"} <= api_names
+    chat = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "chat")
+    assert chat["props"]["sanitize_html"] is True and len(chat["props"]["examples"]) == 4
+    questions = webapp.examples()
+    assert len(set(questions)) == 4 and PLAMO_Q in questions
+
+
+def test_launched_app_requires_the_configured_login(webapp: WebApp) -> None:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    webapp.settings.ui.auth = "ann:s3cret"
+    port = free_port()
+    demo = webapp.launched(port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(base + "/config", timeout=10)
+        assert denied.value.code == 401
+        for password, ok in (("wrong", False), ("s3cret", True)):
+            form = urllib.parse.urlencode({"username": "ann", "password": password}).encode()
+            try:
+                with urllib.request.urlopen(base + "/login", data=form, timeout=10) as reply:
+                    assert ok and reply.status == 200
+            except urllib.error.HTTPError as err:
+                assert not ok and err.code in (400, 401)
+        assert demo.max_file_size == 50 * 2**20 and demo.server_name == "127.0.0.1" and not demo.share
+    finally:
+        demo.close()
+
+
+def test_serve_ingests_an_empty_index_first_and_says_so(rag_home: Path, embedder, monkeypatch) -> None:
+    from tests.conftest import FIXTURES
+    from ui import server
+
+    monkeypatch.setattr(server, "bundled_corpus", lambda: FIXTURES / "hybrid.jsonl")
+    lines: list[str] = []
+    settings = Settings(home=rag_home, llm={"backend": "extractive"})
+    app = server.prepare(settings, echo=lines.append, embedder=embedder)
+    assert any("is empty: ingesting" in line and "hybrid.jsonl" in line for line in lines)
+    assert app.facets()["papers"] > 0
+    lines.clear()
+    server.prepare(settings, echo=lines.append, embedder=embedder)
+    assert lines[0].startswith("index: ") and not any("ingesting" in line for line in lines)
+
+
+def test_serve_refuses_a_malformed_login_setting() -> None:
+    from tests.conftest import run_cli
+
+    done = run_cli("serve", "--port", str(free_port()), env={"RAG_UI__AUTH": "no-colon"}, timeout=120)
+    assert done.returncode == 2 and "user:password" in done.stderr

@@ -1,0 +1,199 @@
+"""The web chat in a real browser: `rag serve` in a subprocess, driven by Debian's chromium
+through Playwright.
+
+The server runs over a private copy of the bundled index (plus one hostile paper whose
+title and abstract carry ``<script>`` and ``<img onerror>`` payloads and a remote image)
+with the extractive backend. Every page records the requests it makes: nothing may go
+to a host other than the loopback server. A screenshot of the answered chat is saved in
+the test's tmp folder and, when ``docs/screenshot.png`` is missing or
+``RAG_UPDATE_SCREENSHOT=1``, copied there. Needs ``/usr/bin/chromium``
+(``apt-get install -y chromium``; `.ci/run` does it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import BIN, ROOT, free_port, run_cli, wait_for_http
+
+CHROMIUM = "/usr/bin/chromium"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+PLAMO_Q = "How many tokens was PLaMo-100B trained on from scratch?"
+EVIL = {
+    "title": 'Zorblax Graphs <img src=x onerror="window.__xss=3"> for Retrieval',
+    "abstract": "Zorblax graphs are a new structure for sparse retrieval. <script>window.__xss=1</script> "
+                'We show zorblax graphs beat baselines <img src=x onerror="window.__xss=2"> on three tasks. '
+                '<img src="https://example.com/x.png"> Zorblax graphs need no training data at all.',
+}
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install chromium")]
+
+
+@contextmanager
+def running_app(home: Path, log_path: Path, env: dict[str, str] | None = None,
+                timeout: float = 300) -> Iterator[str]:
+    """`rag serve --port N` over ``home`` (extractive backend); yields the base URL."""
+    port = free_port()
+    full_env = {**os.environ, "RAG_HOME": str(home), "RAG_LLM__BACKEND": "extractive", "HF_HUB_OFFLINE": "1",
+                "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([str(BIN / "rag"), "serve", "--port", str(port)], stdout=log,
+                                stderr=subprocess.STDOUT, env=full_env)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            try:
+                wait_for_http(url, timeout=timeout, proc=proc)
+            except (RuntimeError, TimeoutError) as err:
+                raise RuntimeError(f"{err}\n--- rag serve log ---\n{log_path.read_text()[-4000:]}") from None
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def app_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ui-browser")
+
+
+@pytest.fixture(scope="module")
+def server(bundled_home: Path, app_home: Path) -> Iterator[str]:
+    """The served app: data home ``app_home/home``, Gradio's upload cache ``app_home/gradio``."""
+    home = app_home / "home"
+    shutil.copytree(bundled_home, home)
+    evil = app_home / "evil.jsonl"
+    evil.write_text(json.dumps(EVIL) + "\n")
+    done = run_cli("ingest", str(evil), env={"RAG_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    with running_app(home, app_home / "serve.log", env={"GRADIO_TEMP_DIR": str(app_home / "gradio")}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM,
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server: str):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    pg = context.new_page()
+    pg.requests = []  # every URL the page asked for
+    pg.on("request", lambda r: pg.requests.append(r.url))
+    pg.goto(server)
+    pg.wait_for_selector("#question textarea", timeout=60_000)
+    pg.wait_for_selector("#corpus-stats >> text=papers", timeout=60_000)
+    yield pg
+    context.close()
+
+
+def ask(page, question: str) -> None:  # type: ignore[no-untyped-def]
+    answers = page.locator("#chat .rag-meta").count()
+    page.fill("#question textarea", question)
+    page.click("#ask")
+    page.wait_for_function(f"document.querySelectorAll('#chat .rag-meta').length > {answers}", timeout=120_000)
+
+
+def remote_hosts(page) -> set[str]:  # type: ignore[no-untyped-def]
+    hosts = {urlsplit(u).hostname for u in page.requests if u.startswith(("http:", "https:", "ws:", "wss:"))}
+    return {h for h in hosts if h not in LOOPBACK}
+
+
+def test_ask_then_expand_a_card_to_see_the_evidence(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert page.locator("#chat").get_by_text(re.compile(r"Ask about the \d+ papers")).is_visible()
+    ask(page, PLAMO_Q)
+    card = page.locator("#chat .rag-card").first
+    assert "PLaMo-100B" in card.locator(".rag-title").inner_text()
+    assert not card.locator("mark").first.is_visible()  # collapsed until asked for
+    card.locator("details summary").click()
+    mark = card.locator("mark").first
+    mark.wait_for(state="visible")
+    assert "2 trillion tokens" in mark.inner_text()
+    assert "answered by extractive" in page.locator("#chat .rag-meta").last.inner_text()
+    shot = tmp_path / "answered-chat.png"
+    page.screenshot(path=str(shot), full_page=True)
+    docs = ROOT / "docs" / "screenshot.png"
+    if not docs.exists() or os.environ.get("RAG_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(shot, docs)
+    assert not remote_hosts(page)
+
+
+def test_example_question_feedback_and_new_conversation(page, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    page.locator("#chat").get_by_text(PLAMO_Q).click()  # an example question on the empty chat
+    page.wait_for_selector("#chat .rag-card", timeout=120_000)
+    page.locator("#chat button[aria-label='Like']").last.click()
+    log = app_home / "home" / "feedback.jsonl"
+    for _ in range(100):
+        if log.exists() and log.read_text().strip():
+            break
+        page.wait_for_timeout(300)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    page.click("#feedback button, #feedback .label-wrap")  # open the Feedback panel
+    page.wait_for_selector("#feedback >> text=Recorded", timeout=30_000)
+    assert rows[-1]["rating"] == "up" and rows[-1]["question"] == PLAMO_Q and rows[-1]["citations"]
+    page.click("#new-conversation")
+    page.wait_for_function("document.querySelectorAll('#chat .rag-meta').length === 0", timeout=30_000)
+    assert page.locator("#chat").get_by_text(PLAMO_Q).is_visible()  # the examples are back
+
+
+def test_upload_a_corpus_file_and_see_it_counted(page, tmp_path: Path, app_home: Path) -> None:  # type: ignore[no-untyped-def]
+    before = int(re.search(r"([\d,]+) papers", page.locator("#corpus-stats").inner_text())[1].replace(",", ""))
+    small = tmp_path / "small.jsonl"
+    small.write_text(json.dumps({"title": "Glimmer nets", "abstract": "Glimmer nets light up sparse graphs."})
+                     + "\n{broken\n")
+    page.set_input_files("#upload input[type=file]", str(small))
+    page.wait_for_selector("#upload >> text=small.jsonl", timeout=30_000)
+    page.click("#upload-btn")
+    report = page.locator("#upload-report textarea")
+    page.wait_for_function("document.querySelector('#upload-report textarea').value.includes('papers:')",
+                           timeout=120_000)
+    text = report.input_value()
+    assert "papers: 1 new" in text and "rejected small.jsonl:2: bad JSON" in text
+    page.wait_for_selector(f"#corpus-stats >> text={before + 1:,} papers", timeout=30_000)
+    assert not list((app_home / "gradio").rglob("small.jsonl"))  # the upload is not kept to be served back
+    assert not remote_hosts(page)
+
+
+def test_export_bibtex_downloads_the_cited_papers(page) -> None:  # type: ignore[no-untyped-def]
+    ask(page, PLAMO_Q)
+    with page.expect_download(timeout=30_000) as info:
+        page.click("#export-bib")
+    bib = Path(info.value.path()).read_text()
+    assert bib.startswith("@") and "PLaMo-100B" in bib and info.value.suggested_filename.endswith(".bib")
+
+
+def test_hostile_abstract_stays_inert(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ask(page, "What are zorblax graphs and what do they beat?")
+    cards = page.locator("#chat .rag-card")
+    titles = cards.locator(".rag-title").all_inner_texts()
+    assert any("Zorblax Graphs <img" in t for t in titles)  # shown as text, not as an element
+    for summary in cards.locator("details summary").all():
+        summary.click()
+    page.locator("#chat details.rag-also summary").first.click()
+    page.wait_for_timeout(1500)  # time for any injected handler or image to fire
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert page.locator("#chat script").count() == 0
+    assert page.locator("#chat img[src='x'], #chat img[src*='example.com']").count() == 0
+    assert "<script>window.__xss=1</script>" in page.locator("#chat").inner_text()
+    page.screenshot(path=str(tmp_path / "hostile-paper.png"), full_page=True)
+    assert not remote_hosts(page), page.requests

@@ -1,0 +1,447 @@
+"""The Gradio web chat: a thin layer of event handlers over `rag.chat.Conversation`.
+
+`WebApp` holds what is shared between users (one `AnswererPool`: models load once, made
+thread-safe in `ui.shared`; the feedback log; an export folder) and one method per UI
+event. Per-user state is a `ui.state.Session` in a ``gr.State``, never a module global.
+Handlers are plain methods so tests call them directly (``tests/test_ui.py``); `build`
+wires them to components, `launch_options` holds the security-relevant launch settings.
+
+Events (API names, usable from ``gradio_client``):
+
+- ``/ask``: question + settings panel -> streamed chat (tokens, then the final answer with
+  cited-paper cards, evidence marks, banners and timings) and the export files;
+- ``/new_conversation``; ``/rate`` (the Chatbot's thumbs) and ``/comment``;
+  ``/export_feedback``; ``/upload`` (corpus files -> the index, with progress);
+  ``/corpus`` (counts, embedder and which filters the corpus supports).
+
+Left out: retrieval, prompting and citation checking (`rag`), HTML (`ui.render`),
+starting the server (`ui.server`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local-first app
+
+import gradio as gr  # noqa: E402
+
+from rag.corpus import clean_text  # noqa: E402
+from rag.errors import EmptyIndexError, RagError  # noqa: E402
+from rag.ingest import stats as index_stats  # noqa: E402
+from rag.settings import Settings  # noqa: E402
+from ui import render  # noqa: E402
+from ui.feedback import FeedbackLog, feedback_record  # noqa: E402
+from ui.shared import AnswererPool  # noqa: E402
+from ui.state import BACKENDS, MAX_K, ChatSettings, Session, TurnRecord  # noqa: E402
+from ui.uploads import ingest_uploads, summary_text  # noqa: E402
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+DEV_QUESTIONS = ROOT / "data" / "eval" / "dev.jsonl"
+UPLOAD_TYPES = [".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".bib"]
+STREAM_EVERY_S = 0.04  # at most ~25 chat updates a second while tokens arrive
+SETTINGS_KEY = "paper-rag-settings"
+
+
+class WebApp:
+    """Shared resources + one handler per event. Build the UI with `build`."""
+
+    def __init__(self, settings: Settings | None = None, pool: AnswererPool | None = None,
+                 embedder: Any | None = None, backend: Any | None = None) -> None:
+        self.settings = settings or Settings()
+        self.pool = pool or AnswererPool(self.settings, embedder=embedder, backend=backend)
+        self.feedback = FeedbackLog(self.settings.feedback_path)
+        self.export_root = Path(tempfile.mkdtemp(prefix="paper-rag-web-"))
+        self._ingest_lock = threading.Lock()
+
+    # ---------------------------------------------------------- sessions
+
+    def session(self, session: Session | None) -> Session:
+        return session if isinstance(session, Session) else Session.new(self.pool.default, self.settings)
+
+    def drop_session(self, session: Any) -> None:
+        """gr.State delete callback: remove the tab's export files."""
+        if isinstance(session, Session):
+            shutil.rmtree(self.export_root / session.id, ignore_errors=True)
+
+    @staticmethod
+    def chat(session: Session) -> list[dict[str, Any]]:
+        return [dict(m) for m in session.messages]
+
+    # ---------------------------------------------------------- asking
+
+    def ask(self, question: str | None, session: Session | None = None, backend: Any = None, model: Any = None,
+            k: Any = None, dense_weight: Any = None, temperature: Any = None, year_from: Any = None,
+            year_to: Any = None, author: Any = None, category: Any = None) -> Iterator[tuple[Any, ...]]:
+        """Yields (chat, question box, Markdown export, BibTeX export, session) as the answer streams."""
+        session = self.session(session)
+        opts = ChatSettings.parse(self.settings, backend, model, k, dense_weight, temperature, year_from, year_to,
+                                  author, category)
+        session.settings = opts
+        text_in = clean_text(question or "")
+        if not text_in:
+            yield self.chat(session), "", gr.skip(), gr.skip(), session
+            return
+        if not session.busy.acquire(blocking=False):
+            gr.Warning("Still answering your previous question.")
+            yield self.chat(session), question, gr.skip(), gr.skip(), session
+            return
+        finished = False
+        try:
+            session.messages.append({"role": "user", "content": render.render_question(text_in)})
+            session.messages.append({"role": "assistant", "content": render.render_streaming("")})
+            at = len(session.messages) - 1
+            yield self.chat(session), "", gr.skip(), gr.skip(), session
+
+            session.conversation.answerer = self.pool.get(opts.model or None)
+            text, answer, last = "", None, 0.0
+            try:
+                for event in session.conversation.stream(text_in, **opts.stream_kwargs()):
+                    if event.kind == "token":
+                        text += event.text
+                        if time.monotonic() - last >= STREAM_EVERY_S:
+                            session.messages[at]["content"] = render.render_streaming(text)
+                            last = time.monotonic()
+                            yield self.chat(session), "", gr.skip(), gr.skip(), session
+                    elif event.kind == "done":
+                        answer = event.answer
+            except RagError as err:
+                session.messages[at]["content"] = render.render_error(err.user_message())
+            except Exception as err:  # noqa: BLE001 - never show a stack trace in the chat
+                log.exception("answering %r failed", text_in)
+                session.messages[at]["content"] = render.render_error(
+                    f"internal error: {type(err).__name__}: {err}", "Something went wrong")
+            if answer is not None:
+                session.records[at] = TurnRecord(secrets.token_hex(6), answer, opts)
+                session.messages[at]["content"] = render.render_answer(answer, opts.backend)
+            finished = True
+            md, bib = self.write_exports(session)
+            yield self.chat(session), "", md, bib, session
+        finally:
+            if not finished and session.messages and session.messages[-1]["role"] == "assistant" \
+                    and len(session.messages) - 1 not in session.records:
+                session.messages[-1]["content"] = render.render_error("the answer was interrupted", "Stopped")
+            session.busy.release()
+
+    def pick_example(self, evt: gr.SelectData) -> str:
+        value = evt.value
+        return str(value.get("text", "") if isinstance(value, dict) else value)
+
+    def new_conversation(self, session: Session | None = None) -> tuple[Any, ...]:
+        """Clears history, citation numbers, ratings and export files of this tab only."""
+        session = self.session(session)
+        session.reset()
+        self.drop_session(session)
+        return [], None, None, "", session
+
+    # ---------------------------------------------------------- exports
+
+    def write_exports(self, session: Session) -> tuple[str | None, str | None]:
+        """(Markdown path, BibTeX path or None when nothing is cited yet) for this tab."""
+        if not session.conversation.turns:
+            return None, None
+        folder = self.export_root / session.id
+        folder.mkdir(parents=True, exist_ok=True)
+        md = folder / "conversation.md"
+        md.write_text(session.conversation.to_markdown(), encoding="utf-8")
+        bibtex = session.conversation.to_bibtex()
+        if not bibtex.strip():
+            return str(md), None
+        bib = folder / "cited-papers.bib"
+        bib.write_text(bibtex, encoding="utf-8")
+        return str(md), str(bib)
+
+    # ---------------------------------------------------------- feedback
+
+    def rate(self, session: Session | None, like: gr.LikeData) -> tuple[str, Session]:
+        """The Chatbot's thumbs: one JSON line per rating."""
+        session = self.session(session)
+        index = like.index[0] if isinstance(like.index, list | tuple) else like.index
+        record = session.records.get(int(index))
+        if record is None:
+            return "Only answers can be rated.", session
+        rating = {"Like": "up", "Dislike": "down"}.get(like.liked) if isinstance(like.liked, str) else \
+            ("up" if like.liked else "down")
+        if rating is None:
+            return "Rating cleared here; the earlier line stays in the feedback log.", session
+        record.rating, session.last_rated = rating, int(index)
+        self.feedback.append(feedback_record(record, rating, None, session.id))
+        thumb = "👍" if rating == "up" else "👎"
+        return f"Recorded {thumb}. Add a comment below if you like (it is saved with this rating).", session
+
+    def comment(self, text: str | None, session: Session | None = None) -> tuple[str, str, Session]:
+        session = self.session(session)
+        text = clean_text(text or "")[:4000]
+        if not text:
+            return "Type a comment first.", "", session
+        if session.last_rated is None or session.last_rated not in session.records:
+            return "Rate an answer with 👍 or 👎 first; the comment is saved with that rating.", text, session
+        record = session.records[session.last_rated]
+        self.feedback.append(feedback_record(record, record.rating or "down", text, session.id))
+        return "Comment saved with your rating.", "", session
+
+    def export_feedback(self) -> tuple[str | None, str]:
+        path = self.feedback.export(self.export_root / "feedback" / secrets.token_hex(4))
+        if path is None:
+            return None, "No feedback yet."
+        lines = sum(1 for _ in path.open(encoding="utf-8"))
+        return str(path), f"{lines} feedback line{'s' if lines != 1 else ''} (JSON Lines)."
+
+    # ---------------------------------------------------------- corpus
+
+    def corpus_markdown(self) -> str:
+        try:
+            s = index_stats(self.settings)
+        except RagError as err:
+            return f"**Index unavailable:** {render.esc(err.user_message())}"
+        if not s["ingested"]:
+            return "**Nothing ingested yet.** Upload corpus files below, or run `rag ingest data/papers.jsonl`."
+        return (f"**{s['papers']:,} papers**, {s['chunks']:,} chunks  \n"
+                f"embedder `{render.esc(s['embedder'])}` ({render.esc(s.get('dim'))}-d), "
+                f"chunker `{render.esc(s.get('chunker'))}`")
+
+    def facets(self, refresh: bool = False) -> dict[str, Any]:
+        """Which filters the corpus supports: year range, authors present, categories."""
+        try:
+            papers = (self.pool.retriever.refresh() if refresh else self.pool.retriever.index()).papers.values()
+        except RagError:
+            papers = []
+        years = sorted({p.year for p in papers if p.year})
+        return {"years": (years[0], years[-1]) if years else None, "authors": any(p.authors for p in papers),
+                "categories": sorted({c for p in papers for c in p.categories}), "papers": len(papers)}
+
+    def facet_updates(self, refresh: bool = False) -> tuple[Any, ...]:
+        f = self.facets(refresh)
+        years = f["years"]
+        year_info = f"the corpus spans {years[0]}–{years[1]}" if years else None
+        return (gr.update(visible=bool(years or f["authors"] or f["categories"])),
+                gr.update(visible=bool(years), info=year_info), gr.update(visible=bool(years)),
+                gr.update(visible=f["authors"]),
+                gr.update(visible=bool(f["categories"]), choices=["", *f["categories"]]))
+
+    def corpus(self) -> tuple[Any, ...]:
+        """Counts, embedder and filter availability (page load, after uploads)."""
+        return (self.corpus_markdown(), *self.facet_updates())
+
+    def upload(self, files: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Corpus files -> the index. Returns (report, corpus counts, 5 filter updates, cleared file input)."""
+        items = [f for f in (files if isinstance(files, list | tuple) else [files]) if f]
+        if not items:
+            return ("Choose one or more corpus files first.", self.corpus_markdown(), *self.facet_updates(), None)
+        counts = {"done": 0, "total": 0}
+
+        def on_start(total: int) -> None:
+            counts["total"] = total
+            progress(0.0 if total else 1.0, desc=f"embedding {total} chunks")
+
+        def on_embedded(n: int) -> None:
+            counts["done"] += n
+            progress((counts["done"], counts["total"] or 1), desc="embedding", unit="chunks")
+
+        progress(0.0, desc="reading files")
+        lines: list[str] = []
+        try:
+            with self._ingest_lock:
+                result = ingest_uploads(items, self.settings, self.pool.embedder, on_start, on_embedded)
+            lines += [f"refused {problem}" for problem in result.refused]
+            if result.summary is not None:
+                lines += [f"rejected {err.user_message()}" for err in result.summary.errors]
+                lines += [f"merged {pid}: {a} -> {b} (later record kept)" for pid, a, b in result.summary.merges]
+                lines.append(summary_text(result.summary))
+        except RagError as err:
+            lines.append(f"error: {err.user_message()}")
+        finally:
+            self._discard_uploads(items)
+        return ("\n".join(lines), self.corpus_markdown(), *self.facet_updates(refresh=True), None)
+
+    @staticmethod
+    def _discard_uploads(items: list[Any]) -> None:
+        """Delete Gradio's own cached copy of each upload: uploads are never served back."""
+        cache = Path(gr.utils.get_upload_folder()).resolve()
+        for item in items:
+            path = Path(str(getattr(item, "path", item))).resolve()
+            if path.is_file() and cache in path.parents:
+                path.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------- examples
+
+    def examples(self, n: int = 4) -> list[str]:
+        """Development-set questions about papers in the index, else questions built from titles."""
+        try:
+            papers = self.pool.retriever.index().papers
+        except RagError:
+            return []
+        out: list[str] = []
+        used: set[str] = set()
+        if DEV_QUESTIONS.is_file():
+            for line in DEV_QUESTIONS.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line) if line.strip() else {}
+                gold = row.get("gold") or []
+                if gold and all(g in papers for g in gold) and not used & set(gold) and row.get("lang", "en") == "en":
+                    out.append(row["question"])
+                    used |= set(gold)
+                if len(out) >= n:
+                    return out
+        for paper in list(papers.values())[: n - len(out)]:
+            out.append(f"What does the paper “{paper.title[:90]}” propose?")
+        return out
+
+    # ---------------------------------------------------------- the page
+
+    def build(self) -> gr.Blocks:
+        s = self.settings
+        defaults = ChatSettings.defaults(s)
+        try:
+            n_papers = self.facets()["papers"]
+        except EmptyIndexError:
+            n_papers = 0
+        with gr.Blocks(title="paper-rag", analytics_enabled=False,
+                       delete_cache=(3600, 3600)) as demo:
+            session = gr.State(None, delete_callback=self.drop_session)
+            saved = gr.BrowserState(None, storage_key=SETTINGS_KEY)
+            gr.Markdown("## paper-rag · questions over research-paper abstracts\n"
+                        "Answers cite their papers as [n]; open a card to see the abstract with the supporting "
+                        "sentence highlighted. A dotted underline marks a sentence the cited abstracts do not "
+                        "support.", elem_id="intro")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    chatbot = gr.Chatbot(
+                        label="Chat", elem_id="chat", height=620, sanitize_html=True, allow_tags=False,
+                        render_markdown=True, latex_delimiters=[], line_breaks=False, buttons=["copy"],
+                        placeholder=f"**Ask about the {n_papers:,} papers in the index.**  \n"
+                                    "Every claim in an answer cites its papers.",
+                        examples=[{"text": q} for q in self.examples()],
+                        feedback_options=("Like", "Dislike"))
+                    with gr.Row():
+                        question = gr.Textbox(placeholder="Ask a question about the papers…", show_label=False,
+                                              scale=5, max_lines=6, elem_id="question", submit_btn=False)
+                        ask_btn = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                    with gr.Row():
+                        new_btn = gr.Button("New conversation", size="sm", elem_id="new-conversation")
+                        md_dl = gr.DownloadButton("Conversation (.md)", size="sm", elem_id="export-md")
+                        bib_dl = gr.DownloadButton("Cited papers (.bib)", size="sm", elem_id="export-bib")
+                    with gr.Accordion("Feedback", open=False, elem_id="feedback"):
+                        feedback_status = gr.Markdown("Rate an answer with 👍 / 👎 under it.")
+                        with gr.Row():
+                            comment_box = gr.Textbox(placeholder="Optional comment on your last rating",
+                                                     show_label=False, scale=4, max_lines=4)
+                            comment_btn = gr.Button("Send comment", size="sm", scale=1)
+                        with gr.Row():
+                            export_fb = gr.Button("Export feedback (.jsonl)", size="sm")
+                            feedback_file = gr.File(label="feedback.jsonl", interactive=False, height=60)
+                with gr.Column(scale=1, min_width=280):
+                    with gr.Accordion("Settings", open=True, elem_id="settings"):
+                        backend = gr.Dropdown(BACKENDS, value=defaults.backend, label="Backend",
+                                              info="auto: Ollama, else the bundled model, else extractive")
+                        model = gr.Textbox(value="", label="Model", placeholder="configured default",
+                                           info="for ollama / openai backends")
+                        k = gr.Slider(1, MAX_K, value=defaults.k, step=1, label="Papers")
+                        dense_weight = gr.Slider(0, 1, value=defaults.dense_weight, step=0.05,
+                                                 label="Hybrid weighting", info="0 = keywords (BM25), 1 = meaning")
+                        temperature = gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature")
+                        with gr.Group(visible=False) as filters_box:
+                            year_from = gr.Number(label="From year", precision=0, visible=False)
+                            year_to = gr.Number(label="To year", precision=0, visible=False)
+                            author = gr.Textbox(label="Author", visible=False)
+                            category = gr.Dropdown([""], value="", label="Category", allow_custom_value=True,
+                                                   visible=False)
+                    with gr.Accordion("Corpus", open=True, elem_id="corpus"):
+                        corpus_md = gr.Markdown(elem_id="corpus-stats")
+                        files = gr.File(label=f"Add corpus files ({' '.join(UPLOAD_TYPES)}; up to "
+                                              f"{s.ui.max_upload_mb} MB each)", file_count="multiple",
+                                        file_types=UPLOAD_TYPES, elem_id="upload")
+                        upload_btn = gr.Button("Add to corpus", size="sm", elem_id="upload-btn")
+                        upload_report = gr.Textbox(label="Ingest report", lines=4, max_lines=20,
+                                                   interactive=False, elem_id="upload-report")
+
+            panel = [backend, model, k, dense_weight, temperature, year_from, year_to, author, category]
+            filters = [filters_box, year_from, year_to, author, category]
+            ask_args = {"fn": self.ask, "inputs": [question, session, *panel],
+                        "outputs": [chatbot, question, md_dl, bib_dl, session],
+                        "concurrency_limit": s.ui.concurrency, "concurrency_id": "answer",
+                        "show_progress": "hidden"}
+            question.submit(api_name="ask", **ask_args)
+            ask_btn.click(api_visibility="private", **ask_args)
+            chatbot.example_select(self.pick_example, None, question, api_visibility="private").then(
+                api_visibility="private", **ask_args)
+            new_btn.click(self.new_conversation, [session], [chatbot, md_dl, bib_dl, comment_box, session],
+                          api_name="new_conversation")
+            chatbot.clear(self.new_conversation, [session], [chatbot, md_dl, bib_dl, comment_box, session],
+                          api_visibility="private")  # the chat's own bin icon
+            chatbot.like(self.rate, [session], [feedback_status, session], api_name="rate")
+            comment_btn.click(self.comment, [comment_box, session], [feedback_status, comment_box, session],
+                              api_name="comment")
+            export_fb.click(self.export_feedback, None, [feedback_file, feedback_status], api_name="export_feedback")
+            upload_btn.click(self.upload, [files], [upload_report, corpus_md, *filters, files], api_name="upload",
+                             concurrency_limit=1, concurrency_id="ingest")
+            # settings survive a reload of the tab (browser localStorage, this browser only)
+            for c in panel:
+                c.change(lambda *v: list(v), panel, saved, api_visibility="private", show_progress="hidden",
+                         queue=False)
+            demo.load(self.restore_settings, [saved], panel, api_visibility="private", queue=False)
+            demo.load(self.corpus, None, [corpus_md, *filters], api_name="corpus")
+        return demo
+
+    def restore_settings(self, saved: Any) -> list[Any]:
+        d = ChatSettings.defaults(self.settings)
+        keys = ["backend", "model", "k", "dense_weight", "temperature", "year_from", "year_to", "author",
+                "category"]
+        if not isinstance(saved, list) or len(saved) != len(keys):
+            return [getattr(d, key) for key in keys]
+        restored = ChatSettings.parse(self.settings, *saved)
+        return [getattr(restored, key) for key in keys]
+
+    # ---------------------------------------------------------- launching
+
+    def launch_options(self, host: str | None = None, port: int | None = None, share: bool = False) -> dict[str, Any]:
+        """Keyword arguments for ``Blocks.launch``: loopback by default, auth only if configured."""
+        ui = self.settings.ui
+        options: dict[str, Any] = {
+            "server_name": host or ui.host, "server_port": port or ui.port, "share": share,
+            "max_file_size": f"{ui.max_upload_mb}mb", "auth": parse_auth(ui.auth),
+            "allowed_paths": [], "show_error": False, "ssr_mode": False, "pwa": False, "mcp_server": False,
+            "theme": theme(), "css": render.CSS, "footer_links": ["api", "settings"],
+        }
+        if options["auth"]:
+            options["auth_message"] = "paper-rag: sign in (RAG_UI__AUTH)"
+        return options
+
+    def launched(self, **kwargs: Any) -> gr.Blocks:
+        """Build, queue and launch; returns the Blocks (``prevent_thread_lock`` passes through)."""
+        demo = self.build()
+        concurrency = self.settings.ui.concurrency
+        demo.queue(default_concurrency_limit=concurrency, max_size=max(64, 16 * concurrency))
+        options = self.launch_options(kwargs.pop("host", None), kwargs.pop("port", None), kwargs.pop("share", False))
+        demo.launch(**options, **kwargs)
+        return demo
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """``'user:password'`` -> (user, password); None or empty -> no login."""
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise RagError("RAG_UI__AUTH must look like 'user:password'", "set RAG_UI__AUTH=user:password, or unset it")
+    return user, password
+
+
+def theme() -> gr.themes.Base:
+    """System fonts only: the page loads nothing from a remote host (no Google Fonts)."""
+    return gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
+
+
+def build_app(settings: Settings | None = None) -> gr.Blocks:
+    return WebApp(settings).build()
