@@ -41,6 +41,10 @@ _ARXIV_OLD = re.compile(r"^(?:arxiv:)?([a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$"
 _DOI = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:)?(10\.\d{4,9}/\S+)$", re.I)
 _URL = re.compile(r"""(?:https?://|(?<![\w/.])(?:www\.|github\.com/|huggingface\.co/))[^\s<>"'()\[\]{}]+""", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Longest accepted fields: arXiv caps abstracts at 1,920 characters; a 50 MB "abstract" would
+# otherwise take an hour to chunk and embed. Checked before any text processing.
+MAX_ABSTRACT_CHARS = 50_000
+MAX_TITLE_CHARS = 2_000
 
 
 @dataclass
@@ -181,6 +185,10 @@ def paper_from_record(record: dict[str, Any], source: str, line: int) -> Paper |
     if not isinstance(record, dict):
         return RecordError(source, line, f"expected an object, got {type(record).__name__}")
     record = {str(k).strip().lower(): v for k, v in record.items()}
+    for key, cap in (("title", MAX_TITLE_CHARS), ("abstract", MAX_ABSTRACT_CHARS)):
+        if isinstance(record.get(key), str) and len(record[key]) > cap:
+            return RecordError(source, line, f"{key} is {len(record[key]):,} characters, over the limit of {cap:,}",
+                               f"shorten the {key}; this tool indexes abstracts, not full texts")
     title = clean_text(record.get("title") or "")
     abstract = clean_text(record.get("abstract") or "")
     if not title:
@@ -288,7 +296,16 @@ def load_csv(path: Path) -> Iterator[Paper | RecordError]:
             "name the columns `title` and `abstract` in the first row",
         )
     start = 2
-    for row in reader:
+    csv.field_size_limit(max(csv.field_size_limit(), 4 * MAX_ABSTRACT_CHARS))  # a long field is rejected, not fatal
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as err:  # a field past even that limit, or a NUL byte: the rest is unreadable
+            yield RecordError(str(path), start, f"unreadable CSV row ({err}); the rest of the file is skipped")
+            return
         record = {k: v for k, v in row.items() if k is not None}
         if None in row:
             record["extra_columns"] = row[None]

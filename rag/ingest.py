@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from rag.embeddings import Embedder
 from rag.errors import InputError, LockedError, RecordError, StoreError
 from rag.lexical import LexicalIndex
 from rag.settings import Settings
-from rag.store import IndexIdentity, Store, chunk_metadata, paper_metadata
+from rag.store import IndexIdentity, Store, as_store_error, chunk_metadata, paper_metadata
 
 EMBED_BATCH = 256  # chunks embedded and written per step: a crash loses at most this much work
 
@@ -59,19 +59,28 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
     """Exclusive per data home; waits ``lock_timeout_s`` then names the holder."""
     from filelock import FileLock, Timeout
 
-    settings.home.mkdir(parents=True, exist_ok=True)
     info = settings.lock_path.with_suffix(".holder")
     lock = FileLock(str(settings.lock_path))
     try:
+        settings.home.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=settings.store.lock_timeout_s)
     except Timeout:
-        holder = info.read_text() if info.exists() else "unknown process"
+        try:
+            holder = info.read_text() or "unknown process"
+        except OSError:
+            holder = "unknown process"
         raise LockedError(f"another ingest is writing to {settings.home} ({holder})") from None
+    except OSError as err:  # read-only or full disk, RAG_HOME under a file
+        raise as_store_error(err, settings) from None  # type: ignore[misc]
     try:
-        info.write_text(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}")
+        try:
+            info.write_text(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}")
+        except OSError as err:
+            raise as_store_error(err, settings) from None  # type: ignore[misc]
         yield
     finally:
-        info.unlink(missing_ok=True)
+        with suppress(OSError):
+            info.unlink(missing_ok=True)
         lock.release()
 
 
@@ -160,7 +169,9 @@ class Ingestor:
             meta_only += [(c, paper) for c in mine if c not in fresh]  # n_chunks / record may have changed
             orphans += gone
 
-        if to_embed or meta_only or orphans or not store.exists():
+        # a "dirty-" generation: an earlier ingest died after writing; close it even if nothing is left to do
+        interrupted = store.exists() and store.generation().startswith("dirty-")
+        if to_embed or meta_only or orphans or interrupted or not store.exists():
             embedded = self._embed_and_write(to_embed, by_paper, identity, on_start, on_embedded)
             if meta_only:
                 store.update_metadata([c.id for c, _ in meta_only],

@@ -202,7 +202,7 @@ class Retriever:
         try:
             st = path.stat()
             return (st.st_mtime_ns, st.st_size, path.read_text())
-        except FileNotFoundError:
+        except OSError:  # missing, or RAG_HOME is not a readable folder: the store says why
             return None
 
     def index(self) -> LexicalIndex:

@@ -12,12 +12,33 @@ Embeddings are always passed explicitly; Chroma's default embedding function (wh
 downloads a model) is never used. Chunk metadata carries everything needed to rebuild
 the papers: chunk 0 of each paper holds the paper record as JSON, and the abstract is
 its chunks' texts joined. Left out: chunking, embedding and retrieval logic.
+
+Damaged files (measured with chromadb 1.5.9). Chroma's own handling of a damaged
+embedded index is uneven: a missing ``header.bin`` or ``length.bin`` gives an error, but
+a truncated ``header.bin``, a missing ``index_metadata.pickle`` or a deleted segment
+folder makes queries *silently* return few or no results, a truncated
+``data_level0.bin`` returns wrong neighbours or fails with "Error finding id", and
+garbage in its link lists kills the whole process with SIGSEGV inside the Rust/C++
+HNSW reader. So before an embedded client is opened, `local_index_problem` checks the
+files with plain reads (no Chroma code): the SQLite header against the file size, the
+tables that say which HNSW segment was persisted, and that segment's files against
+the header's element count, link-list sizes and neighbour ids. Any problem raises
+`IndexDamagedError` (fix: ``rag ingest --rebuild``), and `Store.drop` can then remove
+what Chroma itself cannot open. It costs one pass over ``data_level0.bin`` per client
+opened. Left undetected: bytes changed inside the vectors themselves (wrong distances,
+no crash), and damage on a Chroma server (its own process).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shutil
+import sqlite3
+import struct
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,8 +60,10 @@ from rag.errors import (
 from rag.settings import CHUNKER_VERSION, Settings
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+log = logging.getLogger(__name__)
 
 PAGE = 2000  # rows per Chroma get/upsert call (Chroma caps batch sizes)
+HTTP_TIMEOUT_S = 60.0  # per request to a Chroma server: chromadb's HttpClient would wait forever on a hung one
 
 
 @dataclass(frozen=True)
@@ -74,32 +97,249 @@ def chunk_metadata(chunk: Chunk, paper: Paper, n_chunks: int) -> dict[str, Any]:
     return meta
 
 
-def make_client(settings: Settings) -> Any:
+# ------------------------------------------------------------------ integrity checks
+
+HNSW_FILES = ("header.bin", "data_level0.bin", "length.bin", "link_lists.bin", "index_metadata.pickle")
+# chromadb's hnswlib fork, persist version 1: version, offsetLevel0, max_elements, cur_element_count,
+# size_data_per_element, label_offset, offsetData, maxlevel, enterpoint_node, maxM, maxM0, M, mult, ef_construction
+_HNSW_HEADER = struct.Struct("<iQQQQQQiIQQQdQ")
+
+
+@dataclass(frozen=True)
+class IndexProblem:
+    """What is wrong with the embedded index files; ``database``: the SQLite file itself."""
+
+    message: str
+    database: bool = False
+
+
+def _sqlite_problem(db: Path) -> IndexProblem | None:
+    size = db.stat().st_size
+    if size == 0:
+        return IndexProblem("chroma.sqlite3 is empty (0 bytes)", database=True)
+    with db.open("rb") as fh:
+        head = fh.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return IndexProblem("chroma.sqlite3 is not an SQLite database", database=True)
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    if head[24:28] == head[92:96] and pages and size < pages * page_size:
+        return IndexProblem(f"chroma.sqlite3 is truncated ({size:,} bytes of {pages * page_size:,})", database=True)
+    return None
+
+
+def _hnsw_problem(folder: Path, dim: int | None, cosine: bool) -> str | None:
+    """Why Chroma's persisted HNSW segment in ``folder`` cannot be trusted, or None."""
+    name = folder.name
+    if not folder.is_dir():
+        return f"vector segment folder {name} is missing"
+    for file in HNSW_FILES:
+        if not (folder / file).is_file():
+            return f"{name}/{file} is missing"
+    header = (folder / "header.bin").read_bytes()
+    if len(header) != _HNSW_HEADER.size:
+        return f"{name}/header.bin is {len(header)} bytes, expected {_HNSW_HEADER.size}"
+    (version, _, max_elements, count, per_element, label_offset, data_offset, max_level, entry,
+     max_m, max_m0, m, _, _) = _HNSW_HEADER.unpack(header)
+    if version != 1:  # a format this code does not know: leave the checks to Chroma
+        log.debug("unknown HNSW persist version %s in %s; not checked", version, folder)
+        return None
+    if not (count <= max_elements and per_element == label_offset + 8 and data_offset == 4 + 4 * max_m0
+            and (dim is None or label_offset == data_offset + 4 * dim) and max_m and max_m0 >= max_m
+            and m == max_m and (count == 0 or (entry < count and 0 <= max_level < 64))):
+        return f"{name}/header.bin holds impossible values"
+    sizes = {"data_level0.bin": per_element, "length.bin": 4}
+    for file, unit in sizes.items():
+        have = (folder / file).stat().st_size
+        if have not in (count * unit, max_elements * unit):
+            return f"{name}/{file} is {have:,} bytes, expected {count * unit:,}"
+    if (folder / "index_metadata.pickle").read_bytes()[-1:] != b".":  # pickle's STOP opcode
+        return f"{name}/index_metadata.pickle is truncated"
+    if count == 0:
+        return None
+    level0 = np.memmap(folder / "data_level0.bin", dtype=np.uint8, mode="r", shape=(count, per_element))
+    for start in range(0, count, 32768):  # bounded memory on big indexes
+        block = np.ascontiguousarray(level0[start:start + 32768])
+        links = block[:, :data_offset].view(np.uint32)
+        n_links, flags = links[:, 0] & 0xFFFF, links[:, 0] >> 16
+        used = np.arange(max_m0)[None, :] < n_links[:, None]
+        if (n_links > max_m0).any() or (flags > 1).any() or (links[:, 1:][used] >= count).any():
+            return f"{name}/data_level0.bin has link lists that point outside the index"
+        if cosine:  # stored normalised: garbage shows as a vector that is not unit length
+            with np.errstate(all="ignore"):
+                norms = np.linalg.norm(block[:, data_offset:label_offset].view(np.float32), axis=1)
+                if not (np.abs(norms - 1.0) < 1e-2).all():
+                    return f"{name}/data_level0.bin holds vectors that are not unit length"
+    del level0
+    upper = (folder / "link_lists.bin").read_bytes()
+    level_size, pos = 4 + 4 * max_m, 0
+    for _ in range(count):
+        if pos + 4 > len(upper):
+            return f"{name}/link_lists.bin is truncated"
+        (size,) = struct.unpack_from("<I", upper, pos)
+        pos += 4
+        if size % level_size or size // level_size > max_level or pos + size > len(upper):
+            return f"{name}/link_lists.bin is damaged"
+        if size:
+            block = np.frombuffer(upper, dtype=np.uint32, count=size // 4, offset=pos).reshape(-1, 1 + max_m)
+            n = block[:, 0]
+            if (n > max_m).any() or (block[:, 1:][np.arange(max_m)[None, :] < n[:, None]] >= count).any():
+                return f"{name}/link_lists.bin has link lists that point outside the index"
+        pos += size
+    if pos != len(upper):
+        return f"{name}/link_lists.bin has {len(upper) - pos:,} bytes too many"
+    return None
+
+
+def local_index_problem(settings: Settings) -> IndexProblem | None:
+    """Visible damage to the embedded Chroma files of ``settings.store.collection``, or None.
+
+    Reads only: the SQLite header and tables, then the HNSW files of the collection's
+    persisted vector segment (Chroma keeps small collections in its log and persists
+    the HNSW index only past ``hnsw:sync_threshold`` (1000) vectors; until then there
+    are no files to check). Returns None for a home with nothing ingested yet.
+    """
+    db = settings.chroma_dir / "chroma.sqlite3"
+    if not db.is_file():
+        return None
+    if problem := _sqlite_problem(db):
+        return problem
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = con.execute(
+                "SELECT s.id, c.dimension, c.schema_str FROM segments s JOIN collections c ON s.collection = c.id "
+                "JOIN max_seq_id m ON m.segment_id = s.id WHERE c.name = ? AND s.scope = 'VECTOR'",
+                (settings.store.collection,)).fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError as err:
+        text = str(err).lower()
+        if "locked" in text or "busy" in text or "no such" in text or "unable to open" in text:
+            log.debug("index check skipped: %s", err)  # another writer, or a newer Chroma schema
+            return None
+        return IndexProblem(f"chroma.sqlite3 cannot be read ({err})", database=True)
+    except sqlite3.DatabaseError as err:
+        return IndexProblem(f"chroma.sqlite3 cannot be read ({err})", database=True)
+    for segment, dim, schema in rows:
+        cosine = '"space":"cosine"' in (schema or "")
+        if message := _hnsw_problem(settings.chroma_dir / segment, dim, cosine):
+            return IndexProblem(message)
+    return None
+
+
+def check_local_index(settings: Settings) -> None:
+    """Raise `IndexDamagedError` when `local_index_problem` finds damage.
+
+    A writer (another ingest) may be half-way through rewriting the HNSW files; a
+    problem in files changed in the last few seconds is re-checked once before it counts.
+    """
+    problem = local_index_problem(settings)
+    if problem is not None and not problem.database:
+        newest = max((p.stat().st_mtime for p in settings.chroma_dir.rglob("*") if p.is_file()), default=0.0)
+        if time.time() - newest < 5:
+            time.sleep(0.5)
+            problem = local_index_problem(settings)
+    if problem is not None:
+        raise IndexDamagedError(f"the index in {settings.home} is damaged: {problem.message}")
+
+
+def make_client(settings: Settings, check: bool = True) -> Any:
+    """A Chroma client; an embedded one only after `check_local_index` (unless ``check=False``)."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
     url = settings.store.chroma_url
+    if not url and check:
+        try:
+            check_local_index(settings)
+        except OSError as err:
+            raise StoreError(f"cannot read the index in {settings.chroma_dir}: {err}",
+                             "check that the data home (RAG_HOME) is a readable folder") from None
     try:
         if url:
+            _probe_server(url)
             parsed = urlparse(url)
-            return chromadb.HttpClient(host=parsed.hostname or "127.0.0.1", port=parsed.port or 8000,
-                                       ssl=parsed.scheme == "https", settings=chroma_settings)
+            client = chromadb.HttpClient(host=parsed.hostname or "127.0.0.1", port=parsed.port or 8000,
+                                         ssl=parsed.scheme == "https", settings=chroma_settings)
+            session = getattr(getattr(client, "_server", None), "_session", None)
+            if session is not None:  # chromadb creates it with timeout=None
+                import httpx
+
+                session.timeout = httpx.Timeout(HTTP_TIMEOUT_S, connect=min(5.0, HTTP_TIMEOUT_S))
+            return client
         settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+        try:
+            return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+        except Exception:
+            _forget_local_system(settings)  # chromadb caches the half-started system: the next try must start afresh
+            raise
+    except StoreError:
+        raise
     except (ValueError, ConnectionError, OSError) as err:
         if url:
             raise ChromaUnavailableError(f"cannot reach the Chroma server at {url}: {err}") from None
+        if isinstance(err, OSError):
+            raise as_store_error(err, settings) from None  # type: ignore[misc]
         raise StoreError(f"cannot open the index in {settings.chroma_dir}: {err}",
                          "check that the data home (RAG_HOME) exists and is writable") from None
     except Exception as err:  # chromadb raises bare Exceptions for an unreachable server
         if url and "connect" in str(err).lower():
             raise ChromaUnavailableError(f"cannot reach the Chroma server at {url}") from None
-        raise
+        mapped = as_store_error(err, settings)  # e.g. "attempt to write a readonly database"
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _probe_server(url: str) -> None:
+    """Fail fast (`ChromaUnavailableError`) on a server that is down or hung, before chromadb's untimed calls."""
+    import httpx
+
+    try:
+        httpx.get(url.rstrip("/") + "/api/v2/heartbeat", timeout=min(5.0, HTTP_TIMEOUT_S)).raise_for_status()
+    except httpx.HTTPError as err:
+        raise ChromaUnavailableError(f"cannot reach the Chroma server at {url} ({type(err).__name__}: {err})"
+                                     [:300]) from None
+
+
+NO_SPACE_FIX = "free disk space (or point RAG_HOME at a bigger disk), then run the same command again: " \
+               "what was written is kept"
+READ_ONLY_FIX = "make the data home writable, or set RAG_HOME to a writable folder " \
+                "(the index, its lock and caches are written there, even to search)"
+_DAMAGE_WORDS = ("hnsw", "segment", "corrupt", "no such file", "database disk image", "index", "finding id",
+                 "not a database")
+
+
+def as_store_error(err: BaseException, settings: Settings) -> StoreError | None:
+    """Our one-line error for a Chroma or file-system failure, or None for anything else.
+
+    Covers a lost server, a full disk, a read-only (or not-a-folder) data home, and damage.
+    """
+    import errno
+
+    text = f"{type(err).__name__}: {err}"
+    low, url = text.lower(), settings.store.chroma_url
+    where = url or str(settings.home)
+    code = err.errno if isinstance(err, OSError) else None
+    if url and any(w in low for w in ("connect", "timed out", "timeout", "refused", "unavailable")):
+        return ChromaUnavailableError(f"lost the Chroma server at {url} ({text[:120]})")
+    if code in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in low or "no space left" in low:
+        return StoreError(f"no space left to write the index in {where} ({text[:160]})", NO_SPACE_FIX)
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR) or any(
+            w in low for w in ("readonly database", "read-only file system", "permission denied")):
+        return StoreError(f"cannot write to the data home {settings.home} ({text[:160]})", READ_ONLY_FIX)
+    if isinstance(err, OSError):
+        return StoreError(f"cannot use the data home {settings.home} ({text[:160]})", READ_ONLY_FIX)
+    if any(w in low for w in _DAMAGE_WORDS):
+        return IndexDamagedError(f"the index in {where} is damaged ({text[:160]})")
+    return None
 
 
 def _chroma_errors(fn):  # type: ignore[no-untyped-def]
-    """Turn Chroma's transport and corruption errors into our one-line errors."""
+    """Turn Chroma's transport, disk and corruption errors into our one-line errors."""
 
     def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -107,16 +347,27 @@ def _chroma_errors(fn):  # type: ignore[no-untyped-def]
         except StoreError:
             raise
         except Exception as err:
-            text = f"{type(err).__name__}: {err}"
-            if self.settings.store.chroma_url and any(w in text.lower() for w in ("connect", "timed out", "refused", "unavailable")):
-                raise ChromaUnavailableError(f"lost the Chroma server at {self.settings.store.chroma_url} ({text[:120]})") from None
-            if any(w in text.lower() for w in ("hnsw", "segment", "corrupt", "no such file", "database disk image", "index")):
-                raise IndexDamagedError(f"the index in {self.settings.home} is damaged ({text[:160]})") from None
-            raise
+            mapped = as_store_error(err, self.settings)
+            if mapped is None:
+                raise
+            raise mapped from None
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
     return wrapper
+
+
+def _forget_local_system(settings: Settings) -> None:
+    """Drop this process's cached Chroma system for the data home (its files are about to go)."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    system = SharedSystemClient._identifier_to_system.pop(str(settings.chroma_dir), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(settings.chroma_dir), None)
+    if system is not None:
+        try:
+            system.stop()
+        except Exception:  # noqa: BLE001 - it is being discarded either way
+            log.debug("could not stop the Chroma system for %s", settings.chroma_dir, exc_info=True)
 
 
 class Store:
@@ -217,12 +468,42 @@ class Store:
         os.replace(tmp, self.generation_file)
 
     def drop(self) -> None:
-        """Delete the collection (``--rebuild``)."""
-        try:
+        """Delete the collection (``--rebuild``), also when its files are damaged.
+
+        A damaged SQLite database cannot be opened by Chroma at all: the embedded
+        ``chroma/`` folder is then removed (it is a cache of the corpus files). A damaged
+        HNSW segment is deleted with its collection, its folder too.
+        """
+        if not self.settings.store.chroma_url and self._client is None:
+            problem = local_index_problem(self.settings)
+            if problem is not None:
+                log.warning("dropping a damaged index in %s: %s", self.settings.chroma_dir, problem.message)
+                if problem.database:
+                    _forget_local_system(self.settings)
+                    shutil.rmtree(self.settings.chroma_dir, ignore_errors=True)
+                self._client = make_client(self.settings, check=False)
+        segments = self._vector_segment_dirs()
+        with contextlib.suppress(Exception):  # absent collection: nothing to drop
             self.client.delete_collection(self.settings.store.collection)
-        except Exception:  # noqa: BLE001 - absent collection: nothing to drop
-            pass
+        for folder in segments:  # Chroma leaves a segment folder it could not load
+            shutil.rmtree(folder, ignore_errors=True)
         self._collection = None
+
+    def _vector_segment_dirs(self) -> list[Path]:
+        db = self.settings.chroma_dir / "chroma.sqlite3"
+        if self.settings.store.chroma_url or not db.is_file():
+            return []
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+            try:
+                rows = con.execute("SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
+                                   "WHERE c.name = ? AND s.scope = 'VECTOR'",
+                                   (self.settings.store.collection,)).fetchall()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return []
+        return [self.settings.chroma_dir / segment for (segment,) in rows]
 
     # -------------------------------------------------------------- reads
 
