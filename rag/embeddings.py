@@ -170,14 +170,18 @@ class Embedder:
         embeddings = self.model(features)["sentence_embedding"]
         return torch.nn.functional.normalize(embeddings, p=2, dim=1).float().cpu()
 
-    def _encode_pipelined(self, texts: Sequence[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
-        """Longest texts first (less padding), tokenized by a thread pool up to ``2 * workers``
-        batches ahead of the model, written back in input order."""
-        import torch
-
+    def _batches(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Row indices in batches of ``batch_size``, longest texts first: a batch pads to its
+        longest text, so mixing a 250-token chunk with short ones wastes most of the compute."""
         size = self.settings.batch_size
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        return [order[i:i + size] for i in range(0, len(order), size)]
+
+    def _encode_pipelined(self, texts: Sequence[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
+        """Tokenized by a thread pool up to ``2 * workers`` batches ahead of the model."""
+        import torch
+
+        batches = self._batches(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         self.model.eval()
         with ThreadPoolExecutor(self.tokenizer_workers) as pool, torch.inference_mode():
@@ -200,19 +204,20 @@ class Embedder:
         return out
 
     def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text, in batches of ``batch_size``."""
+        """Unit-length float32 vectors, one row per text (in input order), embedded in batches
+        of ``batch_size`` longest first."""
         if self.pipelined and len(texts) > 1:
             return self._encode_pipelined(texts, on_batch)
         size = self.settings.batch_size
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), size):
-            batch = list(texts[start:start + size])
-            out[start:start + len(batch)] = self.model.encode(
-                batch, batch_size=size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        for rows in self._batches(texts):
+            out[rows] = self.model.encode(
+                [texts[i] for i in rows], batch_size=size, normalize_embeddings=True, convert_to_numpy=True,
+                show_progress_bar=False,
             )
-            self.encoded += len(batch)
+            self.encoded += len(rows)
             if on_batch:
-                on_batch(len(batch))
+                on_batch(len(rows))
         return out
 
     def encode_query(self, text: str) -> np.ndarray:
