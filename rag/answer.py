@@ -388,7 +388,12 @@ class Answerer:
         candidates = [(n, s) for n, hit in numbered[:3] for s in split_sentences(hit.paper.abstract)]
         if not candidates:
             return prompts.ABSTAIN_PHRASE
-        scores = self.support_scores([question], [s for _, s in candidates])[0]
+        # sentence-to-question support, plus a prior for how well its paper matched the question
+        # (the retrieval score is fused over the whole paper: names and acronyms weigh in there)
+        prior = {n: hit.score for n, hit in numbered}
+        top = max(prior.values()) or 1.0
+        scores = self.support_scores([question], [s for _, s in candidates])[0] + \
+            np.array([0.25 * prior[n] / top for n, _ in candidates])
         ranked = sorted(range(len(candidates)), key=lambda i: -scores[i])
         best = scores[ranked[0]]
         picked = [i for i in ranked[:max_sentences] if scores[i] >= best - 0.1]

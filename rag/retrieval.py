@@ -13,6 +13,7 @@ ingested. Left out: prompting and answering (`rag.answer`).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,7 +29,10 @@ from rag.lexical import LexicalIndex, tokenize
 from rag.settings import Settings
 from rag.store import IndexIdentity, Store
 
-MAX_QUERY_CHARS = 2000  # far past what the embedder (256 word pieces) and BM25 can use
+MAX_QUERY_CHARS = 2000
+NAME_BOOST = 0.2  # share of the best fused score added for quoting every name in the query verbatim
+_NAME = re.compile(r"(?<![\w-])(?=[\w.-]*[A-Z])(?=[\w.-]*[A-Za-z])[A-Za-z0-9]+(?:[-.][A-Za-z0-9]+)+(?![\w-])"
+                   r"|(?<![\w-])[A-Z][A-Za-z]*[A-Z][A-Za-z0-9]*(?![\w-])")  # far past what the embedder (256 word pieces) and BM25 can use
 IN_FILTER_LIMIT = 5000  # above this many allowed papers, filter after retrieval instead of in Chroma
 
 
@@ -131,6 +135,38 @@ def clean_query(query: str) -> tuple[str, list[str]]:
         notices.append(f"query truncated from {len(text):,} to {MAX_QUERY_CHARS:,} characters")
         text = text[:MAX_QUERY_CHARS]
     return text, notices
+
+
+def query_names(query: str) -> list[str]:
+    """Method and model names in a query: mixed-case or hyphenated identifiers and acronyms.
+
+    >>> query_names("How does DRA-GRPO compare with GRPO and PLaMo-100B on the MATH set?")
+    ['DRA-GRPO', 'GRPO', 'PLaMo-100B', 'MATH']
+    """
+    return list(dict.fromkeys(m.group(0) for m in _NAME.finditer(query)))
+
+
+def name_bonus(fused: dict[str, float], papers: dict[str, Paper], names: list[str]) -> dict[str, float]:
+    """Add ``NAME_BOOST`` x (share of the query's names the paper contains verbatim) x the best score.
+
+    BM25 splits "DRA-GRPO" into "dra" and "grpo", so a paper about SEED-GRPO matches as well
+    as the one the user named; an exact, case-sensitive match of the whole name settles it.
+    A name found in more than two candidate papers ("LLMs", "NLP") tells nothing and is skipped.
+    """
+    if not names or not fused:
+        return fused
+    found: dict[str, set[str]] = {}
+    for pid in fused:
+        text = f"{papers[pid].title} {papers[pid].abstract}"
+        for name in names:
+            if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text):
+                found.setdefault(name, set()).add(pid)
+    telling = {name: pids for name, pids in found.items() if len(pids) <= 2}
+    if not telling:
+        return fused
+    top = max(fused.values())
+    return {pid: score + NAME_BOOST * top * sum(pid in pids for pids in telling.values()) / len(names)
+            for pid, score in fused.items()}
 
 
 def _minmax(scores: dict[str, float]) -> dict[str, float]:
@@ -267,6 +303,8 @@ class Retriever:
         lexical_paper = {p: s for p, s in lexical_paper.items() if p in index.papers}
 
         fused = fuse(dense_paper, lexical_paper, fusion, weight, cfg.rrf_k)
+        if fusion in ("weighted", "rrf"):
+            fused = name_bonus(fused, index.papers, query_names(query))
         order = sorted(fused, key=lambda p: (-fused[p], p))
         if cfg.mmr_lambda is not None:
             order = mmr(order, self._paper_vectors(order[: 4 * k]), fused, k, cfg.mmr_lambda)

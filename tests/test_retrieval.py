@@ -139,3 +139,13 @@ def test_cli_search_json(bundled_copy: Path) -> None:
     assert items[0]["score"] >= items[1]["score"] >= items[2]["score"]
     empty = run_cli("search", "x", "--year", "1900")
     assert empty.returncode == 0 and "no paper matches the filter year 1900..1900" in empty.stdout
+
+
+def test_a_named_method_beats_a_sibling_with_more_shared_words(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """BM25 splits DRA-GRPO into dra + grpo; the verbatim name must still decide."""
+    from rag.retrieval import query_names
+
+    question = "What average accuracy does DRA-GRPO reach across the five math reasoning benchmarks?"
+    assert query_names(question) == ["DRA-GRPO"]
+    hits = Retriever(Settings(), embedder=embedder).search(question, k=2).hits
+    assert hits[0].paper.title.startswith("DRA-GRPO") and hits[1].paper.title.startswith("SEED-GRPO")
