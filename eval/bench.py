@@ -521,6 +521,9 @@ def _scale_child(spec_path: str) -> None:
     embedder = Embedder(settings.embedding)
     embedder.model  # noqa: B018 - load now, outside the ingest timing
     load_s = time.perf_counter() - start
+    import psutil
+
+    rss_after_load = psutil.Process().memory_info().rss  # the fixed part: interpreter, torch, model
     state = {"total": 0, "done": 0, "next": 0.0, "t0": time.perf_counter()}
 
     def on_start(total: int) -> None:
@@ -548,7 +551,8 @@ def _scale_child(spec_path: str) -> None:
             for key, value in result.timings.items():
                 stages.setdefault(key, []).append(value)
     Path(spec["result"]).write_text(json.dumps({
-        "load_model_s": load_s, "ingest_s": summary.seconds, "papers": summary.papers_total,
+        "load_model_s": load_s, "rss_after_load_bytes": rss_after_load, "ingest_s": summary.seconds,
+        "papers": summary.papers_total,
         "chunks": summary.chunks_total, "chunks_embedded": summary.chunks_embedded, "rejected": summary.rejected,
         "retrieval_s": latencies, "stages_median_ms": {k: round(median(v) * 1000, 3) for k, v in stages.items()},
     }))
@@ -574,6 +578,11 @@ def project(points: Sequence[dict[str, Any]], target: int = PROJECT_TARGET) -> d
                            else "one size measured: proportional (through the origin)"}
     for key in ("ingest_s", "disk_bytes", "peak_rss_bytes"):
         slope, intercept, value = _fit(xs, [p[key] for p in points], target)
+        if key == "peak_rss_bytes" and len(xs) == 1 and points[0].get("rss_after_load_bytes"):
+            # one size: the memory after loading the model is the fixed part, the rest grows with papers
+            intercept = float(points[0]["rss_after_load_bytes"])
+            slope = (points[0][key] - intercept) / xs[0]
+            value = intercept + slope * target
         out[key] = {"slope_per_paper": slope, "intercept": intercept, "projected": value}
     seconds = out["ingest_s"]["projected"]
     out["summary"] = (f"{target:,} abstracts on this machine: ingest ~{seconds / 3600:.0f} h "
@@ -621,6 +630,7 @@ def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Seque
                      "papers_per_s": n / result["ingest_s"],
                      "chunks_per_s": result["chunks_embedded"] / result["ingest_s"],
                      "load_model_s": result["load_model_s"], "peak_rss_bytes": child_peak,
+                     "rss_after_load_bytes": result.get("rss_after_load_bytes"),
                      "server_peak_rss_bytes": server_peak, "disk_bytes": disk,
                      "retrieval_median_ms": median(lat) * 1000, "retrieval_p95_ms": p95(lat) * 1000,
                      "stages_median_ms": result["stages_median_ms"], "rejected": result["rejected"]}

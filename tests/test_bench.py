@@ -79,3 +79,21 @@ def test_bench_command_rejects_a_malformed_scale() -> None:
 
     got = run_cli("bench", "--quick", "--scale", "ten")
     assert got.returncode == 2 and "--scale 'ten' is not a list of paper counts" in got.stderr
+
+
+def test_projection_is_linear_and_keeps_the_fixed_memory_fixed() -> None:
+    from eval.bench import project
+
+    one = [{"mode": "embedded", "papers": 10_000, "ingest_s": 2_000.0, "disk_bytes": 1e8, "peak_rss_bytes": 2e9,
+            "rss_after_load_bytes": 1e9}]
+    got = project(one, target=20_000)
+    assert got["ingest_s"]["projected"] == pytest.approx(4_000.0)
+    assert got["disk_bytes"]["projected"] == pytest.approx(2e8)
+    assert got["peak_rss_bytes"]["projected"] == pytest.approx(3e9)  # 1 GB fixed + 1 GB per 10k papers
+
+    two = [{"mode": "embedded", "papers": n, "ingest_s": 10.0 + n / 5, "disk_bytes": 5e3 * n,
+            "peak_rss_bytes": 1e9 + 1e5 * n} for n in (10_000, 30_000)]
+    two.append({**two[0], "mode": "server", "ingest_s": 1e9})  # server points do not shape the projection
+    got = project(two, target=2_500_000)
+    assert got["ingest_s"]["projected"] == pytest.approx(10.0 + 500_000)
+    assert got["peak_rss_bytes"]["projected"] == pytest.approx(1e9 + 2.5e11)
