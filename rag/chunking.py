@@ -25,7 +25,7 @@ from rag.corpus import Paper
 
 _ABBREVIATIONS = {"e.g", "i.e", "et al", "al", "vs", "etc", "fig", "figs", "eq", "eqs", "ref", "refs",
                   "sec", "no", "approx", "cf", "resp", "dr", "prof", "mr", "ms", "st", "inc", "ltd", "viz"}
-_BOUNDARY = re.compile(r"[.!?][\"'”’)\]]*(\s+)(?=[\"'“‘(\[<]?[A-Z0-9<])")
+_BOUNDARY = re.compile(r"[.!?][\"'”’)\]]*(\s+)(?=[\"'“‘(\[]?[A-Z0-9])")
 
 
 class Tokenizing(Protocol):

@@ -30,6 +30,7 @@ of ``ollama``, ``openai``, ``httpx`` or ``llama_cpp``; each backend imports its 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
@@ -432,11 +433,23 @@ _LOAD_LOCK = threading.Lock()
 _LLAMAS: dict[tuple[str, int, int | None, bool], tuple[Any, threading.Lock]] = {}
 
 
+def _close_llamas() -> None:
+    """Free loaded models before interpreter shutdown (llama-cpp-python's own __del__ runs too
+    late then, and prints a TypeError traceback)."""
+    for llama, _ in _LLAMAS.values():
+        with contextlib.suppress(Exception):
+            llama.close()
+    _LLAMAS.clear()
+
+
 def _load_llama(path: Path, n_ctx: int, threads: int | None, repack: bool) -> tuple[Any, threading.Lock]:
     key = (str(path.resolve()), n_ctx, threads, repack)
     with _LOAD_LOCK:
         if key not in _LLAMAS:
             from llama_cpp import Llama
+
+            if not _LLAMAS:
+                atexit.register(_close_llamas)
 
             with contextlib.nullcontext() if repack else no_extra_buffers():
                 # threads also bounds prompt evaluation (llama-cpp-python would use every core for it)
