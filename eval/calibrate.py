@@ -26,7 +26,7 @@ from eval.metrics import abstention_sweep, recommend
 THRESHOLDS = tuple(round(float(x), 2) for x in np.arange(0.0, 0.605, 0.01))
 COVERAGES = tuple(round(float(x), 2) for x in np.arange(0.0, 1.001, 0.05))
 GRID_ROWS = tuple(round(0.10 + 0.04 * i, 2) for i in range(9))  # the part of the sweep that is printed
-GRID_COLS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+GRID_COLS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
 
 
 def collect(dataset: Any, settings: Any, retriever: Any | None = None,
@@ -65,20 +65,21 @@ def calibrate(points: list[dict[str, Any]], settings: Any, max_false: float = 0.
 def grid_table(result: dict[str, Any], thresholds: tuple[float, ...] = GRID_ROWS,
                coverages: tuple[float, ...] = GRID_COLS) -> Any:
     """A rich table: rows = abstain_threshold, columns = abstain_coverage, cells = "F1 / false-abstention %"."""
+    from rich import box
     from rich.table import Table
 
     cells = {(r["abstain_threshold"], r["abstain_coverage"]): r for r in result["sweep"]}
     best, cur = result["recommended"], result["current"]
     rows = sorted({*thresholds, *([best["abstain_threshold"]] if best else []), cur["abstain_threshold"]})
     cols = sorted({*coverages, *([best["abstain_coverage"]] if best else []), cur["abstain_coverage"]})
-    table = Table("threshold | coverage", *[f"{c:.2f}" for c in cols],
-                  title=f"abstention F1 / false abstentions, {result['questions']} questions "
-                        f"({result['unanswerable']} unanswerable)")
+    table = Table("thr\\cov", *[f"{c:.2f}" for c in cols], box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
+                  title=f"abstention F1/false abstentions: rows abstain_threshold, columns abstain_coverage; "
+                        f"{result['questions']} questions ({result['unanswerable']} unanswerable)")
     for t in rows:
         row = []
         for c in cols:
             r = cells.get((t, c)) or abstention_sweep(*_columns(result["points"]), [t], [c])[0]
-            text = f"{r['f1']:.2f} / {r['false_abstention_rate']:.0%}"
+            text = f"{r['f1']:.2f}/{r['false_abstention_rate']:.0%}"
             if best and (t, c) == (best["abstain_threshold"], best["abstain_coverage"]):
                 text = f"[bold green]{text}[/]"
             elif (t, c) == (cur["abstain_threshold"], cur["abstain_coverage"]):

@@ -30,7 +30,11 @@ QUALITY = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "answer_mat
 LATENCY = ("retrieval_s", "ttft_s", "total_s")
 LOWER_IS_BETTER = {"invalid_citations", "unsupported_rate", "abstained_answerable", *LATENCY}
 LABELS = {"abstained_unanswerable": "abstained | unanswerable", "abstained_answerable": "abstained | answerable",
-          "cites_gold": "cites a gold paper", "answer_match": "expected-string match"}
+          "cites_gold": "cites a gold paper", "answer_match": "expected-string match", "correct": "correct",
+          "citation_precision": "citation precision", "citation_recall": "citation recall",
+          "invalid_citations": "invalid citation numbers", "unsupported_rate": "unsupported-sentence rate",
+          "faithfulness": "faithfulness (judge)", "relevancy": "answer relevance (judge)", "retrieval_s": "retrieval",
+          "ttft_s": "time to first token", "total_s": "total time"}
 SEED, RESAMPLES, PERMUTATIONS = 0, 1000, 10_000
 
 
@@ -106,13 +110,14 @@ def compare_runs(a: Path, b: Path) -> dict[str, Any]:
         if p < 0.05 and delta:
             better = "B" if (delta > 0) != (metric in LOWER_IS_BETTER) else "A"
         rows.append({"metric": metric, "n": len(pairs), "a": round(float(xa.mean()), 4),
-                     "b": round(float(xb.mean()), 4), "delta": round(delta, 4), "ci": paired_ci(diff), "p": round(p, 4),
-                     "test": "McNemar exact" if binary else "paired permutation", "better": better})
+                     "b": round(float(xb.mean()), 4), "delta": round(delta, 4), "ci": paired_ci(diff),
+                     "p": float(f"{p:.3g}"), "test": "McNemar exact" if binary else "paired permutation",
+                     "better": better})
     settings = [json.loads((Path(x) / "run.json").read_text()).get("settings") if (Path(x) / "run.json").exists()
                 else None for x in (a, b)]
     return {"a": str(a), "b": str(b), "shared": len(shared), "only_a": len(run_a) - len(shared),
             "only_b": sum(q not in run_a for q in run_b), "metrics": rows,
-            "settings_diff": diff_records(*settings) if all(settings) else []}
+            "settings_diff": diff_records(*settings, labels=("in A", "in B")) if all(settings) else []}
 
 
 def plot_comparison(result: dict[str, Any], path: Path) -> None:
@@ -135,10 +140,11 @@ def plot_comparison(result: dict[str, Any], path: Path) -> None:
         colours = ["tab:green" if r["better"] == "B" else "tab:red" if r["better"] == "A" else "tab:grey"
                    for r in rows]
         ax.barh(y, deltas, xerr=err, color=colours, alpha=0.8, capsize=2)
-        ax.set_yticks(y, [f"{LABELS.get(r['metric'], r['metric'])} (n={r['n']}, p={r['p']:.3g})" for r in rows],
-                      fontsize=7)
+        ticks = [f"{LABELS.get(r['metric'], r['metric'])} (n={r['n']}, p{'' if r['p'] < 0.001 else '='}{_p(r['p'])})"
+                 for r in rows]
+        ax.set_yticks(y, ticks, fontsize=7)
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_xlabel(f"B − A ({unit}), 95% paired-bootstrap CI")
+        ax.set_xlabel(f"B − A ({unit}), 95% CI")
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"B = {Path(result['b']).name}  vs  A = {Path(result['a']).name}  ({result['shared']} shared "
                  "questions; green: B better, red: A better, p < 0.05)", fontsize=9)
@@ -159,6 +165,10 @@ def write_comparison(a: Path, b: Path, out: Path | None = None) -> tuple[dict[st
     return result, target
 
 
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+
+
 def comparison_table(result: dict[str, Any]) -> Any:
     """A rich table: metric, A, B, delta with CI, p, test, which run is better (p < 0.05)."""
     from rich.table import Table
@@ -168,7 +178,7 @@ def comparison_table(result: dict[str, Any]) -> Any:
     for r in result["metrics"]:
         unit = "s" if r["metric"] in LATENCY else ""
         table.add_row(LABELS.get(r["metric"], r["metric"]), f"{r['a']:.3f}{unit}", f"{r['b']:.3f}{unit}",
-                      f"{r['delta']:+.3f}{unit}", f"{r['ci'][0]:+.3f} – {r['ci'][1]:+.3f}", f"{r['p']:.3g}",
+                      f"{r['delta']:+.3f}{unit}", f"{r['ci'][0]:+.3f} – {r['ci'][1]:+.3f}", _p(r["p"]),
                       r["test"], str(r["n"]), r["better"] or "")
     return table
 

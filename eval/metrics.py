@@ -27,6 +27,7 @@ Left out: running questions (``eval.run``), paired tests between runs (``eval.co
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +40,9 @@ MEANS = (*RETRIEVAL, "answer_match", "citation_precision", "citation_recall", "i
 RATIOS = ("abstention_precision", "abstention_recall", "abstention_f1", "false_abstention_rate",
           "precision", "accuracy")
 SEED, RESAMPLES = 0, 1000
+# ranx's numba kernels run on numba's "workqueue" threading layer, which aborts the process
+# when two Python threads launch parallel kernels at once (seen with `--workers 2`).
+_RANX_LOCK = threading.Lock()
 
 
 # ------------------------------------------------------------------ one question
@@ -54,8 +58,9 @@ def retrieval_scores(gold: Sequence[str], ranked: Sequence[str]) -> dict[str, fl
 
     ranked = list(dict.fromkeys(ranked))
     run = {pid: float(len(ranked) - i) for i, pid in enumerate(ranked)} or {"__none__": 0.0}
-    values = evaluate(Qrels({"q": {pid: 1 for pid in gold}}), Run({"q": run}), list(RETRIEVAL),
-                      make_comparable=True)
+    with _RANX_LOCK:
+        values = evaluate(Qrels({"q": {pid: 1 for pid in gold}}), Run({"q": run}), list(RETRIEVAL),
+                          make_comparable=True)
     return {m: round(float(values[m]), 6) for m in RETRIEVAL}
 
 

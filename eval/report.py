@@ -124,8 +124,12 @@ def plot_by_type(summary: dict[str, Any], path: Path) -> None:
             vals.append(v)
             lo.append(v - m["ci"][0] if m else 0)
             hi.append(m["ci"][1] - v if m else 0)
-        ax.bar(x + (i - (len(BY_TYPE) - 1) / 2) * width, vals, width, yerr=[lo, hi], capsize=2,
-               label=LABELS.get(metric, metric), error_kw={"elinewidth": 0.8, "alpha": 0.6})
+        pos = x + (i - (len(BY_TYPE) - 1) / 2) * width
+        ax.bar(pos, vals, width, yerr=[lo, hi], capsize=2, label=LABELS.get(metric, metric),
+               error_kw={"elinewidth": 0.8, "alpha": 0.6})
+        for p, v in zip(pos, vals):
+            if v == 0:  # a zero bar is invisible: say it is zero, not missing
+                ax.text(p, 0.01, "0", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, [f"{t}\n(n={summary['by_type'][t]['n']})" for t in types], fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score (95% CI)")

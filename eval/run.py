@@ -112,7 +112,8 @@ def settings_record(settings: Any) -> dict[str, Any]:
     return data
 
 
-def diff_records(stored: Any, now: Any, prefix: str = "") -> list[str]:
+def diff_records(stored: Any, now: Any, prefix: str = "",
+                 labels: tuple[str, str] = ("in the run folder", "now")) -> list[str]:
     """Dotted paths that differ, with both values.
 
     >>> diff_records({"answer": {"k": 1, "t": 0.2}}, {"answer": {"k": 1, "t": 0.3}})
@@ -121,9 +122,9 @@ def diff_records(stored: Any, now: Any, prefix: str = "") -> list[str]:
     if isinstance(stored, dict) and isinstance(now, dict):
         out = []
         for key in sorted(set(stored) | set(now)):
-            out += diff_records(stored.get(key), now.get(key), f"{prefix}{key}.")
+            out += diff_records(stored.get(key), now.get(key), f"{prefix}{key}.", labels)
         return out
-    return [] if stored == now else [f"{prefix.rstrip('.')}: {stored!r} in the run folder, {now!r} now"]
+    return [] if stored == now else [f"{prefix.rstrip('.')}: {stored!r} {labels[0]}, {now!r} {labels[1]}"]
 
 
 def git_commit() -> dict[str, Any] | None:

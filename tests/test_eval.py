@@ -75,6 +75,21 @@ def test_retrieval_scores_agree_with_the_title_task_scorer() -> None:
         assert batch[m] == pytest.approx(np.mean([o[m] for o in one]), abs=1e-4)
 
 
+def test_retrieval_scores_survive_concurrent_workers() -> None:
+    """ranx's numba kernels abort the process when two threads call them at once (`--workers 2`);
+    run in a subprocess so a regression fails this test instead of killing the session."""
+    import subprocess
+    import sys
+
+    code = ("from concurrent.futures import ThreadPoolExecutor\n"
+            "from eval.metrics import retrieval_scores\n"
+            "with ThreadPoolExecutor(4) as pool:\n"
+            "    assert len(list(pool.map(lambda i: retrieval_scores(['a'], ['b', 'a']), range(300)))) == 300\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_answer_match_is_a_case_insensitive_substring_of_any_answer() -> None:
     assert metrics.answer_match("It is called WONTON-7B.", ["wonton"]) is True
     assert metrics.answer_match("146 billion parameters", ["200", "146 Billion"]) is True
