@@ -217,7 +217,8 @@ def manifest(dataset: Dataset, settings: Any, judge: str | None) -> dict[str, An
 
 def _comparable(m: dict[str, Any]) -> dict[str, Any]:
     d = m.get("dataset") or {}
-    return {"dataset": {k: d.get(k) for k in ("name", "source", "fingerprint")},
+    # the fingerprint, not the name: `dev` and `data/eval/dev.jsonl` are one dataset
+    return {"dataset": {k: d.get(k) for k in ("source", "fingerprint")},
             "settings": m.get("settings"), "judge": m.get("judge")}
 
 
