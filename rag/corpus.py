@@ -329,7 +329,8 @@ def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
         if not fields.get("abstract"):
             yield RecordError(str(path), line, f"entry {entry.key!r} has no abstract", "add an abstract field")
             continue
-        arxiv = fields.get("eprint") if "arxiv" in (fields.get("archiveprefix", "") + fields.get("eprinttype", "")).lower() else None
+        prefix = (fields.get("archiveprefix", "") + fields.get("eprinttype", "")).lower()
+        arxiv = fields.get("eprint") if "arxiv" in prefix else None
         yield paper_from_record({
             "title": fields["title"], "abstract": fields["abstract"],
             "authors": [a.strip() for a in re.split(r"\s+and\s+", fields.get("author", "")) if a.strip()],

@@ -29,10 +29,10 @@ from rag.lexical import LexicalIndex, tokenize
 from rag.settings import Settings
 from rag.store import IndexIdentity, Store
 
-MAX_QUERY_CHARS = 2000
+MAX_QUERY_CHARS = 2000  # far past what the embedder (256 word pieces) and BM25 can use
 NAME_BOOST = 0.2  # share of the best fused score added for quoting every name in the query verbatim
 _NAME = re.compile(r"(?<![\w-])(?=[\w.-]*[A-Z])(?=[\w.-]*[A-Za-z])[A-Za-z0-9]+(?:[-.][A-Za-z0-9]+)+(?![\w-])"
-                   r"|(?<![\w-])[A-Z][A-Za-z]*[A-Z][A-Za-z0-9]*(?![\w-])")  # far past what the embedder (256 word pieces) and BM25 can use
+                   r"|(?<![\w-])[A-Z][A-Za-z]*[A-Z][A-Za-z0-9]*(?![\w-])")
 IN_FILTER_LIMIT = 5000  # above this many allowed papers, filter after retrieval instead of in Chroma
 
 
@@ -176,7 +176,8 @@ def _minmax(scores: dict[str, float]) -> dict[str, float]:
     return {p: (v - lo) / (hi - lo) if hi > lo else 1.0 for p, v in scores.items()}
 
 
-def fuse(dense: dict[str, float], lexical: dict[str, float], method: str, weight: float, rrf_k: int) -> dict[str, float]:
+def fuse(dense: dict[str, float], lexical: dict[str, float], method: str, weight: float,
+         rrf_k: int) -> dict[str, float]:
     """Paper scores from per-paper dense cosines and BM25 scores.
 
     ``weighted`` min-max scales each retriever's scores over its candidates (a paper

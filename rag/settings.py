@@ -93,12 +93,16 @@ class LLMSettings(BaseModel):
     model: str | None = Field(None, description="Model name for ollama/openai; None uses the backend's default.")
     ollama_url: str = Field("http://127.0.0.1:11434", description="Base URL of the Ollama server.")
     ollama_model: str = Field("llama3.2", description="Ollama model used when `model` is unset.")
-    num_ctx: int = Field(8192, ge=512, description="Context window requested from Ollama (its default silently truncates).")
+    num_ctx: int = Field(
+        8192, ge=512, description="Context window requested from Ollama (its default silently truncates)."
+    )
     keep_alive: str = Field("10m", description="How long Ollama keeps the model loaded after a request.")
     openai_base_url: str = Field("http://127.0.0.1:8080/v1", description="Base URL of an OpenAI-compatible server.")
     openai_api_key: str = Field("not-needed", description="API key for the OpenAI-compatible server.")
     openai_model: str = Field("local", description="Model name sent to the OpenAI-compatible server.")
-    gguf_path: str | None = Field(None, description="GGUF file for llamacpp; None uses the bundled SmolLM2-135M-Instruct.")
+    gguf_path: str | None = Field(
+        None, description="GGUF file for llamacpp; None uses the bundled SmolLM2-135M-Instruct."
+    )
     context_window: int = Field(2048, ge=256, description="Prompt + answer tokens for llamacpp and openai backends.")
     temperature: float = Field(0.1, ge=0.0, le=2.0, description="Sampling temperature (low: small models wander).")
     max_new_tokens: int = Field(256, ge=1, description="Upper bound on generated tokens.")

@@ -66,7 +66,8 @@ def test_duplicates_merge_later_record_wins() -> None:
 
 def test_same_paper_in_two_files_is_merged(tmp_path: Path) -> None:
     other = tmp_path / "again.jsonl"
-    other.write_text('{"title": "Quantized speech recognition", "abstract": "Updated.", "arxiv_id": "arXiv:2310.01234"}\n')
+    other.write_text('{"title": "Quantized speech recognition", "abstract": "Updated.", '
+                     '"arxiv_id": "arXiv:2310.01234"}\n')
     report = load_paths([FIXTURES / "mixed.jsonl", other])
     assert report.papers["arxiv:2310.01234"].abstract == "Updated."
     assert any(m[0] == "arxiv:2310.01234" and m[2] == str(other) for m in report.merged)
