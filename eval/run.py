@@ -285,16 +285,20 @@ def run_dataset(dataset: Dataset, out: Path, settings: Any, *, workers: int = 1,
 
     if progress:
         progress(finished, total)
+
+    def finish(lines: list[dict[str, Any]]) -> None:
+        nonlocal computed, errors, finished
+        writer.write(lines)
+        computed += len(lines)
+        errors += sum(r["error"] is not None for r in lines)
+        finished += len(lines)
+        if progress:
+            progress(finished, total)
+
     try:
         if workers <= 1:
             for item in todo:
-                lines = work(item)
-                writer.write(lines)
-                computed += len(lines)
-                errors += sum(r["error"] is not None for r in lines)
-                finished += len(lines)
-                if progress:
-                    progress(finished, total)
+                finish(work(item))
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
                 pending: set[Future[list[dict[str, Any]]]] = {pool.submit(work, it) for it in todo}
@@ -302,13 +306,7 @@ def run_dataset(dataset: Dataset, out: Path, settings: Any, *, workers: int = 1,
                     while pending:
                         ready, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in ready:
-                            lines = future.result()
-                            writer.write(lines)
-                            computed += len(lines)
-                            errors += sum(r["error"] is not None for r in lines)
-                            finished += len(lines)
-                            if progress:
-                                progress(finished, total)
+                            finish(future.result())
                 except BaseException:
                     for future in pending:
                         future.cancel()
