@@ -501,16 +501,31 @@ class _PeakRSS:
         self._thread.join()
 
 
+def _peak_rss_self() -> int | None:
+    """This process's peak resident memory (VmHWM, Linux). Not ``ru_maxrss`` of a child: on
+    Linux a forked child inherits its parent's high-water mark through exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _run_child(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], int]:
-    """Run `_scale_child` in a fresh interpreter; its result and peak RSS (bytes, from wait4)."""
+    """Run `_scale_child` in a fresh interpreter; its result and peak RSS in bytes (its own
+    VmHWM where the OS has one, else sampled from here)."""
     spec_path = work / f"child-{spec['label']}.json"
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.Popen([sys.executable, "-m", "eval.bench", "--child", str(spec_path)], cwd=str(ROOT))
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    with _PeakRSS(proc.pid, interval=0.5) as sampler:
+        proc.wait()
     if proc.returncode != 0:
         raise RuntimeError(f"scale child {spec['label']} exited with {proc.returncode}")
-    return json.loads(Path(spec["result"]).read_text()), int(usage.ru_maxrss) * 1024
+    result = json.loads(Path(spec["result"]).read_text())
+    result["sampled_peak_rss_bytes"] = sampler.peak
+    return result, int(result.get("peak_rss_bytes") or sampler.peak)
 
 
 def _scale_child(spec_path: str) -> None:
@@ -560,6 +575,7 @@ def _scale_child(spec_path: str) -> None:
         "papers": summary.papers_total,
         "chunks": summary.chunks_total, "chunks_embedded": summary.chunks_embedded, "rejected": summary.rejected,
         "retrieval_s": latencies, "stages_median_ms": {k: round(median(v) * 1000, 3) for k, v in stages.items()},
+        "peak_rss_bytes": _peak_rss_self(),
     }))
 
 
@@ -583,6 +599,8 @@ def project(points: Sequence[dict[str, Any]], target: int = PROJECT_TARGET) -> d
                            else "one size measured: proportional (through the origin)"}
     for key in ("ingest_s", "disk_bytes", "peak_rss_bytes"):
         slope, intercept, value = _fit(xs, [p[key] for p in points], target)
+        if slope < 0:  # noise over sizes too close together: no growth measured, none projected
+            slope, intercept, value = 0.0, max(p[key] for p in points), max(p[key] for p in points)
         if key == "peak_rss_bytes" and len(xs) == 1 and points[0].get("rss_after_load_bytes"):
             # one size: the memory after loading the model is the fixed part, the rest grows with papers
             intercept = float(points[0]["rss_after_load_bytes"])
@@ -637,6 +655,7 @@ def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Seque
                      "chunks_per_s": result["chunks_embedded"] / result["ingest_s"],
                      "load_model_s": result["load_model_s"], "peak_rss_bytes": child_peak,
                      "rss_after_load_bytes": result.get("rss_after_load_bytes"),
+                     "sampled_peak_rss_bytes": result.get("sampled_peak_rss_bytes"),
                      "server_peak_rss_bytes": server_peak, "disk_bytes": disk,
                      "retrieval_median_ms": median(lat) * 1000, "retrieval_p95_ms": p95(lat) * 1000,
                      "stages_median_ms": result["stages_median_ms"], "rejected": result["rejected"],
