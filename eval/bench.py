@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.errors import InputError
 from rag.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,8 +152,6 @@ def bench_queries(n: int = 50, corpus: Path = BUNDLED) -> list[str]:
 
 def parse_sizes(text: str) -> list[int]:
     """``"10000,30_000"`` -> ``[10000, 30000]``; raises `InputError` on anything else."""
-    from rag.errors import InputError
-
     try:
         sizes = [int(part.strip().replace("_", "")) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -160,6 +159,16 @@ def parse_sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise InputError(f"--scale {text!r} is not a list of paper counts", "use e.g. --scale 10000,30000,100000")
     return sizes
+
+
+def parse_steps(only: str) -> set[str]:
+    """``--only scale,llm`` -> the steps to skip; an unknown name is an input error."""
+    wanted = {name.strip() for name in only.split(",") if name.strip()}
+    unknown = wanted - set(STEPS)
+    if unknown or not wanted:
+        raise InputError(f"unknown bench step(s): {', '.join(sorted(unknown)) or only!r}",
+                         f"choose from {', '.join(STEPS)}")
+    return set(STEPS) - wanted
 
 
 def _loadavg() -> float | None:
@@ -960,7 +969,7 @@ STEPS = ("first_ingest", "reingest", "retrieval", "cold_start", "llm", "scale", 
 def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_000), quick: bool = False,
               device: str | None = None, corpus: Sequence[str | Path] | None = None, rounds: int = 3,
               n_queries: int = 50, skip: Sequence[str] = (), tokenize_texts: int | None = None,
-              console: Any | None = None) -> dict[str, Any]:
+              server_scale: Sequence[int] | None = None, console: Any | None = None) -> dict[str, Any]:
     """Run the measurements and write ``bench.json`` and ``bench.png`` into ``out``.
 
     ``quick`` skips the scale step and the throughput sweep (and tokenizes 4,000 abstracts
@@ -1024,7 +1033,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     try:
         first = step("first_ingest", lambda: bench_first_ingest(embedder, base, corpus_paths, work, rounds, log))
         homes = first.get("homes", [])
-        if not homes and "first_ingest" in skip:  # later steps still need an index
+        if not homes and {"retrieval", "cold_start"} - skip:  # these steps still need an index
             from rag.ingest import Ingestor
 
             Ingestor(bench_settings(base, work / "ingest-0"), embedder=embedder).run(corpus_paths)
@@ -1047,7 +1056,8 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
             steps["scale"] = {"points": partial, "rows": [], "note": "in progress"}
             save()
 
-        step("scale", lambda: bench_scale(base, work, scale, queries[:30], log=log, on_point=on_point))
+        step("scale", lambda: bench_scale(base, work, scale, queries[:30], server_scale, log=log,
+                                               on_point=on_point))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         results["finished"] = time.strftime("%Y%m%d-%H%M%S")

@@ -377,11 +377,18 @@ def bench(
     quick: Annotated[bool, typer.Option(help="Skip the scale step and the throughput sweep.")] = False,
     device: Annotated[str | None, typer.Option(help="Embedding device: cpu, cuda, cuda:1, mps.")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds per measurement (medians).")] = 3,
+    server_scale: Annotated[str | None, typer.Option(
+        help="Sizes also ingested into a `chroma run` server (default: the smallest scale size).")] = None,
+    only: Annotated[str | None, typer.Option(
+        help="Run only these steps, e.g. scale or cold_start,llm (first_ingest reingest retrieval cold_start llm "
+             "tokenization throughput scale).")] = None,
 ) -> None:
     """Measure ingest, re-ingest, retrieval, cold start, LLM, scale and throughput against baselines."""
-    from eval.bench import parse_sizes, run_bench
+    from eval.bench import parse_sizes, parse_steps, run_bench
 
-    run_bench(out=out_dir, scale=parse_sizes(scale), quick=quick, device=device, rounds=rounds, console=console)
+    run_bench(out=out_dir, scale=parse_sizes(scale), quick=quick, device=device, rounds=rounds, console=console,
+              server_scale=parse_sizes(server_scale) if server_scale else None,
+              skip=parse_steps(only) if only else ())
 
 
 def main() -> None:

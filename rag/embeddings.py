@@ -12,12 +12,18 @@ would otherwise starve the model: batches are tokenized ahead by a thread pool w
 model runs the previous one. On a CPU, sentence-transformers' own ``encode`` is used
 (the model, not tokenization, is the bottleneck there); both give the same vectors.
 
+Small batches (a query, an answer's sentences) go through `rag.onnx_encoder` instead when
+an ONNX export of the model is cached: the same vectors, ~8x faster for one query, and a
+process that only searches never imports torch. The torch model writes that export the
+first time it embeds on a CPU.
+
 Left out: caching vectors (the store skips unchanged chunks instead) and remote APIs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections import deque
@@ -39,6 +45,8 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 TOKENIZE_SLICE = 256  # texts per tokenizer call when counting in parallel
+ONNX_MAX_TEXTS = 64  # larger batches load torch: ONNX Runtime is slower there (see rag.onnx_encoder)
+log = logging.getLogger(__name__)
 
 
 def default_tokenizer_workers() -> int:
@@ -78,6 +86,7 @@ class Embedder:
         # tokenize in threads ahead of the model (GPU); sentence-transformers' encode on a CPU
         self.pipelined = not self.settings.device.startswith("cpu") and self.settings.backend == "torch"
         self._local = threading.local()
+        self._export_tried = False
 
     @property
     def name(self) -> str:
@@ -115,7 +124,17 @@ class Embedder:
 
     @cached_property
     def _tokenizer_json(self) -> str:
-        return str(self.tokenizer.backend_tokenizer.to_str())
+        """The Rust tokenizer's JSON, read from the model folder (no transformers import) when it is there."""
+        path = self.path / "tokenizer.json"
+        return path.read_text(encoding="utf-8") if path.is_file() else str(self.tokenizer.backend_tokenizer.to_str())
+
+    @cached_property
+    def _pad_token(self) -> str:
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            path = self.path / name
+            if path.is_file() and (pad := json.loads(path.read_text()).get("pad_token")):
+                return str(pad["content"] if isinstance(pad, dict) else pad)
+        return str(self.tokenizer.pad_token or "[PAD]")
 
     def _rust_tokenizer(self, padded: bool) -> Any:
         """This thread's own copy of the Rust tokenizer (a shared one raises "Already borrowed"
@@ -131,8 +150,7 @@ class Embedder:
             tok.no_padding()
             if padded:
                 tok.enable_truncation(self.max_seq_length)
-                hf = self.tokenizer
-                tok.enable_padding(pad_id=hf.pad_token_id or 0, pad_token=hf.pad_token or "[PAD]")
+                tok.enable_padding(pad_id=tok.token_to_id(self._pad_token) or 0, pad_token=self._pad_token)
             setattr(self._local, key, tok)
         return tok
 
@@ -203,9 +221,61 @@ class Embedder:
                     on_batch(len(rows))
         return out
 
+    @cached_property
+    def _onnx_path(self) -> Path | None:
+        if not self.settings.onnx_queries or self.settings.backend != "torch":
+            return None
+        from rag.onnx_encoder import export_path
+
+        return export_path(self.settings.cache_dir, self.name, self.path)
+
+    @cached_property
+    def _onnx(self) -> Any:
+        """The ONNX Runtime encoder when an export is cached (None otherwise, or if it fails to load)."""
+        path = self._onnx_path
+        if path is None or not path.is_file():
+            return None
+        from rag.onnx_encoder import OnnxEncoder
+
+        try:
+            return OnnxEncoder(path)
+        except Exception as err:  # noqa: BLE001 - a damaged export: fall back to torch, and re-export
+            log.warning("ignoring the ONNX export %s (%s); using torch", path, err)
+            path.unlink(missing_ok=True)
+            return None
+
+    def _use_onnx(self, n: int) -> bool:
+        """Small batches (a query: ~8x faster than torch here) go to ONNX Runtime when an export exists."""
+        return 0 < n <= ONNX_MAX_TEXTS and self._onnx is not None
+
+    def _encode_onnx(self, texts: Sequence[str]) -> np.ndarray:
+        encodings = self._rust_tokenizer(padded=True).encode_batch_fast(list(texts), add_special_tokens=True)
+        self.encoded += len(texts)
+        return self._onnx.run(encodings)
+
+    def _export_onnx(self, probe: Sequence[str]) -> None:
+        """Write the ONNX export once per process, after the torch model's first CPU encode. Any
+        failure (no ``onnx`` package, an unexportable model) is logged; torch keeps working."""
+        self._export_tried = True
+        path = self._onnx_path
+        if path is None or path.is_file() or not self.settings.device.startswith("cpu"):
+            return
+        from rag.onnx_encoder import export
+
+        try:
+            export(self.model, path, probe[:8])
+            self.__dict__.pop("_onnx", None)  # found on the next small batch
+        except Exception as err:  # noqa: BLE001 - optional speed-up, never a reason to fail an ingest
+            log.info("no ONNX export of %s (%s: %s); queries load torch", self.name, type(err).__name__, err)
+
     def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text (in input order), embedded in batches
         of ``batch_size`` longest first."""
+        if self._use_onnx(len(texts)):
+            vectors = self._encode_onnx(texts)
+            if on_batch:
+                on_batch(len(texts))
+            return vectors
         if self.pipelined and len(texts) > 1:
             return self._encode_pipelined(texts, on_batch)
         size = self.settings.batch_size
@@ -218,6 +288,8 @@ class Embedder:
             self.encoded += len(rows)
             if on_batch:
                 on_batch(len(rows))
+        if not self._export_tried and texts:
+            self._export_onnx(texts)
         return out
 
     def encode_query(self, text: str) -> np.ndarray:

@@ -28,6 +28,12 @@ def default_home() -> Path:
     return Path(base) / "paper-rag"
 
 
+def default_cache() -> Path:
+    """``$XDG_CACHE_HOME/paper-rag``, else ``~/.cache/paper-rag``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "paper-rag"
+
+
 class EmbeddingSettings(BaseModel):
     model: str = Field(
         BUNDLED_EMBEDDER,
@@ -43,6 +49,12 @@ class EmbeddingSettings(BaseModel):
     backend: Literal["torch", "onnx", "openvino"] = Field(
         "torch", description="sentence-transformers inference backend."
     )
+    onnx_queries: bool = Field(
+        True,
+        description="Embed queries and other small batches with an ONNX export of the model (made once, the "
+        "first time the torch model embeds on a CPU) through ONNX Runtime: same vectors, no torch import.",
+    )
+    cache_dir: Path = Field(default_factory=default_cache, description="Where model exports are cached.")
 
 
 class ChunkSettings(BaseModel):

@@ -1,0 +1,107 @@
+"""The torch-free query path: the ONNX export written by the torch model, the same vectors
+through ONNX Runtime, no torch import in a search, and fallbacks when the export is missing,
+damaged or switched off."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.embeddings import ONNX_MAX_TEXTS, Embedder
+from rag.settings import EmbeddingSettings
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "Dataset distillation by matching expert training trajectories",
+    "What is DRA-GRPO?",
+    "How do video diffusion models keep long generations consistent under a fixed memory budget?",
+    "BM25",
+]
+
+
+def _embedder(cache: Path, **kw: object) -> Embedder:
+    return Embedder(EmbeddingSettings(cache_dir=cache, **kw))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """A cache folder holding the export, and torch's vectors for TEXTS."""
+    cache = tmp_path_factory.mktemp("cache")
+    torch_side = _embedder(cache)
+    vectors = torch_side.encode(TEXTS)
+    return cache, vectors
+
+
+def test_first_torch_encode_writes_a_checked_export(exported: tuple[Path, np.ndarray]) -> None:
+    cache, _ = exported
+    files = list((cache / "onnx").glob("*.onnx"))
+    assert len(files) == 1 and files[0].stat().st_size > 1_000_000
+    assert not list((cache / "onnx").glob("*.tmp"))
+
+
+def test_onnx_vectors_match_torch_without_loading_it(exported: tuple[Path, np.ndarray]) -> None:
+    cache, expected = exported
+    fresh = _embedder(cache)
+    got = fresh.encode(TEXTS)
+    assert "model" not in fresh.__dict__, "the torch model was loaded for a small batch"
+    assert fresh.encoded == len(TEXTS)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    # one query, as retrieval embeds it
+    assert np.abs(fresh.encode_query(TEXTS[1]) - expected[1]).max() < 1e-5
+
+
+def test_big_batches_use_torch(exported: tuple[Path, np.ndarray]) -> None:
+    cache, expected = exported
+    fresh = _embedder(cache)
+    many = (TEXTS * (ONNX_MAX_TEXTS // len(TEXTS) + 1))[: ONNX_MAX_TEXTS + 1]
+    got = fresh.encode(many)
+    assert "model" in fresh.__dict__
+    assert np.abs(got[: len(TEXTS)] - expected).max() < 1e-5
+
+
+def test_damaged_export_falls_back_to_torch_and_is_removed(exported: tuple[Path, np.ndarray],
+                                                          tmp_path: Path) -> None:
+    cache, expected = exported
+    source = next((cache / "onnx").glob("*.onnx"))
+    (tmp_path / "onnx").mkdir()
+    broken = tmp_path / "onnx" / source.name
+    broken.write_bytes(b"not a model")
+    fresh = _embedder(tmp_path)
+    got = fresh.encode(TEXTS)
+    assert np.abs(got - expected).max() < 1e-5
+    assert "model" in fresh.__dict__
+    # the damaged file was replaced by a fresh, checked export, which the same process now uses
+    assert broken.stat().st_size > 1_000_000
+    assert fresh._use_onnx(1)
+    assert np.abs(fresh.encode_query(TEXTS[0]) - expected[0]).max() < 1e-5
+
+
+def test_switched_off_writes_nothing(tmp_path: Path) -> None:
+    off = _embedder(tmp_path, onnx_queries=False)
+    off.encode(TEXTS[:2])
+    assert not (tmp_path / "onnx").exists()
+
+
+def test_a_search_process_never_imports_torch(bundled_copy: Path, exported: tuple[Path, np.ndarray]) -> None:
+    cache, _ = exported
+    code = (
+        "import sys\n"
+        "from rag.retrieval import Retriever\n"
+        "from rag.settings import Settings\n"
+        "result = Retriever(Settings()).search('dataset distillation with expert trajectories')\n"
+        "assert 'Distillation' in result.hits[0].paper.title, result.hits[0].paper.title\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'sklearn') if m in sys.modules)\n"
+        "print('heavy:', ','.join(heavy) or '-')\n"
+    )
+    env = {"RAG_HOME": str(bundled_copy), "RAG_EMBEDDING__CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1",
+           "PATH": "/usr/bin:/bin"}
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert "heavy: -" in got.stdout, got.stdout
