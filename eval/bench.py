@@ -64,7 +64,8 @@ PROJECT_TARGET = 2_500_000  # abstracts: the arXiv snapshot's order of magnitude
 
 TARGETS = {"first_ingest": 1.2, "reingest": 0.05, "retrieval": 1.5, "tokenization": 3.0}
 ONNX_NOTE = ("sentence-transformers[onnx] needs optimum-onnx, whose releases on PyPI (<= 0.1.0) require "
-             "transformers<4.58; this project pins transformers 5.24.0")
+             "transformers<4.58; this project pins transformers 5.24.0 "
+             "(ONNX Runtime on our own export is measured instead)")
 OPENVINO_NOTE = ("sentence-transformers[openvino] needs optimum-intel>=2: 2.2.0 requires transformers<5.6, "
                  "2.0-2.1 require safetensors<0.8; this project pins transformers 5.24.0, safetensors 0.8.0")
 
@@ -388,7 +389,9 @@ def bench_cold_start(home: Path, query: str, rounds: int = 3, device: str | None
     commands: dict[str, list[str] | None] = {
         "import torch": [sys.executable, "-c", "import torch"],
         "rag search": [str(BIN / "rag"), "search", "--json", query],
+        "rag search (torch query path)": [str(BIN / "rag"), "search", "--json", query],
     }
+    extra_env = {"rag search (torch query path)": {"RAG_EMBEDDING__ONNX_QUERIES": "false"}}
     notes: dict[str, str] = {}
     if _has_command("ask", "--backend"):
         commands["rag ask (extractive)"] = [str(BIN / "rag"), "ask", "--backend", "extractive", query]
@@ -415,7 +418,8 @@ def bench_cold_start(home: Path, query: str, rounds: int = 3, device: str | None
                     times[name].append(elapsed)
                 continue
             start = time.perf_counter()
-            got = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+            got = subprocess.run(cmd, env={**env, **extra_env.get(name, {})}, capture_output=True, text=True,
+                                 timeout=600)
             elapsed = time.perf_counter() - start
             if got.returncode != 0:
                 notes[name] = f"exit {got.returncode}: {(got.stderr or got.stdout)[-300:]}"
@@ -423,7 +427,7 @@ def bench_cold_start(home: Path, query: str, rounds: int = 3, device: str | None
                 times[name].append(elapsed)
     torch_s = median(times["import torch"])
     rows = [_row("cold start: python -c 'import torch'", _fmt_s(torch_s), "-", None, "-", "info")]
-    for name in ("rag search", "rag ask (extractive)", "rag serve (until HTTP)"):
+    for name in ("rag search", "rag search (torch query path)", "rag ask (extractive)", "rag serve (until HTTP)"):
         if times.get(name):
             m = median(times[name])
             rows.append(_row(f"cold start: {name}", _fmt_s(m), f"{_fmt_s(torch_s)} import torch", m / torch_s, "-",
@@ -698,10 +702,13 @@ def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Seque
 # ---------------------------------------------------------------- 7: throughput
 
 
-def bench_throughput(embedder: Any, texts: Sequence[str], batch_sizes: Sequence[int] = (16, 32, 64, 128),
+def bench_throughput(embedder: Any, texts: Sequence[str], work: Path,
+                     batch_sizes: Sequence[int] = (16, 32, 64, 128),
                      backends: Sequence[str] = ("torch", "onnx", "openvino"), rounds: int = 3,
                      log: Log = print) -> dict[str, Any]:
-    """chunks/s and chars/s per (backend, batch size), configurations interleaved per round."""
+    """chunks/s and chars/s per (backend, batch size), configurations interleaved per round.
+    sentence-transformers' ONNX/OpenVINO backends when installable; ONNX Runtime on our own
+    export (fp32, int8) always, with its worst cosine to torch's vectors."""
     from sentence_transformers import SentenceTransformer
 
     texts = list(texts)
@@ -717,6 +724,10 @@ def bench_throughput(embedder: Any, texts: Sequence[str], batch_sizes: Sequence[
         except Exception as err:  # noqa: BLE001 - an uninstallable backend is a finding, not a crash
             why = ONNX_NOTE if backend == "onnx" else OPENVINO_NOTE
             notes[backend] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]} ({why})"
+    quality: dict[str, float] = {}
+    for name, model in _ort_models(embedder, texts, work, notes).items():
+        models[name] = model
+        quality[name] = _min_cosine(embedder.model, model, texts)
     default_bs = embedder.settings.batch_size
     configs = [(b, bs) for b in models for bs in (batch_sizes if b == "torch" else [default_bs])]
     for model in models.values():
@@ -749,12 +760,88 @@ def bench_throughput(embedder: Any, texts: Sequence[str], batch_sizes: Sequence[
         reason = (f"{best['backend']}/batch {best['batch_size']} is {margin:+.1%} faster than the current default, "
                   "every round")
     rows = [_row(f"embedding {r['backend']}, batch {r['batch_size']}", f"{r['chunks_per_s']:.1f} chunks/s",
-                 f"{ref['chunks_per_s']:.1f} chunks/s at {ref['backend']}/{ref['batch_size']}",
+                 f"{ref['chunks_per_s']:.1f} chunks/s at {ref['backend']}/{ref['batch_size']}"
+                 + (f"; min cosine to torch {quality[r['backend']]:.4f}" if r["backend"] in quality else ""),
                  r["chunks_per_s"] / ref["chunks_per_s"], "-", "info") for r in results]
     rows += [_row(f"embedding {b} backend", "-", "-", None, "-", "skipped") for b in notes]
+    query = _query_latency(embedder, models.get("onnxruntime"), texts, rounds)
+    if query:
+        rows.append(_row("one query embedded: onnxruntime", f"{query['onnx_ms']:.1f} ms",
+                         f"{query['torch_ms']:.1f} ms torch (sentence-transformers encode)",
+                         query["onnx_ms"] / query["torch_ms"], "-", "info"))
     return {"texts": len(texts), "chars": chars, "rounds": rounds, "results": results, "notes": notes,
+            "min_cosine_to_torch": quality, "query_latency": query,
             "recommendation": {"backend": pick["backend"], "batch_size": pick["batch_size"], "reason": reason},
             "rows": rows}
+
+
+class _OrtModel:
+    """A sentence-transformers-like ``encode`` over an ONNX Runtime session of our export."""
+
+    def __init__(self, embedder: Any, path: Path) -> None:
+        from rag.onnx_encoder import OnnxEncoder
+
+        self.embedder, self.encoder = embedder, OnnxEncoder(path)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 16, **_: Any) -> np.ndarray:
+        tokenizer = self.embedder._rust_tokenizer(padded=True)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), 0), dtype=np.float32)
+        for i in range(0, len(order), batch_size):
+            rows = order[i:i + batch_size]
+            vectors = self.encoder.run(tokenizer.encode_batch_fast([texts[j] for j in rows]))
+            if out.shape[1] == 0:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[rows] = vectors
+        return out
+
+
+def _ort_models(embedder: Any, texts: Sequence[str], work: Path, notes: dict[str, str]) -> dict[str, Any]:
+    """ONNX Runtime on our export (rag.onnx_encoder), fp32 and int8 (dynamic quantisation):
+    what sentence-transformers' own ONNX backend would run, without its optimum pin."""
+    path = embedder._onnx_path
+    if path is None:
+        notes["onnxruntime"] = "RAG_EMBEDDING__ONNX_QUERIES is off"
+        return {}
+    if not path.is_file():
+        embedder._export_onnx(list(texts[:8]))
+    if not path.is_file():
+        notes["onnxruntime"] = "the ONNX export failed (see the log)"
+        return {}
+    models = {"onnxruntime": _OrtModel(embedder, path)}
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        int8 = work / "embedder-int8.onnx"
+        quantize_dynamic(str(path), str(int8), weight_type=QuantType.QInt8)
+        models["onnxruntime-int8"] = _OrtModel(embedder, int8)
+    except Exception as err:  # noqa: BLE001 - a finding, not a crash
+        notes["onnxruntime-int8"] = f"{type(err).__name__}: {str(err)[:160]}"
+    return models
+
+
+def _min_cosine(reference: Any, model: Any, texts: Sequence[str]) -> float:
+    """The worst cosine between a backend's vectors and torch's on the same texts."""
+    a = reference.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+    b = model.encode(list(texts))
+    return float((a * b).sum(axis=1).min())
+
+
+def _query_latency(embedder: Any, ort: Any, texts: Sequence[str], rounds: int) -> dict[str, float] | None:
+    """Median time to embed one query (a chunk's first 80 characters) with torch and with ONNX Runtime."""
+    if ort is None:
+        return None
+    queries = [t[:80] for t in texts[:40]]
+    torch_s, onnx_s = [], []
+    for _ in range(rounds):
+        for q in queries:
+            start = time.perf_counter()
+            embedder.model.encode([q], normalize_embeddings=True, show_progress_bar=False)
+            torch_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            ort.encode([q])
+            onnx_s.append(time.perf_counter() - start)
+    return {"queries": len(queries) * rounds, "torch_ms": median(torch_s) * 1000, "onnx_ms": median(onnx_s) * 1000}
 
 
 # ---------------------------------------------------------------- 8: tokenization
@@ -1048,7 +1135,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
         step("tokenization", lambda: bench_tokenization(
             embedder, tokenize_texts or (4_000 if quick else 20_000), rounds=2 if quick else 3, log=log))
         step("throughput", lambda: bench_throughput(embedder, _throughput_sample(embedder, base, corpus_paths),
-                                                    rounds=rounds, log=log))
+                                                    work, rounds=rounds, log=log))
         partial: list[dict[str, Any]] = []
 
         def on_point(point: dict[str, Any]) -> None:

@@ -97,3 +97,17 @@ def test_projection_is_linear_and_keeps_the_fixed_memory_fixed() -> None:
     got = project(two, target=2_500_000)
     assert got["ingest_s"]["projected"] == pytest.approx(10.0 + 500_000)
     assert got["peak_rss_bytes"]["projected"] == pytest.approx(1e9 + 2.5e11)
+
+
+def test_throughput_measures_onnx_runtime_on_our_export(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    from eval.bench import bench_throughput
+
+    texts = [json.loads(line)["abstract"] for line in BUNDLED.read_text(encoding="utf-8").splitlines()[:12]]
+    got = bench_throughput(embedder, texts, tmp_path, batch_sizes=(16,), backends=("torch",), rounds=1,
+                           log=lambda _: None)
+    backends = {r["backend"] for r in got["results"]}
+    assert {"torch", "onnxruntime", "onnxruntime-int8"} <= backends, got["notes"]
+    assert got["min_cosine_to_torch"]["onnxruntime"] > 0.9999  # fp32: the same vectors
+    assert 0.5 < got["min_cosine_to_torch"]["onnxruntime-int8"] < 0.9999  # int8: close, not equal
+    assert got["query_latency"]["onnx_ms"] > 0 and got["query_latency"]["torch_ms"] > 0
+    assert all(r["chunks_per_s"] > 0 for r in got["results"])
