@@ -101,6 +101,25 @@ def bench_llm(prompt: str, runs: int = 5, *, max_tokens: int = 128, temperature:
     }
 
 
+def prompt_sweep(sizes: Iterable[int], runs: int = 3, settings: LLMSettings | None = None,
+                 max_tokens: int = 4) -> list[dict[str, Any]]:
+    """Median time to first token of the backend at each prompt size (tokens, system and
+    template included), sizes interleaved per run: how large a prompt the 3 s target allows."""
+    settings = settings or LLMSettings()
+    backend = LlamaCppBackend(settings)
+    backend.check()
+    sizes = list(sizes)
+    prompts = {n: corpus_prompt(n, settings) for n in sizes}
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    for i in range(runs):
+        for n in sizes[i % len(sizes):] + sizes[: i % len(sizes)]:
+            messages = [Message("system", f"(sweep {i}) {SYSTEM}"), Message("user", prompts[n])]
+            _, start, first, _ = _timed(backend.stream(messages, max_tokens=max_tokens, temperature=0.0))
+            times[n].append(first - start)
+    return [{"prompt_tokens": backend.count_tokens(SYSTEM + prompts[n]), "target_tokens": n,
+             "ttft_s": statistics.median(times[n]), "runs": times[n]} for n in sizes]
+
+
 def corpus_prompt(target_tokens: int = 600, settings: LLMSettings | None = None) -> str:
     """A RAG-shaped prompt: numbered abstracts from data/papers.jsonl, then a question,
     cut to about ``target_tokens`` by the bundled model's tokenizer."""

@@ -111,3 +111,14 @@ def test_throughput_measures_onnx_runtime_on_our_export(tmp_path: Path, embedder
     assert 0.5 < got["min_cosine_to_torch"]["onnxruntime-int8"] < 0.9999  # int8: close, not equal
     assert got["query_latency"]["onnx_ms"] > 0 and got["query_latency"]["torch_ms"] > 0
     assert all(r["chunks_per_s"] > 0 for r in got["results"])
+
+
+def test_llm_prompt_sweep_builds_prompts_of_the_asked_sizes() -> None:
+    pytest.importorskip("llama_cpp")
+    from eval.bench_llm import prompt_sweep
+
+    got = prompt_sweep((150, 300), runs=1)
+    assert [p["target_tokens"] for p in got] == [150, 300]
+    for point in got:
+        assert 0.8 * point["target_tokens"] <= point["prompt_tokens"] <= 1.2 * point["target_tokens"]
+        assert point["ttft_s"] > 0 and len(point["runs"]) == 1

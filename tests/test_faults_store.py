@@ -42,7 +42,7 @@ from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import IndexIdentity, Store, chunk_metadata
 
-from .conftest import BIN, BUNDLED, free_port, run_cli, wait_for_http
+from .conftest import BIN, BUNDLED, free_port, run_cli, stop_process, wait_for_http
 
 BUNDLED_RECORDS = [json.loads(line) for line in BUNDLED.read_text().splitlines()]
 # One paper no other paper resembles, for "search finds it".
@@ -215,14 +215,8 @@ class ChromaServer:
         wait_for_http(self.url + "/api/v2/heartbeat", proc=self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def freeze(self, frozen: bool = True) -> None:
         assert self.proc is not None

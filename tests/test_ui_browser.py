@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import BIN, ROOT, free_port, run_cli, wait_for_http
+from tests.conftest import BIN, ROOT, free_port, run_cli, stop_process, wait_for_http
 
 CHROMIUM = "/usr/bin/chromium"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -58,11 +58,7 @@ def running_app(home: Path, log_path: Path, env: dict[str, str] | None = None,
                 raise RuntimeError(f"{err}\n--- rag serve log ---\n{log_path.read_text()[-4000:]}") from None
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, grace=20)
 
 
 @pytest.fixture(scope="module")
