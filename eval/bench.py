@@ -169,7 +169,7 @@ def parse_steps(only: str) -> set[str]:
     wanted = {name.strip() for name in only.split(",") if name.strip()}
     unknown = wanted - set(STEPS)
     if unknown or not wanted:
-        raise InputError(f"unknown bench step(s): {', '.join(sorted(unknown)) or only!r}",
+        raise InputError(f"unknown bench step(s): {', '.join(sorted(unknown)) or repr(only)}",
                          f"choose from {', '.join(STEPS)}")
     return set(STEPS) - wanted
 

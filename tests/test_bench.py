@@ -79,6 +79,9 @@ def test_bench_command_rejects_a_malformed_scale() -> None:
 
     got = run_cli("bench", "--quick", "--scale", "ten")
     assert got.returncode == 2 and "--scale 'ten' is not a list of paper counts" in got.stderr
+    got = run_cli("bench", "--only", "scale,warp")
+    assert got.returncode == 2 and "unknown bench step(s): warp" in got.stderr and "first_ingest" in got.stderr
+    assert "Traceback" not in got.stderr
 
 
 def test_projection_is_linear_and_keeps_the_fixed_memory_fixed() -> None:
