@@ -791,24 +791,16 @@ def bench_throughput(embedder: Any, texts: Sequence[str], work: Path,
 
 
 class _OrtModel:
-    """A sentence-transformers-like ``encode`` over an ONNX Runtime session of our export."""
+    """A sentence-transformers-like ``encode`` over one ONNX Runtime export of the embedder
+    (batches of the embedder's ``batch_size``, the only size the sweep runs other backends at)."""
 
     def __init__(self, embedder: Any, path: Path) -> None:
         from rag.onnx_encoder import OnnxEncoder
 
         self.embedder, self.encoder = embedder, OnnxEncoder(path)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 16, **_: Any) -> np.ndarray:
-        tokenizer = self.embedder._rust_tokenizer(padded=True)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), 0), dtype=np.float32)
-        for i in range(0, len(order), batch_size):
-            rows = order[i:i + batch_size]
-            vectors = self.encoder.run(tokenizer.encode_batch_fast([texts[j] for j in rows]))
-            if out.shape[1] == 0:
-                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[rows] = vectors
-        return out
+    def encode(self, texts: Sequence[str], **_: Any) -> np.ndarray:
+        return self.embedder._encode_onnx(list(texts), self.encoder)
 
 
 def _ort_models(embedder: Any, texts: Sequence[str], work: Path, notes: dict[str, str]) -> dict[str, Any]:

@@ -9,10 +9,10 @@ vectors against torch's on the texts it just embedded (max abs difference 1e-4, 
 the file is deleted), and later processes embed small batches with ONNX Runtime and the
 Rust tokenizer alone. Vectors agree with torch's to ~1e-7 (fp32, no quantisation).
 
-Measured here (``rag bench``): ONNX Runtime is slower than torch for big batches on this
-CPU (~0.6x), so ingest keeps torch; for one query it is ~8x faster and imports in 0.2 s.
+Measured here (``rag bench``): ONNX Runtime is slower than torch for batches on this CPU
+(0.89x), so ingest keeps torch; for one query it is 17x faster and imports in 0.2 s.
 
-Left out: int8 quantisation (changes vectors: cosine to torch's down to 0.91 on our chunks),
+Left out: int8 quantisation (changes vectors: cosine to torch's down to 0.90 on our chunks),
 GPU execution providers, and models whose tokenizer has no ``tokenizer.json``.
 """
 
@@ -110,12 +110,9 @@ class OnnxEncoder:
         self.session = _session(path)
         self.inputs = [i.name for i in self.session.get_inputs()]
 
-    def run(self, encodings: Sequence[Any]) -> np.ndarray:
-        """Unit-length float32 vectors for padded ``tokenizers`` encodings of one batch."""
-        columns = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
-                   "token_type_ids": [e.type_ids for e in encodings]}
-        feed = {name: np.asarray(columns[name], dtype=np.int64) for name in self.inputs}
-        return self.session.run(None, feed)[0].astype(np.float32, copy=False)
+    def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Unit-length float32 vectors for one padded batch (``Embedder.token_arrays``)."""
+        return self.session.run(None, {name: arrays[name] for name in self.inputs})[0].astype(np.float32, copy=False)
 
 
 __all__ = ["OnnxEncoder", "export", "export_path", "fingerprint"]

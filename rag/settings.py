@@ -22,16 +22,19 @@ CHUNKER_VERSION = "sent-pack-1"
 BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
 
 
+def _xdg(variable: str, fallback: str) -> Path:
+    """``$variable/paper-rag``, else ``~/fallback/paper-rag`` (the XDG base-directory rule)."""
+    return Path(os.environ.get(variable) or Path.home() / fallback) / "paper-rag"
+
+
 def default_home() -> Path:
     """``$XDG_DATA_HOME/paper-rag``, else ``~/.local/share/paper-rag``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "paper-rag"
+    return _xdg("XDG_DATA_HOME", ".local/share")
 
 
 def default_cache() -> Path:
     """``$XDG_CACHE_HOME/paper-rag``, else ``~/.cache/paper-rag``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "paper-rag"
+    return _xdg("XDG_CACHE_HOME", ".cache")
 
 
 class EmbeddingSettings(BaseModel):
