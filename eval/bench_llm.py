@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rag.llm import REPEAT_PENALTY, LlamaCppBackend, Message, no_extra_buffers
+from rag.llm import LlamaCppBackend, Message, no_extra_buffers
 from rag.settings import LLMSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,10 +44,11 @@ def _timed(deltas: Iterable[str]) -> tuple[str, float, float, float]:
     return "".join(parts), start, first, last
 
 
-def _raw_deltas(llama: Any, messages: list[Message], max_tokens: int, temperature: float) -> Iterator[str]:
+def _raw_deltas(llama: Any, messages: list[Message], max_tokens: int, temperature: float,
+                repeat_penalty: float) -> Iterator[str]:
     for chunk in llama.create_chat_completion(
         messages=[{"role": m.role, "content": m.content} for m in messages],
-        stream=True, max_tokens=max_tokens, temperature=temperature, repeat_penalty=REPEAT_PENALTY,
+        stream=True, max_tokens=max_tokens, temperature=temperature, repeat_penalty=repeat_penalty, seed=0,
     ):
         text = chunk["choices"][0]["delta"].get("content")
         if text:
@@ -82,7 +83,8 @@ def bench_llm(prompt: str, runs: int = 5, *, max_tokens: int = 128, temperature:
             if arm == "backend":
                 deltas = backend.stream(messages, max_tokens=max_tokens, temperature=temperature)
             else:
-                deltas = _raw_deltas(raw, messages, max_tokens, temperature)
+                penalty = backend.bundled.repeat_penalty if backend.bundled else 1.0
+                deltas = _raw_deltas(raw, messages, max_tokens, temperature, penalty)
             text, start, first, last = _timed(deltas)
             tokens = count(text)
             tok_s = (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
@@ -118,6 +120,50 @@ def prompt_sweep(sizes: Iterable[int], runs: int = 3, settings: LLMSettings | No
             times[n].append(first - start)
     return [{"prompt_tokens": backend.count_tokens(SYSTEM + prompts[n]), "target_tokens": n,
              "ttft_s": statistics.median(times[n]), "runs": times[n]} for n in sizes]
+
+
+def techniques(model: str, prompt: str, runs: int = 3, *, max_tokens: int = 64,
+               draft: int = 2) -> dict[str, Any]:
+    """One bundled model at the product's prompt, each speed technique against the plain path.
+
+    Arms (medians over ``runs``, interleaved): ``cold`` a prompt no cache holds (unique first
+    line); ``prefix`` the answer prompt right after the answerability check of the same sources
+    (what ``rag ask`` does: the KV cache of the shared prefix is reused, only the final
+    instruction is evaluated); ``lookup`` cold, with prompt-lookup decoding drafting ``draft``
+    tokens from the prompt (answers copy spans of their sources). Greedy, so arms generate the
+    same text. Returns TTFT (s) and decode tok/s per arm and the ratios to ``cold``.
+    """
+    from rag import prompts
+
+    arms: dict[str, list[tuple[float, float]]] = {"cold": [], "prefix": [], "lookup": []}
+    plain = LlamaCppBackend(LLMSettings(model=model))
+    lookup = LlamaCppBackend(LLMSettings(model=model, prompt_lookup=draft))
+    plain.check()
+    lookup.check()
+
+    def user(i: int, instruction: str) -> list[Message]:
+        return [Message("system", prompts.SYSTEM_PROMPT), Message("user", f"(run {i})\n{prompt}\n\n{instruction}")]
+
+    def measure(backend: LlamaCppBackend, messages: list[Message]) -> tuple[float, float]:
+        text, start, first, last = _timed(backend.stream(messages, max_tokens=max_tokens, temperature=0.0))
+        tokens = backend.count_tokens(text)
+        return first - start, (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
+
+    for i in range(runs):
+        order = ["cold", "prefix", "lookup"] if i % 2 == 0 else ["lookup", "prefix", "cold"]
+        for arm in order:
+            tag = i * 10 + order.index(arm)
+            if arm == "prefix":
+                plain.choose(user(tag, prompts.CHECK_INSTRUCTION), ["yes", "no"])  # warms the shared prefix
+            backend = lookup if arm == "lookup" else plain
+            arms[arm].append(measure(backend, user(tag, prompts.ANSWER_INSTRUCTION)))
+    out: dict[str, Any] = {"model": model, "prompt_tokens": plain.count_tokens(prompts.SYSTEM_PROMPT + prompt),
+                           "runs": runs, "draft_tokens": draft}
+    for arm, rows in arms.items():
+        out[arm] = {"ttft_s": statistics.median(r[0] for r in rows), "tok_s": statistics.median(r[1] for r in rows)}
+    out["ratio"] = {arm: {"ttft": out[arm]["ttft_s"] / out["cold"]["ttft_s"],
+                          "tok_s": out[arm]["tok_s"] / out["cold"]["tok_s"]} for arm in ("prefix", "lookup")}
+    return out
 
 
 def corpus_prompt(target_tokens: int = 600, settings: LLMSettings | None = None) -> str:

@@ -5,14 +5,23 @@ The steps, in order:
 1. retrieve papers (`rag.retrieval`), then decide *before* any LLM call whether to
    abstain, from retrieval confidence (thresholds calibrated on the development set's
    unanswerable questions; a small model cannot be trusted to abstain);
-2. number the papers one per paper ([1]..[k], stable within a conversation), fence each
-   source with a random delimiter, fit them into the backend's window without cutting
-   sentences, and stream the LLM's answer (or compose an extractive one: no LLM);
-3. parse the citations, drop numbers that match no source (counted), and map them to
-   papers; the source list puts cited papers first, the rest as "also retrieved";
-4. check every answer sentence against the abstract sentences of the papers it cites
-   (embedding cosine blended with content-word overlap: local and deterministic, no LLM
-   judge) and mark those below the support threshold as unsupported.
+2. number the papers one per paper (papers cited earlier in a conversation keep their number,
+   the others take the smallest free ones), fence each source with a random delimiter and fit
+   them into the backend's prompt budget without cutting sentences;
+3. with a capable model, ask it first whether the abstracts state the answer (a one-word
+   verdict sharing the answer's prompt prefix, so nearly free on llama.cpp) and abstain on "no"
+   (``answer.verify``); then stream the answer, constrained where the backend can be
+   (``answer.constrained``: every sentence ends in a valid citation), or compose an extractive
+   one (no LLM);
+4. remove anything that leaked from the prompt, parse the citations, drop numbers that match no
+   source (counted), and treat an answer that only says the abstracts do not hold the answer as
+   an abstention;
+5. check every answer sentence against the abstract sentences of every numbered paper
+   (embedding cosine blended with content-word overlap: local and deterministic, no LLM judge):
+   a sentence whose cited papers do not support it, but another numbered paper does, is
+   re-attributed to that paper (the model picked the wrong number or none); sentences no paper
+   supports are marked unsupported. The source list puts cited papers first, the rest as
+   "also retrieved".
 
 Left out: choosing and talking to LLM servers (`rag.llm`), conversations (`rag.chat`).
 """
@@ -34,10 +43,12 @@ from rag.chunking import split_sentences
 from rag.corpus import Paper, clean_text
 from rag.embeddings import Embedder
 from rag.errors import BackendError, InputError
+from rag.llm import Backend, Message, StreamInterrupted
 from rag.retrieval import Confidence, Filters, PaperHit, Retriever, SearchResult
 from rag.settings import Settings
 
 MAX_QUESTION_CHARS = 2000
+_PLACEHOLDER = re.compile(r"\[(?:n|N|x|X|\?|\.\.\.|number)\]")  # a template's marker copied literally
 _CITATION = re.compile(r"\[(?:(?:source|paper|ref)\s*)?(\d+(?:\s*(?:[,;]|[-–])\s*\d+)*)\]", re.I)
 _WORD = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
 
@@ -89,6 +100,8 @@ class AnswerSentence:
     citations: list[int]
     supported: bool
     score: float  # best evidence score (0 when nothing is cited)
+    attributed: bool = False  # the citations were set by the evidence check, not written by the model
+    claim: bool = True        # False: the sentence says the abstracts do not hold something
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -110,6 +123,8 @@ class Answer:
     also_retrieved: list[Citation] = field(default_factory=list)  # retrieved, not cited
     sentences: list[AnswerSentence] = field(default_factory=list)
     invalid_citations: int = 0
+    removed: list[str] = field(default_factory=list)  # text that leaked from the prompt, taken out
+    verdict: str | None = None  # the model's answer to "do the abstracts state the answer?"
     confidence: Confidence | None = None
     retrieved: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -126,6 +141,7 @@ class Answer:
             "notes": self.notes, "citations": [c.as_dict() for c in self.citations],
             "also_retrieved": [c.as_dict() for c in self.also_retrieved],
             "sentences": [s.as_dict() for s in self.sentences], "invalid_citations": self.invalid_citations,
+            "removed": self.removed, "verdict": self.verdict,
             "confidence": self.confidence.as_dict() if self.confidence else None,
             "retrieved": self.retrieved, "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
@@ -156,10 +172,12 @@ def clean_question(question: str) -> str:
 def parse_citations(text: str, valid: Sequence[int]) -> tuple[str, list[int], int]:
     """Citation markers -> (text without invalid markers, valid numbers in order, invalid count).
 
-    >>> parse_citations("A [1]. B [2, 7]. C [1-2].", [1, 2])
-    ('A [1]. B [2]. C [1][2].', [1, 2], 1)
+    >>> parse_citations("A [1]. B [2, 7]. C [1-2]. D [n].", [1, 2])
+    ('A [1]. B [2]. C [1][2]. D.', [1, 2], 2)
     """
-    valid_set, cited, invalid = set(valid), [], 0
+    valid_set, cited = set(valid), []
+    invalid = len(_PLACEHOLDER.findall(text))
+    text = _PLACEHOLDER.sub("", text)
 
     def replace(m: re.Match[str]) -> str:
         nonlocal invalid
@@ -182,6 +200,101 @@ def parse_citations(text: str, valid: Sequence[int]) -> tuple[str, list[int], in
     return out, cited, invalid
 
 
+def scrub(text: str, delimiter: str = "") -> tuple[str, list[str]]:
+    """(text without the sentences that leaked from the prompt, those sentences).
+
+    >>> scrub("PLaMo has 100B parameters [1]. <<<SOURCE-ab12 Question: how many? Source: [n]")
+    ('PLaMo has 100B parameters [1].', ['<<<SOURCE-ab12 Question: how many?', 'Source: [n]'])
+    """
+    markers = [*prompts.PROMPT_MARKERS, *([delimiter] if delimiter else [])]
+    if not any(m in text for m in markers):
+        return text.strip(), []
+    kept, removed = [], []
+    text = re.sub(r"(<<<)", r"\n\1", re.sub(r"(>>>)", r"\1\n", text))  # a fence is never part of a sentence
+    for line in text.splitlines():
+        parts = split_sentences(line) if line.strip() else []
+        bad = [p for p in parts if any(m in p for m in markers)]
+        removed += bad
+        good = [p for p in parts if p not in bad]
+        if good or not line.strip():
+            kept.append(" ".join(good))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip(), removed
+
+
+def says_no_answer(sentence: str) -> bool:
+    """The sentence says the abstracts do not hold something (and so makes no claim).
+
+    >>> says_no_answer("The abstract does not mention the learning rate."), says_no_answer("It uses 8 GPUs [1].")
+    (True, False)
+    """
+    return prompts.ABSTAIN_PHRASE.lower().rstrip(".") in sentence.lower() or bool(prompts.NO_ANSWER.search(sentence))
+
+
+def with_citations(sentence: str, numbers: Sequence[int]) -> str:
+    """The sentence with its citation markers replaced by ``numbers``, placed before the final stop.
+
+    >>> with_citations("It has 146B parameters [2].", [1]), with_citations("It works", [3, 4])
+    ('It has 146B parameters [1].', 'It works [3][4]')
+    """
+    body = strip_citations(sentence)
+    end = body[-1] if body and body[-1] in ".!?。" else ""
+    marks = "".join(f"[{n}]" for n in numbers)
+    return f"{body[: len(body) - len(end)].rstrip()} {marks}{end}" if marks else body
+
+
+def flagged_segments(answer: Answer) -> list[tuple[str, str | None]]:
+    """The answer text cut into (segment, flag) pieces, flag ``unsupported`` (its cited abstracts do
+    not support it), ``uncited`` (a claim citing nothing) or ``None``, keeping the text between them."""
+    out: list[tuple[str, str | None]] = []
+    text, at = answer.answer, 0
+    if answer.abstained:
+        return [(text, None)]
+    for s in answer.sentences:
+        i = text.find(s.text, at)
+        if i < 0:
+            continue
+        if i > at:
+            out.append((text[at:i], None))
+        flag = None if s.supported or not s.claim else ("unsupported" if s.citations else "uncited")
+        out.append((s.text, flag))
+        at = i + len(s.text)
+    if at < len(text):
+        out.append((text[at:], None))
+    return out
+
+
+def marked_answer(answer: Answer, style: str = "plain") -> str:
+    """The answer with each flagged sentence followed by a mark: ``plain`` ``[unsupported]``,
+    ``markdown`` `` ⚠ *unsupported*``."""
+    mark = "{flag}" if style == "plain" else "\u26a0 *{flag}*"
+    return "".join(seg if flag is None else f"{seg} {mark.format(flag=flag) if style != 'plain' else f'[{flag}]'}"
+                   for seg, flag in flagged_segments(answer))
+
+
+def is_english(text: str) -> bool:
+    """Whether a question reads as English (function words), so retrieval with an English embedder works.
+
+    >>> is_english("How many parameters does Skywork-MoE have?"), is_english("Wie viele Parameter hat Skywork-MoE?")
+    (True, False)
+    >>> is_english("UNICE 论文一共收集了多少张 HDR 原始图像？")
+    False
+    """
+    if re.search(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u0400-\u04ff\u0600-\u06ff]", text):
+        return False
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    if len(words) < 3:
+        return True
+    return sum(w in _ENGLISH for w in words) / len(words) >= 0.1
+
+
+# English function and question words: a question with none of them among its words is not English
+_ENGLISH = frozenset([
+    "the", "a", "an", "of", "in", "on", "for", "to", "what", "which", "who", "how", "why", "when", "where",
+    "does", "do", "did", "is", "are", "was", "were", "and", "or", "with", "by", "from", "that", "this",
+    "these", "those", "many", "much", "it", "its", "can", "than", "between", "about", "any", "there",
+])
+
+
 def answer_sentences(text: str) -> list[str]:
     """Sentences of an answer, each keeping the citation markers written after its full stop.
 
@@ -191,7 +304,9 @@ def answer_sentences(text: str) -> list[str]:
     out: list[str] = []
     for sentence in split_sentences(text):
         lead = re.match(r"^((?:\[[^\]]*\]\s*)+)(.*)$", sentence)
-        if lead and out and _CITATION.fullmatch(lead.group(1).split()[0]):
+        # markers before a new sentence belong to the previous one; before a verb ("[1] proposes
+        # X") they are this sentence's subject
+        if lead and out and _CITATION.fullmatch(lead.group(1).split()[0]) and not lead.group(2)[:1].islower():
             out[-1] = f"{out[-1]} {lead.group(1).strip()}"
             sentence = lead.group(2).strip()
         if sentence:
@@ -204,7 +319,7 @@ def sentence_citations(sentence: str) -> list[int]:
 
 
 def strip_citations(sentence: str) -> str:
-    return " ".join(_CITATION.sub(" ", sentence).split())
+    return re.sub(r"\s+([.,;:!?])", r"\1", " ".join(_CITATION.sub(" ", sentence).split()))
 
 
 def repeats_itself(text: str) -> bool:
@@ -223,18 +338,18 @@ class Answerer:
     """Answers questions over one index. Keep one per process (models load once)."""
 
     def __init__(self, settings: Settings, retriever: Retriever | None = None, embedder: Embedder | None = None,
-                 backend: Any | None = None) -> None:
+                 backend: Backend | None = None) -> None:
         self.settings = settings
         self.embedder = embedder or (retriever.embedder if retriever else Embedder(settings.embedding))
         self.retriever = retriever or Retriever(settings, embedder=self.embedder)
-        self._backend = backend  # an rag.llm Backend, or None (resolved lazily)
+        self._backend = backend  # None: resolved lazily from the settings
         self._backend_resolved = backend is not None
         self._notes: list[str] = []
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
 
     # ---------------------------------------------------------- backends
 
-    def backend_for(self, name: str | None = None) -> tuple[Any | None, list[str]]:
+    def backend_for(self, name: str | None = None) -> tuple[Backend | None, list[str]]:
         """(backend or None for extractive, notes). ``name`` overrides the configured one."""
         name = name or self.settings.llm.backend
         if name == "extractive":
@@ -263,21 +378,22 @@ class Answerer:
 
     def stream(self, question: str, *, query: str | None = None, k: int | None = None,
                filters: Filters | None = None, backend: str | None = None,
-               history: Sequence[Any] = (), numbers: dict[str, int] | None = None,
+               history: Sequence[Message] = (), numbers: dict[str, int] | None = None,
                temperature: float | None = None, dense_weight: float | None = None) -> Iterator[Event]:
         """Yield token events as the answer is written, then one ``done`` event with the `Answer`.
 
-        ``query`` is the retrieval query (a condensed follow-up); ``numbers`` maps paper ids
-        to citation numbers already used in this conversation (updated in place).
+        ``query`` is the retrieval query (a condensed follow-up); ``numbers`` maps the papers cited
+        earlier in this conversation to their citation numbers (kept; this answer's cited papers
+        are added in place).
         """
         started = time.perf_counter()
         question = clean_question(question)
-        query = clean_question(query) if query else question
         cfg = self.settings
+        llm, notes = self.backend_for(backend)
+        query = clean_question(query) if query else self.retrieval_query(question, llm)
         result = self.retriever.search(query, k=k or cfg.answer.max_context_papers, filters=filters,
                                        dense_weight=dense_weight)
         t_retrieved = time.perf_counter()
-        llm, notes = self.backend_for(backend)
         answer = Answer(question=question, query=query, backend=llm.name if llm else "extractive",
                         model=llm.model if llm else "sentence selection", notes=list(notes),
                         confidence=result.confidence, retrieved=[h.as_dict() for h in result.hits])
@@ -286,43 +402,63 @@ class Answerer:
         numbered = self._number(result.hits, numbers)
 
         abstain, reason = self.should_abstain(result)
-        if abstain:
-            answer.abstained, answer.abstain_reason = True, reason
-            answer.answer = prompts.ABSTAIN_PHRASE
-            answer.also_retrieved = [Citation(n, h.paper, False, h.score) for n, h in numbered]
-            answer.timings["ttft_s"] = answer.timings["total_s"] = time.perf_counter() - started
-            yield Event("token", answer.answer)
-            yield Event("done", answer=answer)
-            return
-
-        text = ""
+        text, delimiter = "", ""
         try:
-            if llm is None:
+            if not abstain and llm is not None:
+                delimiter = f"SOURCE-{secrets.token_hex(4)}"
+                base = self.prompt_parts(question, numbered, llm, history, delimiter)
+                if cfg.answer.verify != "off" and llm.capable:
+                    answer.verdict = llm.choose(self.messages_for(base, prompts.CHECK_INSTRUCTION), ["yes", "no"])
+                    answer.timings["verify_s"] = time.perf_counter() - t_retrieved
+                    if answer.verdict == "no" and cfg.answer.verify == "abstain":
+                        abstain, reason = True, "the model found that no retrieved abstract states the answer"
+                if not abstain:
+                    temp = cfg.llm.temperature if temperature is None else temperature
+                    cite = [n for n, _ in numbered] if cfg.answer.constrained else []
+                    for delta in llm.stream(self.messages_for(base, prompts.ANSWER_INSTRUCTION),
+                                            max_tokens=cfg.llm.max_new_tokens, temperature=temp, cite=cite):
+                        if not text:
+                            answer.timings["ttft_s"] = time.perf_counter() - started
+                        text += delta
+                        yield Event("token", delta)
+                        if repeats_itself(text):
+                            answer.notes.append("generation stopped: the model was repeating itself")
+                            break
+            elif not abstain:
                 text = self._extractive(question, numbered)
                 answer.timings["ttft_s"] = time.perf_counter() - started
                 yield Event("token", text)
-            else:
-                messages = self.messages(question, numbered, llm, history)
-                temp = cfg.llm.temperature if temperature is None else temperature
-                for delta in llm.stream(messages, max_tokens=cfg.llm.max_new_tokens, temperature=temp):
-                    if not text:
-                        answer.timings["ttft_s"] = time.perf_counter() - started
-                    text += delta
-                    yield Event("token", delta)
-                    if repeats_itself(text):
-                        answer.notes.append("generation stopped: the model was repeating itself")
-                        break
         except BackendError as err:
-            from rag.llm import StreamInterrupted
-
             text = err.partial if isinstance(err, StreamInterrupted) and err.partial else text
             answer.incomplete, answer.error = True, err.user_message()
-        answer.timings.setdefault("ttft_s", time.perf_counter() - started)
-        self._finish(answer, text, numbered)
+        if abstain:
+            self._abstain(answer, reason, numbered)
+            answer.timings.setdefault("ttft_s", time.perf_counter() - started)
+            yield Event("token", answer.answer)
+        else:
+            answer.timings.setdefault("ttft_s", time.perf_counter() - started)
+            self._finish(answer, text, numbered, delimiter)
+        if numbers is not None:
+            numbers.update({c.paper.id: c.number for c in answer.citations})
         answer.timings["total_s"] = time.perf_counter() - started
         yield Event("done", answer=answer)
 
     # ---------------------------------------------------------- steps
+
+    @staticmethod
+    def retrieval_query(question: str, llm: Backend | None) -> str:
+        """The question, or its English translation by a capable model when it is in another language
+        (the embedder and BM25 are English); the answer is still written in the question's language."""
+        if llm is None or not llm.capable or is_english(question):
+            return question
+        from rag.chat import one_line_reply
+
+        try:
+            reply = "".join(llm.stream([Message("user", prompts.TRANSLATE_PROMPT.format(question=question))],
+                                       max_tokens=80, temperature=0.0))
+        except BackendError:
+            return question
+        return one_line_reply(reply) or question
 
     def should_abstain(self, result: SearchResult) -> tuple[bool, str | None]:
         """Abstain when retrieval found nothing close enough (calibrated thresholds)."""
@@ -334,29 +470,39 @@ class Answerer:
                           f"paper holds {c.coverage:.0%} of the question's terms (< {cfg.abstain_coverage:.0%})")
         return False, None
 
-    def _number(self, hits: list[PaperHit], numbers: dict[str, int] | None) -> list[tuple[int, PaperHit]]:
-        """One number per paper; numbers already given in this conversation are kept."""
-        numbers = {} if numbers is None else numbers
+    @staticmethod
+    def _abstain(answer: Answer, reason: str | None, numbered: list[tuple[int, PaperHit]]) -> None:
+        answer.abstained, answer.abstain_reason = True, reason
+        answer.answer, answer.sentences, answer.citations = prompts.ABSTAIN_PHRASE, [], []
+        answer.also_retrieved = [Citation(n, h.paper, False, h.score) for n, h in numbered]
+
+    @staticmethod
+    def _number(hits: list[PaperHit], numbers: dict[str, int] | None) -> list[tuple[int, PaperHit]]:
+        """One number per paper: papers cited earlier keep theirs, the others take the smallest free ones.
+
+        >>> from types import SimpleNamespace as NS
+        >>> hits = [NS(paper=NS(id=i)) for i in "abc"]
+        >>> [n for n, _ in Answerer._number(hits, {"b": 1, "z": 3})]
+        [2, 1, 4]
+        """
+        taken = set((numbers or {}).values())
         out = []
         for hit in hits:
-            if hit.paper.id not in numbers:
-                numbers[hit.paper.id] = max(numbers.values(), default=0) + 1
-            out.append((numbers[hit.paper.id], hit))
+            number = (numbers or {}).get(hit.paper.id)
+            if number is None:
+                number = next(n for n in range(1, len(taken) + 2) if n not in taken)
+                taken.add(number)
+            out.append((number, hit))
         return out
 
-    def messages(self, question: str, numbered: list[tuple[int, PaperHit]], llm: Any,
-                 history: Sequence[Any] = ()) -> list[Any]:
-        """System + (bounded) history + user message with fenced sources fitted to the window."""
-        from rag.llm import Message
-
-        delimiter = f"SOURCE-{secrets.token_hex(4)}"
-        system = prompts.SYSTEM_PROMPT.format(abstain=prompts.ABSTAIN_PHRASE, delimiter=delimiter)
+    def prompt_parts(self, question: str, numbered: list[tuple[int, PaperHit]], llm: Backend,
+                     history: Sequence[Message] = (), delimiter: str = "SOURCE") -> tuple[list[Message], str]:
+        """(system + bounded history, the user message without its final instruction): sources
+        fenced and fitted to the backend's prompt budget, best papers first, whole sentences only."""
         history = list(history)
-        window = llm.context_window - self.settings.llm.max_new_tokens
-        if llm.name == "llamacpp":
-            window = min(window, self.settings.llm.llamacpp_prompt_tokens)
-        budget = window - llm.count_tokens(system) - llm.count_tokens(question) - 60 \
-            - sum(llm.count_tokens(m.content) for m in history)
+        longest = max(prompts.ANSWER_INSTRUCTION, prompts.CHECK_INSTRUCTION, key=len)
+        budget = llm.prompt_budget - llm.count_tokens(prompts.SYSTEM_PROMPT) - llm.count_tokens(question) \
+            - llm.count_tokens(longest) - 60 - sum(llm.count_tokens(m.content) for m in history)
         sources = []
         for number, hit in numbered:
             text = self._source_text(hit)
@@ -373,8 +519,19 @@ class Answerer:
                 sentences.pop()  # drop whole sentences from the end, never cut one
             if not sentences:
                 break
-        user = prompts.USER_TEMPLATE.format(sources="\n\n".join(sources), question=question)
-        return [Message("system", system), *history, Message("user", user)]
+        user = prompts.USER_TEMPLATE.format(sources="\n\n".join(sources), question=question, delimiter=delimiter,
+                                            instruction="{instruction}")
+        return [Message("system", prompts.SYSTEM_PROMPT), *history], user
+
+    @staticmethod
+    def messages_for(parts: tuple[list[Message], str], instruction: str) -> list[Message]:
+        head, user = parts
+        return [*head, Message("user", user.replace("{instruction}", instruction))]
+
+    def messages(self, question: str, numbered: list[tuple[int, PaperHit]], llm: Backend,
+                 history: Sequence[Message] = ()) -> list[Message]:
+        """The answer prompt: system + (bounded) history + user message with the fenced sources."""
+        return self.messages_for(self.prompt_parts(question, numbered, llm, history), prompts.ANSWER_INSTRUCTION)
 
     def _source_text(self, hit: PaperHit) -> str:
         """The paper's best chunks in abstract order (the whole abstract when it is short)."""
@@ -400,35 +557,61 @@ class Answerer:
         picked.sort(key=lambda i: (candidates[i][0], i))  # group by paper, abstract order
         return " ".join(f"\u201c{candidates[i][1].rstrip()}\u201d [{candidates[i][0]}]" for i in picked)
 
-    def _finish(self, answer: Answer, text: str, numbered: list[tuple[int, PaperHit]]) -> None:
+    def _finish(self, answer: Answer, text: str, numbered: list[tuple[int, PaperHit]], delimiter: str = "") -> None:
         by_number = {n: hit for n, hit in numbered}
-        clean, cited, invalid = parse_citations(text, list(by_number))
-        answer.answer, answer.invalid_citations = clean, invalid
-        if prompts.ABSTAIN_PHRASE.lower().rstrip(".") in clean.lower() and not cited:
-            answer.abstained, answer.abstain_reason = True, "the model said the papers do not answer it"
+        text, answer.removed = scrub(text, delimiter)
+        clean, _, invalid = parse_citations(text, list(by_number))
+        answer.invalid_citations = invalid
+        checked = self._check_sentences(clean, by_number)
+        answer.sentences = [s for s, _, _ in checked]
+        if answer.sentences and not any(s.claim for s in answer.sentences) and not answer.incomplete:
+            self._abstain(answer, "the model said the papers do not answer it", numbered)
+            return
+        for s, original, _ in checked:  # re-attributed sentences carry their new markers in the text
+            if s.attributed:
+                clean = clean.replace(original, s.text, 1)
+        answer.answer = clean
+        cited = list(dict.fromkeys(n for s in answer.sentences for n in s.citations))
         citations = {n: Citation(n, by_number[n].paper, True, by_number[n].score) for n in cited}
-        answer.sentences = self._check_sentences(clean, citations)
+        for _, _, evidence in checked:
+            for e in evidence:
+                citations[e.number].evidence.append(e)
         answer.citations = [citations[n] for n in cited]
         answer.also_retrieved = [Citation(n, h.paper, False, h.score) for n, h in numbered if n not in citations]
 
-    def _check_sentences(self, text: str, citations: dict[int, Citation]) -> list[AnswerSentence]:
+    def _check_sentences(self, text: str, by_number: dict[int, PaperHit]
+                         ) -> list[tuple[AnswerSentence, str, list[Evidence]]]:
+        """Each sentence scored against the numbered papers: (checked sentence, as written, its evidence).
+
+        A sentence keeps the citations the model wrote when one of them supports it; otherwise the
+        best-supporting numbered paper replaces them (``answer.attribute``); else it is unsupported.
+        """
         threshold = self.settings.answer.support_threshold
         out = []
         for sentence in answer_sentences(text):
-            numbers = [n for n in dict.fromkeys(sentence_citations(sentence)) if n in citations]
+            written = [n for n in dict.fromkeys(sentence_citations(sentence)) if n in by_number]
             claim = strip_citations(sentence).strip("\u201c\u201d\" ")
-            if not numbers or not content_words(claim):
-                out.append(AnswerSentence(sentence, numbers, not content_words(claim), 0.0))
+            if not content_words(claim) or says_no_answer(claim):
+                no_claim = AnswerSentence(sentence, written, True, 0.0, claim=not says_no_answer(claim))
+                out.append((no_claim, sentence, []))
                 continue
-            best_score = 0.0
-            for n in numbers:
-                paper_sentences = split_sentences(citations[n].paper.abstract) or [citations[n].paper.abstract]
-                scores = self.support_scores([claim], paper_sentences)[0]
-                i = int(np.argmax(scores))
-                best_score = max(best_score, float(scores[i]))
-                citations[n].evidence.append(Evidence(n, citations[n].paper.id, paper_sentences[i],
-                                                      round(float(scores[i]), 4), sentence))
-            out.append(AnswerSentence(sentence, numbers, best_score >= threshold, round(best_score, 4)))
+            best: dict[int, tuple[float, str]] = {}
+            for n, hit in by_number.items():
+                if n in written or self.settings.answer.attribute:
+                    paper_sentences = split_sentences(hit.paper.abstract) or [hit.paper.abstract]
+                    scores = self.support_scores([claim], paper_sentences)[0]
+                    i = int(np.argmax(scores))
+                    best[n] = (float(scores[i]), paper_sentences[i])
+            numbers, attributed = written, False
+            if not any(best[n][0] >= threshold for n in written) and best:
+                top = max(best, key=lambda n: best[n][0])
+                if best[top][0] >= threshold:
+                    numbers, attributed = [top], True
+            score = max((best[n][0] for n in numbers), default=0.0)
+            shown = with_citations(sentence, numbers) if attributed else sentence
+            evidence = [Evidence(n, by_number[n].paper.id, best[n][1], round(best[n][0], 4), shown) for n in numbers]
+            out.append((AnswerSentence(shown, numbers, score >= threshold, round(score, 4), attributed=attributed),
+                        sentence, evidence))
         return out
 
     # ---------------------------------------------------------- scoring

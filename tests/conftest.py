@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# bundled models assembled from their packages are kept where users keep them (1.1 GB, made once)
+MODEL_DIR = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paper-rag" / "models")
 # one model-export cache per test session (rag.onnx_encoder), never the user's ~/.cache
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="paper-rag-test-cache-")
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,7 @@ def rag_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RAG_HOME", str(home))
     for key in [k for k in os.environ if k.startswith("RAG_") and k != "RAG_HOME"]:
         monkeypatch.delenv(key)
+    monkeypatch.setenv("RAG_LLM__MODEL_DIR", MODEL_DIR)
     return home
 
 

@@ -2,7 +2,7 @@
 documented wire format (https://github.com/ollama/ollama/blob/main/docs/api.md).
 
 - ``GET /api/version`` -> ``{"version": ...}``
-- ``GET /api/tags`` -> ``{"models": [{"name": "llama3.2:latest", "model": "llama3.2:latest", ...}]}``
+- ``GET /api/tags`` -> ``{"models": [{"name": "qwen2.5-coder:1.5b", "model": "qwen2.5-coder:1.5b", ...}]}``
 - ``POST /api/chat`` -> with ``"stream": true`` (Ollama's default) chunked NDJSON, one
   ``{"model", "created_at", "message": {"role": "assistant", "content"}, "done": false}`` per
   piece of the reply, then ``{"done": true, "done_reason": "stop"|"length", "total_duration",
@@ -26,17 +26,31 @@ Faults are chosen with ``behaviour`` (it applies to the chat endpoints only):
 =================  ==========================================================================
 
 Every request is recorded in ``requests`` (method, path, parsed JSON body) so tests can assert
-what a client sent, e.g. ``options.num_ctx``. What this leaves out: generation (the reply is a
-fixed string), ``/api/generate``, ``/api/pull`` and the other model-management endpoints.
+what a client sent, e.g. ``options.num_ctx``.
+
+The reply is the fixed string ``reply`` (split into words), except for a request with ``format``
+(structured output), which gets ``verdict`` as the JSON value the schema asks for. With
+``generate`` set, replies are generated for real instead: ``llama_generator()`` runs a GGUF (the
+bundled Qwen2.5-Coder by default, the model Ollama serves as ``qwen2.5-coder:1.5b``) through
+llama.cpp, honouring ``num_predict``, ``temperature``, ``seed``, ``stop`` and ``format`` (a JSON
+schema, enforced by a grammar as Ollama does), so ``rag eval run --backend ollama`` measures the
+Ollama code path on real text:
+
+    python -m tests.ollama_standin --port 11434 --generate     # then RAG_LLM__BACKEND=ollama
+
+What this leaves out: ``/api/generate``, ``/api/pull`` and the other model-management endpoints,
+and ``num_ctx`` (the generator's context is fixed when it loads).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,12 +77,15 @@ def _now() -> str:
 
 @dataclass
 class OllamaStandIn:
-    models: list[str] = field(default_factory=lambda: ["llama3.2:latest"])
+    models: list[str] = field(default_factory=lambda: ["qwen2.5-coder:1.5b"])
     reply: str = "Transformers use self-attention [1]. They scale well [2]."
     behaviour: str = "ok"
     delay_s: float = 5.0
     fail_after: int = 3
     version: str = "0.12.6"
+    verdict: str = "yes"  # the reply to a structured-output (``format``) request
+    # (messages, options, format) -> text pieces; None: the fixed ``reply``
+    generate: Callable[[list[dict[str, Any]], dict[str, Any], Any], Iterator[str]] | None = None
     requests: list[Recorded] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -84,13 +101,13 @@ class OllamaStandIn:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> OllamaStandIn:
+    def start(self, port: int = 0) -> OllamaStandIn:
         standin = self
 
         class Handler(_Handler):
             server_state = standin
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
@@ -235,8 +252,17 @@ class _Handler(BaseHTTPRequestHandler):
             limit = body.get("max_tokens") or body.get("max_completion_tokens")
         else:
             limit = (body.get("options") or {}).get("num_predict")
-        pieces = s.pieces()
         done_reason = "stop"
+        if s.generate is not None:
+            options = dict(body.get("options") or {})
+            if openai:
+                options = {"num_predict": limit, "temperature": body.get("temperature"), "seed": body.get("seed"),
+                           "stop": body.get("stop")}
+            pieces = list(s.generate(body.get("messages") or [], options, body.get("format")))
+        elif body.get("format") is not None:
+            pieces = [json.dumps(s.verdict)]
+        else:
+            pieces = s.pieces()
         if isinstance(limit, int) and 0 <= limit < len(pieces):
             pieces, done_reason = pieces[:limit], "length"
 
@@ -315,3 +341,50 @@ def _final(done_reason: str, eval_count: int) -> dict[str, Any]:
     return {"done": True, "done_reason": done_reason, "total_duration": 4883583458, "load_duration": 1334875,
             "prompt_eval_count": 26, "prompt_eval_duration": 342546000, "eval_count": eval_count,
             "eval_duration": 4535599000}
+
+
+def llama_generator(model: str = "qwen2.5-coder-1.5b") -> Callable[..., Iterator[str]]:
+    """Real generation for the stand-in: a bundled model name or GGUF path run by llama.cpp
+    (one generation at a time, as a single Ollama runner does)."""
+    from rag.llm import LlamaCppBackend
+    from rag.settings import LLMSettings
+
+    backend = LlamaCppBackend(LLMSettings(model=model, context_window=8192))
+    llama, lock = backend._loaded()
+
+    def generate(messages: list[dict[str, Any]], options: dict[str, Any], schema: Any) -> Iterator[str]:
+        kwargs: dict[str, Any] = {
+            "max_tokens": options.get("num_predict") or 256, "temperature": options.get("temperature") or 0.0,
+            "seed": options.get("seed"), "stop": options.get("stop") or None}
+        if isinstance(schema, dict):
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        elif schema == "json":
+            kwargs["response_format"] = {"type": "json_object"}
+        with lock:
+            for chunk in llama.create_chat_completion(messages=messages, stream=True, **kwargs):
+                text = chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None
+                if text:
+                    yield text
+
+    return generate
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A stand-in Ollama server on loopback (Ollama's wire format).")
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--model", default="qwen2.5-coder:1.5b", help="the model name it serves")
+    parser.add_argument("--generate", nargs="?", const="qwen2.5-coder-1.5b", default=None,
+                        help="generate with llama.cpp: a bundled model name or GGUF path (default: the bundled Qwen)")
+    args = parser.parse_args(argv)
+    server = OllamaStandIn(models=[args.model], generate=llama_generator(args.generate) if args.generate else None)
+    server.start(args.port)
+    print(f"Ollama stand-in on {server.url} serving {args.model}"
+          f"{' (generating with ' + args.generate + ')' if args.generate else ''}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server._stopping.wait()
+    server.stop()
+
+if __name__ == "__main__":
+    main()

@@ -119,8 +119,9 @@ def test_throughput_measures_onnx_runtime_on_our_export(tmp_path: Path, embedder
 def test_llm_prompt_sweep_builds_prompts_of_the_asked_sizes() -> None:
     pytest.importorskip("llama_cpp")
     from eval.bench_llm import prompt_sweep
+    from rag.settings import LLMSettings
 
-    got = prompt_sweep((150, 300), runs=1)
+    got = prompt_sweep((150, 300), runs=1, settings=LLMSettings(model="smollm2-135m"))
     assert [p["target_tokens"] for p in got] == [150, 300]
     for point in got:
         assert 0.8 * point["target_tokens"] <= point["prompt_tokens"] <= 1.2 * point["target_tokens"]

@@ -363,7 +363,7 @@ def test_unreachable_judge_is_skipped_with_a_note(runs: dict[str, Any], tmp_path
 def test_judge_scores_through_llama_index_against_the_ollama_standin(runs: dict[str, Any]) -> None:
     from eval.judge import make_judge
 
-    with OllamaStandIn(reply="YES") as server:
+    with OllamaStandIn(reply="YES", models=["llama3.2:latest"]) as server:
         judge, note = make_judge(f"ollama:llama3.2@{server.url}", runs["settings_a"])
         assert note is None and judge is not None
         result = next(r for r in read_results(runs["root"] / "A" / "results.jsonl").values() if r["id"] == "q006")

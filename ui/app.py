@@ -345,7 +345,8 @@ class WebApp:
                         backend = gr.Dropdown(BACKENDS, value=defaults.backend, label="Backend",
                                               info="auto: Ollama, else the bundled model, else extractive")
                         model = gr.Textbox(value="", label="Model", placeholder="configured default",
-                                           info="for ollama / openai backends")
+                                           info="a bundled model (qwen2.5-coder-1.5b, smollm2-135m) or a model "
+                                                "the Ollama / OpenAI-compatible server serves")
                         k = gr.Slider(1, MAX_K, value=defaults.k, step=1, label="Papers")
                         dense_weight = gr.Slider(0, 1, value=defaults.dense_weight, step=0.05,
                                                  label="Hybrid weighting", info="0 = keywords (BM25), 1 = meaning")

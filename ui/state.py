@@ -19,10 +19,11 @@ from typing import Any
 
 from rag.answer import Answer, Answerer
 from rag.chat import Conversation
+from rag.llm import BACKENDS as LLM_BACKENDS
 from rag.retrieval import Filters
 from rag.settings import Settings
 
-BACKENDS = ["auto", "ollama", "openai", "llamacpp", "extractive"]
+BACKENDS = ["auto", *LLM_BACKENDS, "extractive"]
 MAX_K = 20
 _MODEL_NAME = re.compile(r"^[\w.:/@+-]{1,200}$")
 
@@ -44,7 +45,7 @@ class ChatSettings:
     model: str = ""
     k: int = 5
     dense_weight: float = 0.5
-    temperature: float = 0.1
+    temperature: float = 0.0
     year_from: int | None = None
     year_to: int | None = None
     author: str = ""
@@ -63,8 +64,8 @@ class ChatSettings:
         d = cls.defaults(settings)
         backend = backend if backend in BACKENDS else d.backend
         model = str(model or "").strip()
-        if model and not _MODEL_NAME.match(model):
-            model = ""
+        if model and (not _MODEL_NAME.match(model) or model.lower().endswith(".gguf")):
+            model = ""  # a web user names models, never files on the server
         kv, dw, temp = _number(k), _number(dense_weight), _number(temperature)
         y0, y1 = _number(year_from), _number(year_to)
         return cls(

@@ -1,0 +1,222 @@
+"""Grounded answers from an instruction model, with `rag.testing.ScriptedBackend` standing in for
+it: leaked prompt text is removed, citations are re-attributed by the evidence check, the model's
+own "not stated" ends in the abstention phrase, the answerability verdict gates generation, and
+the terminal and Markdown exports mark unsupported sentences. A small real-model check (Qwen,
+slow) closes the file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rag import prompts
+from rag.answer import Answerer, marked_answer
+from rag.chat import Conversation
+from rag.ingest import Ingestor
+from rag.settings import Settings
+from rag.testing import ScriptedBackend
+
+from .conftest import FIXTURES, run_cli
+from .ollama_standin import OllamaStandIn
+
+ZQRT = "ZQRT: Sparse Kernels for Attention"
+KVLOG = "KVLOG: Logging Key-Value Caches"
+
+
+@pytest.fixture
+def index(embedder) -> Settings:  # type: ignore[no-untyped-def]
+    settings = Settings(llm={"backend": "llamacpp"})
+    Ingestor(settings, embedder=embedder).run([FIXTURES / "hybrid.jsonl"])
+    return settings
+
+
+def ask(settings: Settings, embedder, backend: ScriptedBackend, question: str, **kw):  # type: ignore[no-untyped-def]
+    return Answerer(settings, embedder=embedder, backend=backend).ask(question, **kw)
+
+
+def number_of(answer, title: str) -> int:  # type: ignore[no-untyped-def]
+    """The citation number the answer gave the paper called ``title``."""
+    return next(c.number for c in [*answer.citations, *answer.also_retrieved] if c.paper.title == title)
+
+
+def test_a_leaked_fence_and_prompt_text_never_reach_the_answer(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    reply = ("ZQRT runs three times faster than dense attention [1]. <<<SOURCE-1a2b3c4d Question: How much "
+             "faster is ZQRT? Source: [n] End each sentence with the number of the abstract.")
+    answer = ask(index, embedder, ScriptedBackend(reply), "How much faster is ZQRT than dense attention?")
+    for leaked in ("<<<", "SOURCE-", "Question:", "[n]", "End each sentence"):
+        assert leaked not in answer.answer
+    assert answer.answer == "ZQRT runs three times faster than dense attention [1]."
+    assert answer.removed and all(s.supported for s in answer.sentences)
+
+
+def test_a_wrong_or_missing_citation_is_reattributed_to_the_supporting_paper(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    def reply(messages):  # type: ignore[no-untyped-def]
+        user = messages[-1].content
+        kv = user[user.index(KVLOG) - 3]  # the number the prompt gave KVLOG: "[n] KVLOG..."
+        return f"ZQRT runs three times faster than dense attention [{kv}]. KVLOG records key-value cache states."
+
+    answer = ask(index, embedder, ScriptedBackend(reply), "How much faster is ZQRT, and what does KVLOG record?")
+    zqrt, kvlog = number_of(answer, ZQRT), number_of(answer, KVLOG)
+    first, second = answer.sentences
+    assert first.citations == [zqrt] and first.attributed and first.supported
+    assert second.citations == [kvlog] and second.attributed and second.supported
+    assert f"dense attention [{zqrt}]." in answer.answer and f"cache states [{kvlog}]." in answer.answer
+    assert {c.paper.title for c in answer.citations} == {ZQRT, KVLOG}
+    assert all(c.evidence for c in answer.citations)
+
+
+def test_an_unsupported_claim_is_flagged_not_hidden(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    reply = "ZQRT runs three times faster than dense attention [1]. It was trained on 4,096 GPUs in Antarctica [1]."
+    answer = ask(index, embedder, ScriptedBackend(reply), "How much faster is ZQRT than dense attention?")
+    assert [s.supported for s in answer.sentences] == [True, False]
+    assert marked_answer(answer).endswith("Antarctica [1]. [unsupported]")
+    assert "\u26a0 *unsupported*" in marked_answer(answer, "markdown")
+
+
+def test_the_models_own_not_stated_is_an_abstention(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    reply = "The abstracts do not mention how many GPUs trained ZQRT [1]."
+    answer = ask(index, embedder, ScriptedBackend(reply), "How many GPUs were used to build ZQRT?")
+    assert answer.abstained and answer.answer == prompts.ABSTAIN_PHRASE and answer.citations == []
+    assert "model said" in (answer.abstain_reason or "") and answer.also_retrieved
+
+
+def test_a_no_verdict_abstains_before_generating(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    backend = ScriptedBackend("ZQRT was trained on 512 GPUs [1].", verdict="no")
+    answer = ask(index, embedder, backend, "How many GPUs were used to build ZQRT?")
+    assert answer.abstained and answer.verdict == "no" and answer.answer == prompts.ABSTAIN_PHRASE
+    assert [kind for kind, _ in backend.calls] == ["choose"]  # never asked to write the answer
+    check = backend.calls[0][1][-1].content
+    assert check.endswith(prompts.CHECK_INSTRUCTION) and "ZQRT" in check
+
+
+def test_flag_mode_records_the_verdict_and_answers(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = index.model_copy(update={"answer": index.answer.model_copy(update={"verify": "flag"})})
+    backend = ScriptedBackend("ZQRT runs three times faster than dense attention [1].", verdict="no")
+    answer = ask(settings, embedder, backend, "How much faster is ZQRT than dense attention?")
+    assert not answer.abstained and answer.verdict == "no" and [k for k, _ in backend.calls] == ["choose", "stream"]
+
+
+def test_a_model_that_cannot_follow_instructions_is_not_asked_for_a_verdict(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    backend = ScriptedBackend("ZQRT runs three times faster than dense attention [1].", capable=False)
+    answer = ask(index, embedder, backend, "How much faster is ZQRT than dense attention?")
+    assert answer.verdict is None and [k for k, _ in backend.calls] == ["stream"]
+
+
+def test_the_same_question_gives_the_same_answer(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    backend = ScriptedBackend("ZQRT runs three times faster than dense attention [1].")
+    answerer = Answerer(index, embedder=embedder, backend=backend)
+    first, second = (answerer.ask("How much faster is ZQRT?") for _ in range(2))
+    assert first.answer == second.answer and first.as_dict()["citations"] == second.as_dict()["citations"]
+    prompts_sent = [m[-1].content for kind, m in backend.calls if kind == "stream"]
+    strip = [p.split("<<<", 1)[0].split("marked", 1)[0] + p.split(">>>")[-1] for p in prompts_sent]
+    assert strip[0] == strip[1]  # the prompt differs only in the per-request fence delimiter
+
+
+def test_a_non_english_question_is_searched_in_english(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    def reply(messages):  # type: ignore[no-untyped-def]
+        if "Translate this question" in messages[-1].content:
+            return "Which library records key-value cache states of inference servers?"
+        return "KVLOG zeichnet Key-Value-Cache-Zustände auf [1]."
+
+    answer = ask(index, embedder, ScriptedBackend(reply), "Welche Bibliothek zeichnet die Zustände von "
+                 "Schlüssel-Wert-Caches auf?")
+    assert answer.query.startswith("Which library records") and answer.retrieved[0]["title"] == KVLOG
+
+
+# ------------------------------------------------------------------ conversations
+
+
+def test_a_question_naming_its_paper_is_not_rewritten_pronoun_or_not(bundled_copy, embedder) -> None:  # type: ignore[no-untyped-def]
+    """The Skywork case: the second question says "it" but names Skywork-MoE."""
+    conversation = Conversation(Answerer(Settings(llm={"backend": "extractive"}), embedder=embedder))
+    conversation.ask("Which paper shows that entropy minimization alone improves LLM reasoning?")
+    answer = conversation.ask("How many parameters and experts does Skywork-MoE have, and which training "
+                              "techniques does it introduce?")
+    assert conversation.turns[-1].condensed_by == "none"
+    assert answer.query == answer.question
+    assert answer.retrieved[0]["title"].startswith("Skywork-MoE")
+    assert answer.citations and answer.citations[0].paper.title.startswith("Skywork-MoE")
+
+
+def test_a_real_follow_up_is_condensed_by_a_capable_model(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    def reply(messages):  # type: ignore[no-untyped-def]
+        text = messages[-1].content
+        if "standalone search query" in text:
+            return "KVLOG authors and publication date"
+        return "KVLOG records key-value cache states of inference servers [1]."
+
+    conversation = Conversation(Answerer(index, embedder=embedder, backend=ScriptedBackend(reply)))
+    conversation.ask("Which library records key-value cache states of inference servers?")
+    conversation.ask("Who wrote it?")
+    assert conversation.turns[-1].condensed_by == "llm" and conversation.turns[-1].query.startswith("KVLOG")
+
+
+def test_citation_numbers_stay_small_and_stable_over_a_conversation(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    def reply(messages):  # type: ignore[no-untyped-def]
+        user = messages[-1].content
+        question = user.rsplit("Question: ", 1)[1]
+        title = ZQRT if "ZQRT" in question else KVLOG if "KVLOG" in question else "PLNX Benchmark for Code Agents"
+        number = user[user.index(title) - 3]
+        return f"{title.split(':')[0].split()[0]} is described in this abstract [{number}]."
+
+    conversation = Conversation(Answerer(index, embedder=embedder, backend=ScriptedBackend(reply)))
+    numbers = []
+    for question in ("What is ZQRT?", "What is KVLOG?", "What does the PLNX benchmark evaluate?", "What is ZQRT?"):
+        answer = conversation.ask(question, k=4)
+        numbers.append([c.number for c in answer.citations])
+        assert max(c.number for c in [*answer.citations, *answer.also_retrieved]) <= 4 + len(conversation.numbers)
+    assert numbers[0] == numbers[3]  # ZQRT keeps its number
+    assert len({n[0] for n in numbers[:3]}) == 3  # and no two cited papers share one
+
+
+# ------------------------------------------------------------------ interfaces show the same marks
+
+
+def test_cli_ask_marks_an_unsupported_sentence(index) -> None:  # type: ignore[no-untyped-def]
+    reply = "ZQRT runs three times faster than dense attention [1]. It was trained on 4,096 GPUs in Antarctica [1]."
+    with OllamaStandIn(reply=reply) as server:
+        env = {"RAG_LLM__BACKEND": "ollama", "RAG_LLM__OLLAMA_URL": server.url}
+        result = run_cli("ask", "How much faster is ZQRT than dense attention?", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "Antarctica [1]. [unsupported]" in result.stdout
+        assert "1 of 2 sentences not supported" in result.stdout
+        data = json.loads(run_cli("ask", "--json", "How much faster is ZQRT than dense attention?", env=env).stdout)
+    assert data["backend"] == "ollama" and data["model"] == "qwen2.5-coder:1.5b"
+    assert [s["supported"] for s in data["sentences"]] == [True, False]
+
+
+def test_cli_chat_reads_a_scripted_conversation_and_prints_json_lines(index) -> None:  # type: ignore[no-untyped-def]
+    result = run_cli("chat", "--backend", "extractive", "--json",
+                     input="Which paper records key-value cache states?\nWho wrote it?\n")
+    assert result.returncode == 0, result.stderr
+    turns = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(turns) == 2 and all(t["citations"][0]["title"] == KVLOG for t in turns)
+    assert turns[1]["query"] != turns[1]["question"]  # the follow-up was condensed
+
+
+# ------------------------------------------------------------------ the bundled model for real (slow)
+
+
+@pytest.mark.slow
+def test_qwen_answers_a_factoid_with_the_right_paper_and_abstains_off_topic(bundled_copy, embedder) -> None:  # type: ignore[no-untyped-def]
+    answerer = Answerer(Settings(), embedder=embedder)  # auto: no Ollama here, so the bundled Qwen
+    answer = answerer.ask("How many parameters does Skywork-MoE have?")
+    assert answer.backend == "llamacpp" and answer.model == "qwen2.5-coder-1.5b"
+    assert "146" in answer.answer and not answer.abstained
+    assert answer.citations[0].paper.title.startswith("Skywork-MoE") and answer.sentences[0].supported
+    off = answerer.ask("What is the capital of France?")
+    assert off.abstained and off.answer == prompts.ABSTAIN_PHRASE
+
+
+@pytest.mark.slow
+def test_the_ollama_path_answers_with_real_generations_behind_the_wire_format(bundled_copy, embedder) -> None:  # type: ignore[no-untyped-def]
+    from .ollama_standin import llama_generator
+
+    with OllamaStandIn(generate=llama_generator()) as server:
+        settings = Settings(llm={"backend": "ollama", "ollama_url": server.url})
+        answer = Answerer(settings, embedder=embedder).ask("How many parameters does Skywork-MoE have?")
+        check, body = (r.body for r in server.chat_requests())
+    assert answer.backend == "ollama" and answer.verdict == "yes"  # a JSON-schema `format`, enforced
+    assert check["format"] == {"type": "string", "enum": ["yes", "no"]} and body["options"]["num_ctx"] == 8192
+    assert "146" in answer.answer and answer.citations[0].paper.title.startswith("Skywork-MoE")
