@@ -172,9 +172,10 @@ def _p(p: float) -> str:
 def comparison_table(result: dict[str, Any]) -> Any:
     """A rich table: metric, A, B, delta with CI, p, test, which run is better (p < 0.05)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("metric", "A", "B", "B − A", "95% CI", "p", "test", "n", "better",
-                  title=f"A = {result['a']}  B = {result['b']}  ({result['shared']} shared questions)")
+                  title=Text(f"A = {result['a']}  B = {result['b']}  ({result['shared']} shared questions)"))
     for r in result["metrics"]:
         unit = "s" if r["metric"] in LATENCY else ""
         table.add_row(LABELS.get(r["metric"], r["metric"]), f"{r['a']:.3f}{unit}", f"{r['b']:.3f}{unit}",

@@ -281,8 +281,10 @@ def summary_table(summary: dict[str, Any]) -> Any:
     from rich.table import Table
 
     m, c = summary["metrics"], summary["counts"]
-    table = Table("metric", "value", "95% CI", "n", title=f"{summary['dataset']['name']}: {c['finished']} questions, "
-                  f"{', '.join(summary['models']) or summary['backend']}")
+    from rich.text import Text
+
+    table = Table("metric", "value", "95% CI", "n", title=Text(f"{summary['dataset']['name']}: {c['finished']} "
+                  f"questions, {', '.join(summary['models']) or summary['backend']}"))  # Text: names are not markup
     for key in HEADLINE:
         if key in m:
             table.add_row(LABELS[key], f"{m[key]['value']:.3f}", f"{m[key]['ci'][0]:.3f} – {m[key]['ci'][1]:.3f}",

@@ -82,7 +82,7 @@ def ingest(
             f"{summary.merged} merged, {summary.rejected} rejected\n"
             f"chunks: {summary.chunks_embedded} embedded ({rate:.1f}/s), {summary.chunks_deleted} deleted\n"
             f"index: {summary.papers_total} papers, {summary.chunks_total} chunks in {cfg.home} "
-            f"({summary.seconds:.1f}s)", highlight=False)
+            f"({summary.seconds:.1f}s)", markup=False, highlight=False)
     if summary.rejected:
         raise typer.Exit(EXIT_REJECTED)
 
@@ -104,12 +104,15 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")
 
 def parse_filters(year: str | None, author: str | None, category: str | None,
                   paper_ids: list[str] | None = None) -> Any:
+    """The search filters from the command's options; a malformed ``--year`` is an `InputError`."""
+    from rag.errors import InputError
     from rag.retrieval import Filters
 
     try:
         lo, hi = Filters.parse_years(year) if year else (None, None)
     except ValueError:
-        raise typer.BadParameter(f"--year {year!r}: use YEAR, FROM..TO, FROM.. or ..TO (e.g. 2023..2025)") from None
+        raise InputError(f"--year {year!r} is not a year or a range of years",
+                         "give one year (2023), a range (2020..2024) or an open range (2020.. or ..2020)") from None
     return Filters(lo, hi, author, category, frozenset(paper_ids) if paper_ids else None)
 
 
@@ -321,7 +324,7 @@ def eval_run(
     from eval.report import summary_table
     from eval.run import evaluate
 
-    columns = [TextColumn(f"eval {dataset}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    columns = [TextColumn(f"eval {dataset}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("eval", total=None)
         outcome = evaluate(dataset, backend=backend, config=config, out=out_dir, workers=workers, limit=limit,
@@ -331,9 +334,9 @@ def eval_run(
         return
     out.print(summary_table(outcome.summary))
     console.print(f"{outcome.computed} questions computed, {outcome.skipped} already done, {outcome.errors} errors; "
-                  f"wrote {outcome.out}/results.jsonl, summary.json, report.md", highlight=False)
+                  f"wrote {outcome.out}/results.jsonl, summary.json, report.md", markup=False, highlight=False)
     if outcome.summary["judge"]["note"]:
-        console.print(f"note: {outcome.summary['judge']['note']}", highlight=False)
+        console.print(f"note: {outcome.summary['judge']['note']}", markup=False, highlight=False)
 
 
 @eval_app.command("compare")
@@ -352,8 +355,8 @@ def eval_compare(
         return
     out.print(comparison_table(result))
     for line in result["settings_diff"]:
-        console.print(f"settings differ: {line}", highlight=False)
-    console.print(f"wrote {plot}", highlight=False)
+        console.print(f"settings differ: {line}", markup=False, highlight=False)
+    console.print(f"wrote {plot}", markup=False, highlight=False)
 
 
 @eval_app.command("calibrate")
@@ -374,7 +377,7 @@ def eval_calibrate(
         emit_json(result)
         return
     out.print(grid_table(result))
-    out.print(recommendation(result), highlight=False)
+    out.print(recommendation(result), markup=False, highlight=False)
 
 
 @eval_app.command("retrieval")
@@ -397,9 +400,11 @@ def eval_retrieval(
     from rich.table import Table
 
     metrics = list(next(iter(scores.values())))
-    table = Table("method", *metrics, title=f"retrieval: {dataset or 'title -> abstract'}")
+    from rich.text import Text
+
+    table = Table("method", *metrics, title=Text(f"retrieval: {dataset or 'title -> abstract'}"))
     for method, values in scores.items():
-        table.add_row(method, *(f"{values[m]:.4f}" for m in metrics))
+        table.add_row(Text(method), *(f"{values[m]:.4f}" for m in metrics))
     out.print(table)
 
 
@@ -437,25 +442,63 @@ def bench(
               skip=parse_steps(only) if only else ())
 
 
+def usage_error(err: Any) -> RagError:
+    """A typer/click usage error (bad option value, unknown option, missing argument) as one line + fix."""
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "rag"
+    return RagError(err.format_message().replace("\n", " "), f"see `{command} --help`")
+
+
+def settings_error(err: Any) -> RagError:
+    """A pydantic error in the settings (from RAG_* variables or a .env file) as one line + fix.
+
+    >>> from pydantic import BaseModel, ValidationError
+    >>> class Ui(BaseModel): port: int
+    >>> try: Ui(port="abc")
+    ... except ValidationError as e: print(settings_error(e))
+    RAG_PORT='abc': Input should be a valid integer, unable to parse string as an integer
+    """
+    first = err.errors()[0]
+    name = "RAG_" + "__".join(str(part) for part in first["loc"]).upper()
+    return RagError(f"{name}={first.get('input')!r}: {first['msg']}",
+                    f"set {name} to a valid value or unset it (see rag/settings.py for the field)")
+
+
+def show_error(err: RagError, debug: bool) -> None:
+    """One line (plus the fix) on stderr, then exit 2; with ``RAG_DEBUG=1`` the traceback instead."""
+    if debug:
+        raise err
+    from rich.text import Text
+
+    console.print(Text.assemble(("error: ", "red"), err.user_message()))
+    sys.exit(EXIT_ERROR)
+
+
 def main() -> None:
-    """Entry point: runs the app and turns user errors into one line each."""
+    """Entry point: runs the app and turns user errors (ours, usage, settings) into one line each, exit 2."""
+    from pydantic import ValidationError
+
     debug = os.environ.get("RAG_DEBUG") == "1"
     try:
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except RagError as err:
-        if debug:
-            raise
-        from rich.text import Text
-
-        console.print(Text.assemble(("error: ", "red"), err.user_message()))
-        sys.exit(EXIT_ERROR)
+        show_error(err, debug)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         console.print("interrupted")
         sys.exit(130)
-    except Exception as err:  # click usage errors and anything unexpected
+    except typer.TyperException as err:  # typer's own click: usage errors are the user's mistake
+        if err.exit_code == EXIT_ERROR and hasattr(err, "ctx") and type(err).__name__ != "NoArgsIsHelpError":
+            show_error(usage_error(err), debug)
+        err.show()  # type: ignore[attr-defined]  # help text (no arguments given) and other click messages
+        sys.exit(err.exit_code)
+    except ValidationError as err:  # Settings() from RAG_* variables
+        if err.title != "Settings":
+            raise
+        show_error(settings_error(err), debug)
+    except Exception as err:  # anything unexpected
         import click
 
         if isinstance(err, click.ClickException):

@@ -9,10 +9,13 @@ otherwise, with a login only if ``RAG_UI__AUTH`` is set and a share link only wi
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rag.errors import InputError
 from rag.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,19 +60,52 @@ def prepare(settings: Settings, echo: Callable[[str], None] = print, embedder: A
     return app
 
 
+def port_taken(host: str, port: int, reason: str) -> InputError:
+    """The error for a port this server cannot listen on, naming both ways to choose another."""
+    return InputError(f"cannot listen on {host}:{port}: {reason}",
+                      f"stop the other server, or choose a free port: `rag serve --port {port + 1}` "
+                      f"or RAG_UI__PORT={port + 1}")
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise `InputError` unless ``host:port`` can be bound now (as uvicorn binds: SO_REUSEADDR).
+
+    Checked before anything is loaded or announced, so a second ``rag serve`` says so at once."""
+    if not 0 < port < 65536:
+        raise InputError(f"port {port} is out of range", "give a port from 1 to 65535 with --port or RAG_UI__PORT")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError as err:
+        raise InputError(f"cannot listen on {host!r}: {err.strerror or err}",
+                         "give an address of this machine with --host or RAG_UI__HOST (default 127.0.0.1)") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as err:
+            reason = "the port is in use" if err.errno == errno.EADDRINUSE else str(err.strerror or err)
+            raise port_taken(host, port, reason) from None
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None, share: bool = False,
           echo: Callable[[str], None] = print) -> None:
     """Blocks until the server is stopped (Ctrl-C)."""
     from ui.app import parse_auth
 
     auth = parse_auth(settings.ui.auth)  # refuse a malformed value before loading anything
-    app = prepare(settings, echo)
     host = host or settings.ui.host
     port = port or settings.ui.port
+    check_port(host, port)  # before the minutes of loading, and before announcing the URL
+    app = prepare(settings, echo)
     if host not in LOOPBACK and not auth:
         echo(f"warning: listening on {host} without a login; set RAG_UI__AUTH=user:password to require one")
     if share:
         echo("creating a public share link (--share): anyone with the link can use this chat")
     echo(f"web chat: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
          f"{' (login required)' if auth else ''}  — Ctrl-C to stop")
-    app.launched(host=host, port=port, share=share, quiet=True)
+    try:
+        app.launched(host=host, port=port, share=share, quiet=True)
+    except OSError as err:  # taken while the models loaded: Gradio's "Cannot find empty port"
+        if "port" not in str(err).lower():
+            raise
+        raise port_taken(host, port, "the port was taken while the models loaded") from None
