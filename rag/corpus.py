@@ -180,11 +180,53 @@ _KNOWN = {"id", "title", "abstract", "authors", "year", "categories", "doi", "ar
           "urls", "update_date", "source", "extra", "authors_parsed", "versions", "url"}
 
 
+def _shape_problem(record: dict[str, Any]) -> tuple[str, str] | None:
+    """(problem, fix) when a field has a type no loader can use, e.g. ``"extra": [1, 2]``."""
+    extra = record.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        return f"`extra` must be an object, not {type(extra).__name__}", 'give `extra` as {"key": value, ...}'
+    parsed = record.get("authors_parsed")
+    if parsed is not None and not (isinstance(parsed, list) and all(
+            isinstance(a, list) and all(isinstance(p, str) for p in a) for a in parsed)):
+        return ("`authors_parsed` must be a list of [last, first, suffix] lists of strings",
+                'give e.g. [["Turing", "Alan", ""]], or use `authors`')
+    authors = record.get("authors")
+    if isinstance(authors, list) and not all(
+            isinstance(a, str) or (isinstance(a, list) and all(isinstance(p, str) for p in a)) for a in authors):
+        return "`authors` must be a string or a list of names", 'give e.g. ["Ada Lovelace", "Alan Turing"]'
+    return None
+
+
+def _encoding_problem(paper: Paper) -> str | None:
+    """Why the paper cannot be stored as UTF-8 text (a lone surrogate such as ``"\\ud800"``), or None."""
+    try:
+        json.dumps([paper.title, paper.abstract, paper.authors, paper.categories, paper.urls, paper.extra],
+                   ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"text holds a lone surrogate ({err.object[err.start:err.end]!a}), which is not a character"
+    except (RecursionError, ValueError) as err:  # a cycle or nesting too deep to store
+        return f"a field cannot be stored as JSON ({type(err).__name__})"
+    return None
+
+
 def paper_from_record(record: dict[str, Any], source: str, line: int) -> Paper | RecordError:
     """A dict in our schema or the arXiv snapshot's -> `Paper`, or the reason it is not one."""
     if not isinstance(record, dict):
         return RecordError(source, line, f"expected an object, got {type(record).__name__}")
     record = {str(k).strip().lower(): v for k, v in record.items()}
+    if problem := _shape_problem(record):
+        return RecordError(source, line, *problem)
+    try:
+        paper = _paper(record, source, line)
+    except (TypeError, ValueError, RecursionError) as err:  # a shape _shape_problem did not foresee
+        return RecordError(source, line, f"malformed record ({type(err).__name__}: {str(err)[:120]})")
+    if isinstance(paper, Paper) and (problem := _encoding_problem(paper)):
+        return RecordError(source, line, problem, "re-export the file as UTF-8 text")
+    return paper
+
+
+def _paper(record: dict[str, Any], source: str, line: int) -> Paper | RecordError:
+    """`paper_from_record` after the shape checks: lower-cased keys, known field types."""
     for key, cap in (("title", MAX_TITLE_CHARS), ("abstract", MAX_ABSTRACT_CHARS)):
         if isinstance(record.get(key), str) and len(record[key]) > cap:
             return RecordError(source, line, f"{key} is {len(record[key]):,} characters, over the limit of {cap:,}",
@@ -230,7 +272,7 @@ def _read_text(path: Path) -> str:
         line = data[: err.start].count(b"\n") + 1
         raise CorpusError(
             f"{path}:{line}: not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})",
-            f"convert it, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`",
+            f"convert it, e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}-utf8{path.suffix}`",
         ) from None
 
 
@@ -262,6 +304,12 @@ def load_jsonl(path: Path) -> Iterator[Paper | RecordError]:
             except json.JSONDecodeError as err:
                 yield RecordError(str(path), n, f"bad JSON ({err.msg}, column {err.colno})")
                 continue
+            except RecursionError:
+                yield RecordError(str(path), n, "bad JSON (nested too deeply to read)", "flatten the record")
+                continue
+            except ValueError as err:  # e.g. an integer past Python's 4,300-digit limit
+                yield RecordError(str(path), n, f"bad JSON ({str(err)[:120]})")
+                continue
             yield paper_from_record(record, str(path), n)
 
 
@@ -271,17 +319,48 @@ def load_json(path: Path) -> Iterator[Paper | RecordError]:
     if not text.lstrip().startswith("["):
         yield from load_jsonl(path)
         return
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise CorpusError(f"{path}:{err.lineno}: bad JSON ({err.msg})", "fix the JSON syntax at that line") from None
-    decoder, pos = json.JSONDecoder(), text.index("[") + 1
-    for record in records:  # re-scan to find where each element starts
-        while text[pos] in " \t\r\n,":
-            pos += 1
-        line = text.count("\n", 0, pos) + 1
-        _, pos = decoder.raw_decode(text, pos)
+    for line, record in array_elements(text, str(path)):
         yield paper_from_record(record, str(path), line)
+
+
+_WS = re.compile(r"[ \t\r\n]*")
+
+
+def array_elements(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    r"""(line, value) for each element of the JSON array that ``text`` holds, in one linear pass.
+
+    Elements are decoded one at a time (``raw_decode``) and line numbers advance by the newlines
+    between them, so a 100k-element array costs what the same JSON Lines file does. Broken syntax
+    (or an element nested too deeply to decode) raises `CorpusError` at its line: past it, element
+    boundaries are unknown.
+
+    >>> [line for line, _ in array_elements('[{"a": 1},\n {"b": 2}]', "x.json")]
+    [1, 2]
+    """
+    decoder, pos, line, counted = json.JSONDecoder(), text.index("[") + 1, 1, 0
+
+    def fail(at: int, message: str, fix: str = "fix the JSON syntax at that line") -> CorpusError:
+        at_line = line + text.count("\n", counted, at)
+        return CorpusError(f"{source}:{at_line}: bad JSON ({message})", fix)
+
+    pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+    expect_value = not text.startswith("]", pos)
+    while expect_value:
+        line, counted = line + text.count("\n", counted, pos), pos
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            raise fail(err.pos, err.msg) from None
+        except RecursionError:
+            raise fail(pos, "an element is nested too deeply to read", "flatten that element") from None
+        yield line, value
+        pos = _WS.match(text, end).end()  # type: ignore[union-attr]
+        if not text.startswith((",", "]"), pos):
+            raise fail(pos, "expected ',' or ']' after an element")
+        expect_value = text[pos] == ","
+        pos = _WS.match(text, pos + 1).end() if expect_value else pos  # type: ignore[union-attr]
+    if text[pos + 1:].strip():
+        raise fail(pos + 1, "text after the closing ']'")
 
 
 def load_csv(path: Path) -> Iterator[Paper | RecordError]:
@@ -290,6 +369,9 @@ def load_csv(path: Path) -> Iterator[Paper | RecordError]:
     dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
     reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
     header = {h.strip().lower() for h in reader.fieldnames or [] if h}
+    if clash := _same_name_columns(reader.fieldnames or []):
+        raise CorpusError(f"{path}:1: CSV columns {' and '.join(map(repr, clash))} differ only in case or spaces",
+                          "rename or remove one of them, so each column has its own name")
     if not {"title", "abstract"} <= header:
         raise CorpusError(
             f"{path}:1: CSV header {sorted(header)} lacks a title or abstract column",
@@ -311,6 +393,15 @@ def load_csv(path: Path) -> Iterator[Paper | RecordError]:
             record["extra_columns"] = row[None]
         yield paper_from_record(record, str(path), start)
         start = reader.line_num + 1
+
+
+def _same_name_columns(names: Iterable[str | None]) -> list[str]:
+    """The first group of header names that are one column to us (``title`` and ``Title``), or []."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        if name:
+            groups.setdefault(name.strip().lower(), []).append(name)
+    return next((group for group in groups.values() if len(group) > 1), [])
 
 
 def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
@@ -365,12 +456,21 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path
 
 
+def is_blank(path: Path, block: int = 1 << 16) -> bool:
+    """True when the file holds nothing but whitespace (read in blocks: it stops at the first text)."""
+    with path.open("rb") as fh:
+        while data := fh.read(block):
+            if data.strip():
+                return False
+    return True
+
+
 def load_file(path: Path) -> Iterator[Paper | RecordError]:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise CorpusError(f"{path}: unknown extension {path.suffix or '(none)'!r}",
                           f"use one of {', '.join(sorted(FORMATS))}")
-    if path.stat().st_size == 0 or not path.read_bytes()[:4096].strip():
+    if is_blank(path):
         raise CorpusError(f"{path}: file is empty", "give a file with at least one paper")
     yield from LOADERS[fmt](path)
 

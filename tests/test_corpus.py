@@ -131,3 +131,86 @@ def test_folder_loading_and_round_trip(tmp_path: Path) -> None:
     again = load_paths([tmp_path])
     assert list(again.papers) == list(report.papers)
     assert [p.authors for p in again.papers.values()] == [p.authors for p in report.papers.values()]
+
+
+# ---------------------------------------------------------------- hostile and careless input (issue 16)
+
+GOOD = '{"title": "A good paper", "abstract": "It is fine."}'
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ('{"a": ' * 100_000 + "1" + "}" * 100_000, "nested"),
+    ("[" * 100_000 + "]" * 100_000, "nested"),
+    ('{"title": "T1", "abstract": "A1", "extra": "notadict"}', "`extra`"),
+    ('{"title": "T2", "abstract": "A2", "extra": [1, 2]}', "`extra`"),
+    ('{"title": "T3", "abstract": "A3", "authors_parsed": 5}', "`authors_parsed`"),
+    ('{"title": "T4", "abstract": "A4", "authors": [[1, 2]]}', "`authors`"),
+    ('{"title": "Lone \\ud800 surrogate", "abstract": "A5"}', "surrogate"),
+    ('{"title": "T6", "abstract": "A6", "extra": {"note": "\\udfff"}}', "surrogate"),
+    ('{"title": "T7", "abstract": "A7", "year": ' + "9" * 5000 + "}", "bad JSON"),
+])
+def test_one_bad_jsonl_record_is_rejected_and_the_rest_loads(tmp_path: Path, bad: str, reason: str) -> None:
+    path = tmp_path / "hostile.jsonl"
+    path.write_text(f"{GOOD}\n{bad}\n" + GOOD.replace("good", "second") + "\n", encoding="utf-8")
+    papers, errors = split(path)
+    assert [p.title for p in papers] == ["A good paper", "A second paper"]
+    assert len(errors) == 1 and errors[0].line == 2 and reason in str(errors[0]), errors
+    assert str(errors[0]).startswith(f"{path}:2: ")
+
+
+def test_hostile_records_through_ingest_cli_exit_1_not_internal_error(tmp_path: Path) -> None:
+    from .conftest import run_cli
+
+    path = tmp_path / "hostile.jsonl"
+    lines = [GOOD, '{"a": ' * 100_000 + "1" + "}" * 100_000, '{"title": "T", "abstract": "A", "extra": [1, 2]}',
+             '{"title": "T", "abstract": "A", "authors_parsed": 5}', '{"title": "\\ud800", "abstract": "A"}']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run_cli("ingest", str(path))
+    assert result.returncode == 1, result.stderr
+    assert "1 new" in result.stdout and "4 rejected" in result.stdout
+    assert all(f"hostile.jsonl:{n}" in result.stderr for n in (2, 3, 4, 5))
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_blank_lines_before_a_record_are_not_an_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "spaced.jsonl"
+    path.write_text("\n" * 5000 + GOOD + "\n", encoding="utf-8")
+    papers, errors = split(path)
+    assert [p.title for p in papers] == ["A good paper"] and not errors
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n \t\n" * 5000, encoding="utf-8")
+    with pytest.raises(CorpusError, match="is empty"):
+        load_paths([blank])
+
+
+def test_csv_with_title_and_Title_columns_is_an_error_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "two-titles.csv"
+    path.write_text("title,abstract,Title\nFirst,An abstract.,Second\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="'title' and 'Title'") as info:
+        load_paths([path])
+    assert "rename" in info.value.fix
+
+
+def test_json_array_reports_element_lines_and_loads_in_linear_time(tmp_path: Path) -> None:
+    import json
+    import time
+
+    records = [{"title": f"Paper number {i}", "abstract": f"Abstract {i} text."} for i in range(20_000)]
+    array, lines = tmp_path / "a.json", tmp_path / "a.jsonl"
+    array.write_text("[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]\n", encoding="utf-8")
+    lines.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    timings, loaded = {}, {}
+    for path in (array, lines):
+        started = time.perf_counter()
+        loaded[path.suffix] = list(load_file(path))
+        timings[path.suffix] = time.perf_counter() - started
+    assert [p.title for p in loaded[".json"]] == [p.title for p in loaded[".jsonl"]]
+    assert timings[".json"] < 2 * timings[".jsonl"] + 0.5, timings  # quadratic: 5 s against 0.2 s
+
+
+def test_json_array_bad_element_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "arr.json"
+    path.write_text('[\n  {"title": "A", "abstract": "B"},\n  {"title": "C", "abstract": "D", "extra": 3},\n  5\n]\n',
+                    encoding="utf-8")
+    papers, errors = split(path)
+    assert [p.title for p in papers] == ["A"] and [e.line for e in errors] == [3, 4]

@@ -111,8 +111,9 @@ def load_staged(staged: list[StagedFile]) -> tuple[LoadReport, list[str]]:
                 else:
                     item.source = f"upload:{s.display}"
                 report.add(item)
-        except RagError as err:  # the whole file cannot be read
-            refused.append(err.user_message().replace(prefix, s.display))
+        except RagError as err:  # the whole file cannot be read: name the user's file, never our copy
+            refused.append(err.user_message().replace(prefix, s.display).replace(s.path.name, s.display)
+                           .replace(s.path.stem, Path(s.display).stem))
     return report, refused
 
 
