@@ -195,6 +195,21 @@ class UISettings(BaseModel):
     concurrency: int = Field(4, ge=1, description="Answers generated at once.")
 
 
+class APISettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Interface `rag api` (and `rag mcp --transport http`) binds to; "
+                      "any other than loopback requires `token`.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of `rag api`.")
+    token: str | None = Field(
+        None, description="Bearer token every API request must carry (`Authorization: Bearer TOKEN`) when set; "
+        "required to listen on a non-loopback address. None: no token (loopback only)."
+    )
+    markdown_sources: bool = Field(
+        True, description="Append the cited papers as a Markdown list to each answer's text, for chat clients that "
+        "show only the text (the `citations` field carries them either way)."
+    )
+    max_body_mb: float = Field(1.0, gt=0, description="Largest request body accepted, in MB (413 above it).")
+
+
 class Settings(BaseSettings):
     """All configuration. ``Settings()`` reads the environment."""
 
@@ -210,6 +225,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     answer: AnswerSettings = AnswerSettings()
     ui: UISettings = UISettings()
+    api: APISettings = APISettings()
 
     @property
     def chroma_dir(self) -> Path:

@@ -1,0 +1,360 @@
+"""What the OpenAI-compatible API (`ui.api`) and the MCP server (`ui.mcp_server`) share: one
+`PaperService` over the library, returning plain dicts so both interfaces show the same fields.
+
+- papers: lookup by id in the index's paper records, BibTeX (`rag.chat.paper_bibtex`);
+- search: `Retriever.search` -> the items of ``rag search --json``;
+- answers: a request's messages become a `rag.chat.Conversation` whose earlier turns are
+  *replayed* without calling any model (question and answer text as written by the client), so
+  the follow-up is condensed, the history bounded and the citation numbers kept exactly as in
+  ``rag chat``. A client sends back no citations, only text: the Markdown source list this
+  module appends to answers (``- [n] [Title](url) · `paper-id```) is read back to restore the
+  earlier turn's cited papers and their numbers; without it, the rule condensation falls back
+  to the earlier question's key terms;
+- model names: ``paper-rag`` = the configured backend and model; a backend name (``extractive``,
+  ``ollama`` ...); a bundled model name; ``BACKEND/MODEL``; any other name is a model the
+  configured Ollama / OpenAI-compatible server serves. GGUF paths are refused unless configured
+  (a remote client must not make the server load arbitrary files);
+- a concurrency bound (`Slots`, ``settings.ui.concurrency`` as in the web chat): a full bound
+  is refused at once (`BusyError`), as OpenAI's rate limits are; clients retry.
+
+Left out: HTTP and MCP framing, authentication (the interfaces), similar papers and library
+management (not built yet).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rag import models
+from rag.answer import MAX_QUESTION_CHARS, Answer, Answerer, Citation, Event, marked_answer
+from rag.chat import Conversation, Turn, paper_bibtex
+from rag.corpus import Paper, clean_text
+from rag.errors import InputError, RagError
+from rag.retrieval import Filters
+from rag.settings import Settings
+from ui.shared import AnswererPool
+
+DEFAULT_MODEL = "paper-rag"
+BACKENDS = ("auto", "ollama", "openai", "llamacpp", "extractive")
+ROLES = ("system", "developer", "user", "assistant")
+SOURCES_HEADING = "**Sources**"
+NEAREST_HEADING = "**Nearest papers** (none cited)"
+_SOURCE_LINE = re.compile(r"^- \[(\d+)\] .*`([^`\n]+)`\s*$", re.M)
+
+
+def _param(err: InputError, param: str) -> InputError:
+    """The error naming the request field it is about (the API reports it as OpenAI's ``param``)."""
+    err.param = param  # type: ignore[attr-defined]
+    return err
+
+
+class NotFoundError(InputError):
+    """An unknown paper id or model name."""
+
+
+class TooLargeError(InputError):
+    """A request or a question over its size limit."""
+
+
+class BusyError(RagError):
+    """Every answer slot is taken."""
+
+    fix = "retry in a moment (RAG_UI__CONCURRENCY bounds the answers generated at once)"
+
+
+class AnswerStream:
+    """An answer's events holding one answer slot, given back exactly once: at the end, on an
+    error, or on `close` (a client that went away, even before the first event)."""
+
+    def __init__(self, events: Iterator[Event], release: Callable[[], None]) -> None:
+        self._events, self._release, self._open = events, release, True
+
+    def __iter__(self) -> AnswerStream:
+        return self
+
+    def __next__(self) -> Event:
+        try:
+            return next(self._events)
+        except BaseException:  # StopIteration included
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                self._events.close()  # type: ignore[attr-defined]
+            finally:
+                self._release()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Slots:
+    """At most ``size`` answers at once; `take` refuses instead of queueing.
+
+    >>> slots = Slots(1); slots.take(); slots.take()
+    Traceback (most recent call last):
+    ...
+    ui.service.BusyError: 1 answer is already being generated (the limit)
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free = threading.BoundedSemaphore(size)
+
+    def take(self) -> None:
+        if not self._free.acquire(blocking=False):
+            raise BusyError(f"{self.size} answer{'s are' if self.size != 1 else ' is'} already being generated "
+                            "(the limit)")
+
+    def give(self) -> None:
+        self._free.release()
+
+
+@dataclass
+class ChatMessage:
+    role: str
+    content: str
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def _md(text: str) -> str:
+    return re.sub(r"([\[\]`*_<>])", r"\\\1", text)
+
+
+def citation_item(citation: Citation, threshold: float) -> dict[str, Any]:
+    """One cited paper as ``rag ask --json`` has it, plus ``url`` (its first link) and ``supported``
+    (every answer sentence citing it is supported by its abstract)."""
+    item = citation.as_dict()
+    item["url"] = citation.paper.links[0] if citation.paper.links else None
+    item["supported"] = bool(citation.evidence) and all(e.score >= threshold for e in citation.evidence)
+    return item
+
+
+def sources_markdown(answer: Answer) -> str:
+    """The cited papers as a Markdown list (read back by `replay`), or the nearest ones on abstention."""
+    def line(c: Citation, numbered: bool) -> str:
+        title = f"[{_md(c.paper.title)}]({c.paper.links[0]})" if c.paper.links else _md(c.paper.title)
+        year = f" ({c.paper.year})" if c.paper.year else ""
+        return f"- {f'[{c.number}] ' if numbered else ''}{title}{year} · `{c.paper.id}`"
+
+    if answer.citations:
+        return "\n".join([SOURCES_HEADING, "", *(line(c, True) for c in answer.citations)])
+    if answer.abstained and answer.also_retrieved:
+        return "\n".join([NEAREST_HEADING, "", *(line(c, False) for c in answer.also_retrieved[:3])])
+    return ""
+
+
+def split_sources(text: str) -> tuple[str, list[tuple[int, str]]]:
+    """(answer text without an appended source list, its (number, paper id) pairs).
+
+    >>> split_sources("A [1].\\n\\n**Sources**\\n\\n- [1] [T](https://x) (2024) · `arxiv:2401.1`")
+    ('A [1].', [(1, 'arxiv:2401.1')])
+    """
+    for heading in (SOURCES_HEADING, NEAREST_HEADING):
+        at = text.rfind("\n\n" + heading)
+        if at >= 0:
+            tail = text[at:]
+            pairs = [(int(n), pid) for n, pid in _SOURCE_LINE.findall(tail)] if heading == SOURCES_HEADING else []
+            return text[:at].rstrip(), pairs
+    return text.rstrip(), []
+
+
+# ------------------------------------------------------------------ the service
+
+
+class PaperService:
+    """Papers, search and answers over one index, safe to call from several threads."""
+
+    def __init__(self, settings: Settings, pool: AnswererPool | None = None, embedder: Any | None = None,
+                 backend: Any | None = None) -> None:
+        self.settings = settings
+        self.pool = pool or AnswererPool(settings, embedder=embedder, backend=backend)
+        self.slots = Slots(settings.ui.concurrency)
+
+    # ---------------------------------------------------------- papers and search
+
+    def paper(self, paper_id: str) -> Paper:
+        paper = self.pool.retriever.index().papers.get(paper_id)
+        if paper is None:
+            raise NotFoundError(f"no paper with id {paper_id!r} in the index",
+                                "use an id from a search result (paper_id), e.g. arxiv:2406.06563 or title:<hash>")
+        return paper
+
+    @staticmethod
+    def paper_dict(paper: Paper) -> dict[str, Any]:
+        data = {k: v for k, v in paper.to_dict().items() if k != "source"}
+        return {**data, "links": paper.links, "url": paper.links[0] if paper.links else None}
+
+    def bibtex(self, paper_ids: Sequence[str]) -> str:
+        return "\n".join(paper_bibtex(self.paper(pid)) for pid in paper_ids)
+
+    def search(self, query: str, k: int | None = None, year: str | int | None = None, author: str | None = None,
+               category: str | None = None) -> dict[str, Any]:
+        """``{"query", "results": [rag search --json items], "notices", "empty_because"}``."""
+        if k is not None and not 1 <= k <= 100:
+            raise _param(InputError(f"k={k} is out of range", "ask for 1 to 100 papers"), "k")
+        result = self.pool.retriever.search(query, k=k, filters=self.filters(year, author, category))
+        return {"query": result.query, "results": [h.as_dict() for h in result.hits], "notices": result.notices,
+                "empty_because": result.empty_because}
+
+    @staticmethod
+    def filters(year: str | int | None, author: str | None, category: str | None) -> Filters | None:
+        if year is None and not author and not category:
+            return None
+        try:
+            lo, hi = Filters.parse_years(str(year)) if year not in (None, "") else (None, None)
+        except ValueError:
+            raise _param(InputError(f"year {year!r} is not a year or a range",
+                                    "use YEAR, FROM..TO, FROM.. or ..TO (e.g. 2023..2025)"), "year") from None
+        return Filters(lo, hi, author or None, category or None)
+
+    # ---------------------------------------------------------- models
+
+    def models(self) -> list[str]:
+        configured = self.settings.llm.model
+        names = [DEFAULT_MODEL, *BACKENDS, *models.BUNDLED]
+        return list(dict.fromkeys([*names, *([configured] if configured else [])]))
+
+    def resolve(self, model: str | None) -> tuple[Answerer, str | None]:
+        """(answerer, backend name or None for the configured one) for an API model name."""
+        name = (model or DEFAULT_MODEL).strip()
+        if name == DEFAULT_MODEL:
+            return self.pool.default, None
+        if name in BACKENDS:
+            return self.pool.default, name
+        head, _, tail = name.partition("/")
+        backend, wanted = (head, tail) if head in BACKENDS and tail else (None, name)
+        if wanted.lower().endswith(".gguf") and wanted != self.settings.llm.model:
+            raise _param(NotFoundError(f"the model {wanted!r} is not served here",
+                                       "GGUF files are chosen by whoever starts the server (RAG_LLM__MODEL); "
+                                       "GET /v1/models lists the names to use"), "model")
+        if backend == "extractive":
+            return self.pool.default, "extractive"
+        if backend is None:
+            configured = self.settings.llm.backend
+            backend = "llamacpp" if models.is_local_model(wanted) else \
+                (configured if configured in ("ollama", "openai") else "ollama")
+        return (self.pool.default if wanted == self.settings.llm.model else self.pool.get(wanted)), backend
+
+    def check_backend(self, answerer: Answerer, backend: str | None) -> None:
+        """Resolve (and so check) the backend now, so a missing model fails before a response starts."""
+        from rag.llm import ModelNotFoundError
+
+        try:
+            answerer.backend_for(backend)
+        except ModelNotFoundError as err:
+            raise _param(NotFoundError(str(err), err.fix or "GET /v1/models lists the names to use"), "model") from err
+
+    # ---------------------------------------------------------- answers
+
+    @staticmethod
+    def check_messages(messages: Sequence[ChatMessage]) -> str:
+        """The question (the last message, from the user); raises `InputError` / `TooLargeError`."""
+        if not messages:
+            raise _param(InputError("messages is empty", "send at least one message with role 'user'"), "messages")
+        for i, m in enumerate(messages):
+            if m.role not in ROLES:
+                raise _param(InputError(f"messages[{i}].role is {m.role!r}",
+                                        f"use one of {', '.join(ROLES)} (tools are not supported)"),
+                             f"messages.{i}.role")
+            if m.role == "user" and len(clean_text(m.content)) > MAX_QUESTION_CHARS:
+                raise _param(TooLargeError(f"messages[{i}] is {len(m.content):,} characters long "
+                                           f"(limit {MAX_QUESTION_CHARS:,} per question)",
+                                           "ask a shorter question; put long text in a corpus file instead"),
+                             f"messages.{i}.content")
+        if messages[-1].role != "user":
+            raise _param(InputError(f"the last message has role {messages[-1].role!r}",
+                                    "end the conversation with the user's question"), "messages")
+        question = clean_text(messages[-1].content)
+        if not question:
+            raise _param(InputError("the last user message is empty", "type a question about the papers"),
+                         f"messages.{len(messages) - 1}.content")
+        return question
+
+    def replay(self, answerer: Answerer, history: Sequence[ChatMessage]) -> Conversation:
+        """A `Conversation` holding the earlier (user, assistant) pairs as turns, without any model call.
+
+        System messages are ignored (paper-rag's own prompt governs answers); a user message with no
+        reply after it is dropped. Cited papers and their numbers come back from the source lists."""
+        conversation = Conversation(answerer)
+        papers = answerer.retriever.index().papers
+        question: str | None = None
+        for m in history:
+            if m.role == "user":
+                question = clean_text(m.content) or None
+            elif m.role == "assistant" and question is not None:
+                text, pairs = split_sources(m.content)
+                cited = [Citation(n, papers[pid], True, 0.0) for n, pid in pairs if pid in papers]
+                answer = Answer(question=question, query=question, answer=text, citations=cited)
+                conversation.turns.append(Turn(question, question, "none", answer))
+                conversation.numbers.update({c.paper.id: c.number for c in cited})
+                question = None
+        return conversation
+
+    def stream(self, messages: Sequence[ChatMessage], model: str | None = None, temperature: float | None = None,
+               max_tokens: int | None = None, k: int | None = None) -> tuple[str, AnswerStream]:
+        """Check everything that can fail before an answer starts, take a slot, then return
+        (the question, its events). The slot is given back when the events end or are closed."""
+        question = self.check_messages(messages)
+        answerer, backend = self.resolve(model)
+        if max_tokens is not None and max_tokens < answerer.settings.llm.max_new_tokens:
+            answerer = self._with_max_tokens(answerer, max_tokens)
+        self.check_backend(answerer, backend)
+        conversation = self.replay(answerer, messages[:-1])
+        self.slots.take()
+        events = conversation.stream(question, backend=backend, temperature=temperature, k=k)
+        return question, AnswerStream(events, self.slots.give)
+
+    def ask(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Answer:
+        _, events = self.stream(messages, **kwargs)
+        answer = None
+        for event in events:
+            answer = event.answer or answer
+        assert answer is not None
+        return answer
+
+    @staticmethod
+    def _with_max_tokens(answerer: Answerer, max_tokens: int) -> Answerer:
+        """The answerer with a lower answer-length bound: a shallow copy sharing models and caches.
+        ``max_tokens`` only lowers ``RAG_LLM__MAX_NEW_TOKENS`` (the prompt budget assumes it)."""
+        import copy
+
+        clone = copy.copy(answerer)
+        cfg = answerer.settings
+        clone.settings = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"max_new_tokens": max_tokens})})
+        return clone
+
+    def answer_dict(self, answer: Answer) -> dict[str, Any]:
+        """What every interface reports besides the text: citations (with ``url`` and ``supported``)
+        and the answer's provenance."""
+        threshold = self.settings.answer.support_threshold
+        return {
+            "answer": answer.answer, "citations": [citation_item(c, threshold) for c in answer.citations],
+            "also_retrieved": [{"number": c.number, "paper_id": c.paper.id, "title": c.paper.title,
+                                "url": c.paper.links[0] if c.paper.links else None} for c in answer.also_retrieved],
+            "abstained": answer.abstained, "abstain_reason": answer.abstain_reason, "incomplete": answer.incomplete,
+            "error": answer.error, "backend": answer.backend, "model": answer.model, "notes": answer.notes,
+            "query": answer.query,
+            "unsupported_sentences": [s.text for s in answer.unsupported if s.claim],
+        }
+
+    @staticmethod
+    def answer_text(answer: Answer, markdown: bool, sources: bool = True) -> str:
+        """The checked answer with flagged sentences marked (``markdown``: `` ⚠ *unsupported*``, else
+        ``[unsupported]``), then, with ``markdown`` and ``sources``, the source list."""
+        text = marked_answer(answer, "markdown" if markdown else "plain")
+        listed = sources_markdown(answer) if markdown and sources else ""
+        return f"{text}\n\n{listed}" if listed else text
+
+
+__all__ = ["AnswerStream", "BusyError", "ChatMessage", "NotFoundError", "PaperService", "Slots", "TooLargeError",
+           "sources_markdown", "split_sources"]
