@@ -421,6 +421,35 @@ def serve(
 
 
 @app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1; any other needs "
+                                                  "RAG_API__TOKEN).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+) -> None:
+    """Serve the OpenAI-compatible API (/v1/chat/completions, /v1/search, /v1/papers/ID ...)."""
+    from ui.api import serve as serve_api
+
+    serve_api(settings(), host=host, port=port, echo=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+@app.command()
+def mcp(
+    transport: Annotated[str, typer.Option(help="stdio (for a client that spawns this command) or http "
+                                                "(streamable HTTP at /mcp).")] = "stdio",
+    host: Annotated[str | None, typer.Option(help="HTTP interface (default 127.0.0.1; any other needs "
+                                                  "RAG_API__TOKEN).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default 8001).")] = None,
+) -> None:
+    """Serve the MCP server: tools search_papers, ask, get_paper, export_bibtex; resources paper://ID."""
+    from ui.mcp_server import serve as serve_mcp
+
+    if transport not in ("stdio", "http"):
+        raise typer.BadParameter(f"--transport {transport!r}: use stdio or http")
+    serve_mcp(settings(), transport=transport, host=host, port=port,
+              echo=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+@app.command()
 def bench(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/bench-<timestamp>).")] = None,
     scale: Annotated[str, typer.Option(help="Synthetic corpus sizes for the scale step, e.g. 10000,30000,100000.")]

@@ -1,0 +1,240 @@
+"""``rag mcp``: paper-rag as an MCP server (the official ``mcp`` SDK, v2 ``MCPServer``), over stdio
+for clients that spawn it, or streamable HTTP at ``/mcp``.
+
+Tools (read-only), each returning structured content (the same fields as the HTTP API, see
+`ui.service`) with a text rendering for the model to read:
+
+- ``search_papers(query, k, year, author, category)`` -> ``{query, results: [rag search --json items], ...}``
+- ``ask(question, history?, k?)`` -> the answer with its citations (``history``: earlier
+  ``{role, content}`` messages, condensed as in ``rag chat``)
+- ``get_paper(id)`` -> the paper record; ``export_bibtex(ids)`` -> ``{ids, bibtex}``
+
+and each paper as a resource, ``paper://{id}`` (a template: Markdown of the record). Library
+errors (unknown id, empty question, every answer slot busy) come back as tool errors carrying their
+fix. Over HTTP the server binds to 127.0.0.1 unless told otherwise and requires ``RAG_API__TOKEN``
+as a bearer token whenever it is set (always on a non-loopback address). Left out: similar papers,
+prompts, sampling, OAuth.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from rag.corpus import Paper
+from rag.errors import RagError
+from rag.settings import Settings
+from ui.service import ChatMessage, NotFoundError, PaperService
+
+DEFAULT_HTTP_PORT = 8001
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+
+# ------------------------------------------------------------------ structured results
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class SearchHit(_Out):
+    paper_id: str
+    title: str
+    score: float
+    year: int | None = None
+    authors: list[str] = []
+    links: list[str] = []
+    snippet: str = ""
+
+
+class SearchOutput(_Out):
+    query: str
+    results: list[SearchHit]
+    notices: list[str] = []
+    empty_because: str | None = None
+
+
+class CitationOut(_Out):
+    number: int
+    paper_id: str
+    title: str
+    url: str | None = None
+    supported: bool
+    evidence: list[dict[str, Any]] = []
+
+
+class AskOutput(_Out):
+    answer: str
+    citations: list[CitationOut]
+    abstained: bool
+    backend: str
+    model: str
+
+
+class PaperOut(_Out):
+    id: str
+    title: str
+    abstract: str
+    authors: list[str] = []
+    year: int | None = None
+    url: str | None = None
+    links: list[str] = []
+
+
+class BibtexOut(_Out):
+    ids: list[str]
+    bibtex: str
+
+
+class HistoryMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+def _result(data: dict[str, Any], text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Library errors as tool errors the client's model can read (problem + fix)."""
+    try:
+        return fn(*args, **kwargs)
+    except RagError as err:
+        raise ToolError(err.user_message()) from None
+
+
+def render_search(data: dict[str, Any]) -> str:
+    if not data["results"]:
+        why = f": {data['empty_because']}" if data["empty_because"] else "."
+        return f"No papers found for {data['query']!r}{why}"
+    lines = []
+    for rank, hit in enumerate(data["results"], 1):
+        year = f" ({hit['year']})" if hit.get("year") else ""
+        lines.append(f"{rank}. {hit['title']}{year} [id: {hit['paper_id']}] score {hit['score']:.3f}\n"
+                     f"   {hit['snippet'][:300]}")
+    return "\n".join(lines)
+
+
+def render_paper(paper: Paper) -> str:
+    year = f" ({paper.year})" if paper.year else ""
+    meta = [", ".join(paper.authors), *paper.links[:3], f"id: {paper.id}"]
+    return "\n".join([f"# {paper.title}{year}", *[m for m in meta if m], "", paper.abstract])
+
+
+# ------------------------------------------------------------------ the server
+
+
+def build_server(settings: Settings, service: PaperService | None = None) -> MCPServer:
+    service = service or PaperService(settings)
+    server = MCPServer("paper-rag", log_level="WARNING", title="paper-rag: cited answers over research-paper abstracts",
+                       instructions="Search the indexed research-paper abstracts, read papers, and ask questions "
+                       "answered only from them: every claim cites its papers as [n] (see `citations`); "
+                       "the answer 'The provided papers do not answer this question.' means they do not.")
+
+    @server.tool(annotations=READ_ONLY)
+    def search_papers(
+        query: Annotated[str, Field(description="Keywords, a title, or a question.")],
+        k: Annotated[int, Field(ge=1, le=100, description="Number of papers.")] = 5,
+        year: Annotated[str | None, Field(description="Year or range: 2024, 2023..2025, 2023.., ..2020.")] = None,
+        author: Annotated[str | None, Field(description="Author name (substring, any case).")] = None,
+        category: Annotated[str | None, Field(description="Category, e.g. cs.CL.")] = None,
+    ) -> Annotated[CallToolResult, SearchOutput]:
+        """Ranked papers for a query (hybrid dense + BM25 search), with scores and the best snippet."""
+        data = _call(service.search, query, k, year, author, category)
+        return _result(data, render_search(data))
+
+    @server.tool(annotations=READ_ONLY)
+    def ask(
+        question: Annotated[str, Field(description="A question about the indexed papers.")],
+        history: Annotated[list[HistoryMessage] | None, Field(
+            description="Earlier turns of the conversation, oldest first (their answers as this tool returned them).")]
+        = None,
+        k: Annotated[int | None, Field(ge=1, le=100, description="Papers given to the answer step.")] = None,
+    ) -> Annotated[CallToolResult, AskOutput]:
+        """Answer from the papers only, citing them as [n]; `citations` maps each number to its paper with the
+        abstract sentences that support the answer (`supported` false: not backed by that abstract)."""
+        messages = [ChatMessage(m.role, m.content) for m in history or []] + [ChatMessage("user", question)]
+        answer = _call(service.ask, messages, k=k)
+        return _result(service.answer_dict(answer), service.answer_text(answer, markdown=True))
+
+    @server.tool(annotations=READ_ONLY)
+    def get_paper(id: Annotated[str, Field(description="A paper id from search results, e.g. arxiv:2406.06563.")]
+                  ) -> Annotated[CallToolResult, PaperOut]:
+        """One paper's record: title, abstract, authors, year, links."""
+        paper = _call(service.paper, id)
+        return _result(service.paper_dict(paper), render_paper(paper))
+
+    @server.tool(annotations=READ_ONLY)
+    def export_bibtex(ids: Annotated[list[str], Field(min_length=1, description="Paper ids.")]
+                      ) -> Annotated[CallToolResult, BibtexOut]:
+        """BibTeX entries for the given papers (every id must exist)."""
+        text = _call(service.bibtex, ids)
+        return _result({"ids": ids, "bibtex": text}, text)
+
+    @server.resource("paper://{+paper_id}", name="paper", mime_type="text/markdown",
+                     description="A paper's record as Markdown (title, authors, links, abstract).")
+    def paper_resource(paper_id: str) -> str:
+        try:
+            return render_paper(service.paper(paper_id))
+        except NotFoundError as err:
+            raise ResourceNotFoundError(err.user_message()) from None
+
+    @server.custom_route("/health", methods=["GET"])
+    async def health(_: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"status": "ok"})
+
+    return server
+
+
+class BearerToken:
+    """ASGI middleware: every HTTP request but ``/health`` carries ``Authorization: Bearer TOKEN``."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app, self.expected = app, f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] != "/health":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                body = json.dumps({"error": {"message": "missing or incorrect bearer token (RAG_API__TOKEN)",
+                                             "type": "invalid_request_error", "param": None,
+                                             "code": "invalid_api_key"}}).encode()
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def serve(settings: Settings, transport: str = "stdio", host: str | None = None, port: int | None = None,
+          echo: Callable[[str], None] = print) -> None:
+    """Blocks until the client disconnects (stdio) or the server is stopped (http, Ctrl-C)."""
+    server = build_server(settings)
+    if transport == "stdio":
+        server.run("stdio")
+        return
+    import uvicorn
+
+    from ui.api import check_exposure
+
+    host = host or settings.api.host
+    port = port or DEFAULT_HTTP_PORT
+    check_exposure(host, settings.api.token)
+    app: Any = server.streamable_http_app(host=host)
+    if settings.api.token:
+        app = BearerToken(app, settings.api.token)
+    echo(f"MCP server (streamable HTTP): http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/mcp"
+         f"{' (token required)' if settings.api.token else ''}  — Ctrl-C to stop")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+__all__ = ["build_server", "serve"]
