@@ -117,7 +117,8 @@ def parse_filters(year: str | None, author: str | None, category: str | None,
 
 
 YearOpt = Annotated[str | None, typer.Option("--year", help="Year or range: 2024, 2023..2025, 2023.., ..2020.")]
-AuthorOpt = Annotated[str | None, typer.Option("--author", help="Author name (substring, any case).")]
+AuthorOpt = Annotated[str | None, typer.Option(
+    "--author", help="Author name (substring; any case, accents optional: Scholkopf finds Schölkopf).")]
 CategoryOpt = Annotated[str | None, typer.Option("--category", help="Category, e.g. cs.CL.")]
 KOpt = Annotated[int | None, typer.Option("-k", help="Number of papers.")]
 

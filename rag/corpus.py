@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import io
 import json
 import re
@@ -41,6 +42,9 @@ _ARXIV_OLD = re.compile(r"^(?:arxiv:)?([a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?$"
 _DOI = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:)?(10\.\d{4,9}/\S+)$", re.I)
 _URL = re.compile(r"""(?:https?://|(?<![\w/.])(?:www\.|github\.com/|huggingface\.co/))[^\s<>"'()\[\]{}]+""", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_LATEX = re.compile(r"\\(?:[A-Za-z]+|[\"'`^~=.&%$#_{}])")  # a command (\"o, \v c, \%, \emph) marks LaTeX
+_LITERAL = re.compile(r"(?<!\\)([%&])")  # unescaped % and & are literal here: no comments, no table columns
 # Longest accepted fields: arXiv caps abstracts at 1,920 characters; a 50 MB "abstract" would
 # otherwise take an hour to chunk and embed. Checked before any text processing.
 MAX_ABSTRACT_CHARS = 50_000
@@ -115,11 +119,51 @@ def clean_text(text: str) -> str:
     return " ".join(_CONTROL.sub(" ", text).split())
 
 
+def decode_markup(text: str, latex: bool | None = None) -> str:
+    """HTML entities and LaTeX (BibTeX, the arXiv snapshot) -> Unicode; plain text is returned as is.
+
+    ``latex=None`` decodes LaTeX only when the text holds a LaTeX command, so ``40% of $5`` in
+    plain text stays as written; BibTeX fields pass ``latex=True``. URLs are kept verbatim. Math is
+    kept readable: ``$5\\times$`` -> ``5×``, ``$O(n^2)$`` -> ``O(n^2)``.
+
+    >>> decode_markup(r"Bernhard Sch\\"olkopf, Mario Lu\\v ci\\'c: 80.5\\% on Q\\&A &#8221;")
+    'Bernhard Schölkopf, Mario Lučić: 80.5% on Q&A ”'
+    """
+    text = str(text)
+    if "&" in text:
+        text = _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
+    for _ in range(2):  # twice: a doubly escaped export (``5\\$\\textbackslash times\\$``) needs a second pass
+        if not (latex or (latex is None and _LATEX.search(text))):
+            break
+        text, latex = _latex_to_text(text), None
+    return text
+
+
+def _latex_to_text(text: str) -> str:
+    """One pylatexenc pass, URLs and literal ``%`` and ``&`` protected."""
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    urls = _URL.findall(text)
+    for n, url in enumerate(urls):
+        text = text.replace(url, f"RAGURLSLOT{n}X", 1)
+    try:
+        out = LatexNodes2Text(math_mode="text").latex_to_text(_LITERAL.sub(r"\\\1", text))
+    except Exception:  # noqa: BLE001 - pylatexenc is lenient, but a record must never fail on decoding
+        return text
+    for n, url in enumerate(urls):
+        out = out.replace(f"RAGURLSLOT{n}X", url, 1)
+    return out.replace("\xa0", " ")
+
+
+def fold(text: str) -> str:
+    """Case- and accent-insensitive form for matching names: ``"Schölkopf"`` -> ``"scholkopf"``."""
+    text = unicodedata.normalize("NFKD", str(text).casefold())
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
 def normalise_title(title: str) -> str:
     """Case-, accent- and punctuation-insensitive key: ``"BERT: Pre-training"`` -> ``"bert pre training"``."""
-    text = unicodedata.normalize("NFKD", title.casefold())
-    text = "".join(c for c in text if not unicodedata.combining(c))
-    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+    return " ".join(re.sub(r"[^\w]+", " ", fold(title)).split())
 
 
 def normalise_arxiv_id(value: str) -> str | None:
@@ -231,8 +275,8 @@ def _paper(record: dict[str, Any], source: str, line: int) -> Paper | RecordErro
         if isinstance(record.get(key), str) and len(record[key]) > cap:
             return RecordError(source, line, f"{key} is {len(record[key]):,} characters, over the limit of {cap:,}",
                                f"shorten the {key}; this tool indexes abstracts, not full texts")
-    title = clean_text(record.get("title") or "")
-    abstract = clean_text(record.get("abstract") or "")
+    title = clean_text(decode_markup(record.get("title") or ""))
+    abstract = clean_text(decode_markup(record.get("abstract") or ""))
     if not title:
         return RecordError(source, line, "record has no title", "add a non-empty `title`")
     if not abstract:
@@ -240,9 +284,11 @@ def _paper(record: dict[str, Any], source: str, line: int) -> Paper | RecordErro
     raw_id = str(record.get("arxiv_id") or record.get("id") or "")
     authors = record.get("authors")
     if isinstance(authors, str):
-        authors = _as_list(authors, r",\s*|\s+and\s+|;")
+        authors = _as_list(decode_markup(authors), r",\s*|\s+and\s+|;")
     elif record.get("authors_parsed") and not authors:
         authors = [" ".join(reversed([p for p in a[:2] if p])) for a in record["authors_parsed"]]
+    if isinstance(authors, list):
+        authors = [decode_markup(" ".join(a) if isinstance(a, list) else a) for a in authors if a]
     categories = record.get("categories")
     urls = record.get("urls") or ([record["url"]] if record.get("url") else [])
     extra = dict(record.get("extra") or {})
@@ -412,7 +458,9 @@ def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
     for block in library.failed_blocks:
         yield RecordError(str(path), block.start_line + 1, f"unparseable BibTeX: {block.error!s}"[:200])
     for entry in library.entries:
-        fields = {k.lower(): _strip_braces(str(v)) for k, v in entry.fields_dict.items() for v in [v.value]}
+        fields = {k.lower(): str(v.value) for k, v in entry.fields_dict.items()}
+        text = {k: clean_text(decode_markup(fields.get(k, ""), latex=True)) for k in ("title", "abstract")}
+        fields = {k: text.get(k) or _strip_braces(v) for k, v in fields.items()}
         line = entry.start_line + 1
         if not fields.get("title"):
             yield RecordError(str(path), line, f"entry {entry.key!r} has no title", "add a title field")
@@ -424,7 +472,8 @@ def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
         arxiv = fields.get("eprint") if "arxiv" in prefix else None
         yield paper_from_record({
             "title": fields["title"], "abstract": fields["abstract"],
-            "authors": [a.strip() for a in re.split(r"\s+and\s+", fields.get("author", "")) if a.strip()],
+            "authors": [decode_markup(a, latex=True) for a in re.split(r"\s+and\s+", fields.get("author", ""))
+                        if a.strip()],
             "year": fields.get("year") or fields.get("date"), "doi": fields.get("doi"),
             "arxiv_id": arxiv or (fields.get("eprint") if normalise_arxiv_id(fields.get("eprint", "")) else None),
             "categories": fields.get("keywords"), "url": fields.get("url"),

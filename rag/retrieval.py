@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.corpus import Paper
+from rag.corpus import Paper, fold
 from rag.embeddings import Embedder
 from rag.errors import EmptyIndexError, InputError
 from rag.lexical import LexicalIndex, tokenize
@@ -63,9 +63,9 @@ class Filters:
             lo, hi = self.year_from or -10**9, self.year_to or 10**9
             out.append((f"year {self.year_from or ''}..{self.year_to or ''}",
                         lambda p: p.year is not None and lo <= p.year <= hi))
-        if self.author:
-            needle = self.author.casefold()
-            out.append((f"author {self.author!r}", lambda p: any(needle in a.casefold() for a in p.authors)))
+        if self.author:  # case- and accent-insensitive: "scholkopf" finds "Schölkopf"
+            needle = fold(self.author)
+            out.append((f"author {self.author!r}", lambda p: any(needle in fold(a) for a in p.authors)))
         if self.category:
             cat = self.category.casefold()
             out.append((f"category {self.category!r}", lambda p: any(cat == c.casefold() for c in p.categories)))

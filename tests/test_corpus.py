@@ -214,3 +214,53 @@ def test_json_array_bad_element_names_its_line(tmp_path: Path) -> None:
                     encoding="utf-8")
     papers, errors = split(path)
     assert [p.title for p in papers] == ["A"] and [e.line for e in errors] == [3, 4]
+
+
+# ---------------------------------------------------------------- LaTeX and HTML in imports
+
+LATEX_BIB = r"""@article{lucic2018,
+  title = {Are {GAN}s Created Equal? A Large-Scale Study with 80.5\% of Q\&A},
+  author = {Lu\v ci\'c, Mario and R\"atsch, Gunnar and Sch{\"o}lkopf, Bernhard and Dess\`i, Roberto},
+  abstract = {We reach 80.5\% on Q\&A, a $5\times$ speedup in $O(n^2)$ time; 40% of runs,
+              see https://github.com/x/y_z%20 and \emph{more}.},
+  year = {2018},
+}
+"""
+
+
+def test_bibtex_latex_is_decoded_to_unicode(tmp_path: Path) -> None:
+    path = tmp_path / "latex.bib"
+    path.write_text(LATEX_BIB, encoding="utf-8")
+    (paper,), errors = split(path)
+    assert not errors
+    assert paper.authors == ["Lučić, Mario", "Rätsch, Gunnar", "Schölkopf, Bernhard", "Dessì, Roberto"]
+    assert paper.title == "Are GANs Created Equal? A Large-Scale Study with 80.5% of Q&A"
+    assert paper.abstract == ("We reach 80.5% on Q&A, a 5× speedup in O(n^2) time; 40% of runs, "
+                              "see https://github.com/x/y_z%20 and more.")
+    assert "\\" not in paper.abstract and "{" not in paper.abstract
+
+
+def test_arxiv_snapshot_latex_and_html_entities_are_decoded(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "arxiv.jsonl"
+    record = {"id": "1711.10337", "title": "Are GANs Created Equal? &#8220;A&#8221; Study",
+              "authors": "Mario Lu\\v ci\\'c, Karol Kurach, Bernhard Sch\\\"olkopf",
+              "abstract": "Accuracy 80.5\\% on Q\\&A with a 5\\$\\textbackslash times\\$ speedup &amp; more.",
+              "authors_parsed": [["Lu\\v ci\\'c", "Mario", ""]]}
+    plain = {"title": "Plain text keeps 40% and $5 as written", "abstract": "R&D at AT&T costs $5 for 40% &c."}
+    path.write_text(json.dumps(record) + "\n" + json.dumps(plain) + "\n", encoding="utf-8")
+    (arxiv, kept), _ = split(path)
+    assert arxiv.title == "Are GANs Created Equal? “A” Study"
+    assert arxiv.authors == ["Mario Lučić", "Karol Kurach", "Bernhard Schölkopf"]
+    assert arxiv.abstract == "Accuracy 80.5% on Q&A with a 5× speedup & more."
+    assert (kept.title, kept.abstract) == (plain["title"], plain["abstract"])
+
+
+def test_bundled_corpus_titles_keep_their_ids_after_decoding() -> None:
+    from eval.datasets import load_dataset
+
+    gold = {g for q in load_dataset("dev").questions for g in q.gold or []}
+    papers = load_paths([BUNDLED]).papers
+    assert gold and gold <= set(papers)
+    assert any("TÜLU 3" in p.abstract for p in papers.values())  # T\"ULU in the page copy

@@ -149,3 +149,14 @@ def test_a_named_method_beats_a_sibling_with_more_shared_words(bundled_copy: Pat
     assert query_names(question) == ["DRA-GRPO"]
     hits = Retriever(Settings(), embedder=embedder).search(question, k=2).hits
     assert hits[0].paper.title.startswith("DRA-GRPO") and hits[1].paper.title.startswith("SEED-GRPO")
+
+
+def test_author_filter_ignores_accents_and_case() -> None:
+    from rag.corpus import Paper
+
+    paper = Paper("A title", "An abstract.", authors=["Bernhard Schölkopf", "Mario Lučić"])
+    for name in ("Scholkopf", "schölkopf", "SCHOLKOPF", "Lucic", "Lučić"):
+        (_, matches), = Filters(author=name).checks()
+        assert matches(paper), name
+    (_, matches), = Filters(author="Scholz").checks()
+    assert not matches(paper)
