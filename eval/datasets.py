@@ -43,6 +43,7 @@ class Question:
     lang: str = "en"
     item: str = ""                 # the dataset record it belongs to
     turn: int = 0                  # 1-based turn within a conversation; 0 for a single question
+    where: str = ""                # "file:line" it was read from, for error messages
 
     @property
     def answerable(self) -> bool | None:
@@ -89,7 +90,8 @@ def _question(record: dict[str, Any], where: str, **fields: Any) -> Question:
         raise InputError(f"{where}: no `question`", "see eval/README.md, Dataset format")
     gold = record.get("gold")
     gold = None if gold is None else _str_list(gold, where, "gold")
-    return Question(question=text, gold=gold, answers=_str_list(record.get("answers"), where, "answers"), **fields)
+    return Question(question=text, gold=gold, answers=_str_list(record.get("answers"), where, "answers"),
+                    where=where, **fields)
 
 
 def parse_record(record: dict[str, Any], where: str, default_id: str) -> Item:
@@ -163,6 +165,68 @@ def read_jsonl(path: Path, name: str | None = None) -> Dataset:
     return Dataset(name or str(path), source, items, _fingerprint(items))
 
 
+def gold_lookup(papers: dict[str, Any]) -> dict[str, list[str]]:
+    """Every key a question set may name a paper by -> the paper ids it matches.
+
+    Keys: the paper id itself, ``arxiv:<id>``, ``doi:<doi>`` and ``title:<normalised title>``
+    (case, accents and punctuation ignored, as identity does)."""
+    from rag.corpus import normalise_title
+
+    lookup: dict[str, list[str]] = {}
+    for pid, paper in papers.items():
+        keys = {pid, "title:" + normalise_title(paper.title)}
+        keys |= {f"arxiv:{paper.arxiv_id}"} if paper.arxiv_id else set()
+        keys |= {f"doi:{paper.doi}"} if paper.doi else set()
+        for key in keys:
+            lookup.setdefault(key, []).append(pid)
+    return lookup
+
+
+def reference_keys(ref: str) -> list[str]:
+    """Lookup keys for one gold reference, most specific first.
+
+    >>> reference_keys("https://arxiv.org/abs/2301.00001v2")[:2]
+    ['https://arxiv.org/abs/2301.00001v2', 'arxiv:2301.00001']
+    >>> reference_keys("BERT: Pre-training")[-1]
+    'title:bert pre training'
+    """
+    from rag.corpus import normalise_arxiv_id, normalise_doi, normalise_title
+
+    ref = ref.strip()
+    arxiv = normalise_arxiv_id(ref.rsplit("arxiv.org/abs/", 1)[-1].rsplit("arxiv.org/pdf/", 1)[-1].removesuffix(".pdf"))
+    doi = normalise_doi(ref)
+    return [ref, *([f"arxiv:{arxiv}"] if arxiv else []), *([f"doi:{doi}"] if doi else []),
+            "title:" + normalise_title(ref)]
+
+
+def resolve_gold(dataset: Dataset, papers: dict[str, Any]) -> Dataset:
+    """The dataset with gold papers given by id, exact title, arXiv id or DOI mapped to paper ids.
+
+    Raises `InputError` naming file, line and reference for the first reference that matches no
+    paper of the index (or several): a silent recall of 0 would look like a retrieval failure."""
+    lookup = gold_lookup(papers)
+    for q in dataset.questions:
+        if q.gold:
+            q.gold = list(dict.fromkeys(_resolve(ref, lookup, q) for ref in q.gold))
+    dataset.fingerprint = _fingerprint(dataset.items)
+    return dataset
+
+
+def _resolve(ref: str, lookup: dict[str, list[str]], q: Question) -> str:
+    """One gold reference -> the one paper id it names, or `InputError`."""
+    where = q.where or f"{q.item or q.id}"
+    for key in reference_keys(ref):
+        found = lookup.get(key)
+        if found and len(found) == 1:
+            return found[0]
+        if found:
+            raise InputError(f"{where}: gold {ref!r} matches {len(found)} papers ({', '.join(found[:3])})",
+                             "give the paper id (as `rag search --json` shows it) instead")
+    raise InputError(f"{where}: gold {ref!r} matches no paper in the index",
+                     "give a paper id, exact title, arXiv id or DOI of an ingested paper, "
+                     "or ingest the paper first (`rag ingest FILE`)")
+
+
 def title_abstract(settings: Any) -> Dataset:
     """Every paper of the configured index: title -> its paper (easy: chunks carry the title)."""
     from rag.retrieval import Retriever
@@ -186,4 +250,4 @@ def load_dataset(name: str | Path, settings: Any | None = None) -> Dataset:
 
 
 __all__ = ["Dataset", "Item", "Question", "load_dataset", "read_jsonl", "title_abstract", "parse_record",
-           "feedback_item"]
+           "feedback_item", "resolve_gold", "gold_lookup", "reference_keys"]

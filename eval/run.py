@@ -332,11 +332,14 @@ def evaluate(dataset_name: str, *, backend: str | None = None, config: Path | No
              workers: int = 1, limit: int | None = None, judge: str | None = None,
              progress: Callable[[int, int], None] | None = None) -> RunOutcome:
     """What ``rag eval run`` does: settings, dataset, judge, then `run_dataset`."""
-    from eval.datasets import load_dataset
+    from eval.datasets import load_dataset, resolve_gold
     from eval.judge import make_judge
+    from rag.retrieval import Retriever
 
     settings = load_settings(config, backend)
     dataset = load_dataset(dataset_name, settings)
+    # gold given as titles, arXiv ids or DOIs -> paper ids; an unknown one stops here, before anything runs
+    dataset = resolve_gold(dataset, Retriever(settings).index().papers)
     judge_obj, note = make_judge(judge, settings)
     return run_dataset(dataset, out or default_out(dataset_name, settings), settings, workers=workers, limit=limit,
                        judge=judge_obj, judge_spec=judge, judge_note=note, progress=progress)

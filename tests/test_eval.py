@@ -391,3 +391,65 @@ def test_cli_run_on_an_empty_index_says_to_ingest(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "rag ingest data/papers.jsonl" in result.stderr
     assert not (tmp_path / "none").exists()
+
+
+# ------------------------------------------------------------------ gold given by title, arXiv id or DOI
+
+
+def test_gold_by_title_arxiv_id_or_doi_resolves_to_paper_ids(tmp_path: Path) -> None:
+    from eval.datasets import resolve_gold
+    from rag.corpus import Paper
+
+    papers = {p.id: p for p in [
+        Paper("Skywork-MoE: A Deep Dive", "An abstract.", arxiv_id="2406.06563"),
+        Paper("Nyonic Technical Report", "An abstract.", doi="10.1234/Nyonic.7"),
+        Paper("Schölkopf's Kernel Methods", "An abstract."),
+    ]}
+    path = write_jsonl(tmp_path / "mine.jsonl", [
+        {"id": "a", "question": "q1", "gold": ["skywork-moe: a deep DIVE", "https://doi.org/10.1234/nyonic.7"]},
+        {"id": "b", "question": "q2", "gold": ["arXiv:2406.06563v2", "Scholkopf's kernel methods"]},
+        {"id": "c", "question": "q3", "gold": ["https://arxiv.org/abs/2406.06563", "doi:10.1234/nyonic.7"]},
+        {"id": "d", "question": "q4", "gold": []},
+    ])
+    data = resolve_gold(read_jsonl(path), papers)
+    title_id = next(pid for pid in papers if pid.startswith("title:"))
+    assert [q.gold for q in data.questions] == [["arxiv:2406.06563", "doi:10.1234/nyonic.7"],
+                                                ["arxiv:2406.06563", title_id], ["arxiv:2406.06563",
+                                                "doi:10.1234/nyonic.7"], []]
+    bad = write_jsonl(tmp_path / "typo.jsonl", [{"id": "a", "question": "q1", "gold": ["2406.06563"]},
+                                                {"id": "b", "question": "q2", "gold": ["Skywork MoE Deep Dives"]}])
+    with pytest.raises(InputError, match=r"typo.jsonl:2: gold 'Skywork MoE Deep Dives' matches no paper"):
+        resolve_gold(read_jsonl(bad), papers)
+
+
+def test_dev_set_resolves_to_itself() -> None:
+    from eval.datasets import resolve_gold
+    from rag.corpus import load_paths
+
+    from .conftest import BUNDLED
+
+    dev = load_dataset("dev")
+    before = ([q.gold for q in dev.questions], dev.fingerprint)
+    resolve_gold(dev, load_paths([BUNDLED]).papers)
+    assert ([q.gold for q in dev.questions], dev.fingerprint) == before
+
+
+def test_eval_run_with_unknown_gold_title_stops_before_anything_runs(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    from eval.run import evaluate
+    from rag.corpus import load_paths
+    from rag.corpus import write_jsonl as write_corpus
+    from rag.ingest import Ingestor
+
+    corpus = tmp_path / "three.jsonl"
+    papers = list(load_paths([Path(__file__).parent.parent / "data" / "papers.jsonl"]).papers.values())[:3]
+    write_corpus(papers, corpus)
+    Ingestor(Settings(), embedder=embedder).run([corpus])
+    questions = write_jsonl(tmp_path / "mine.jsonl", [
+        {"id": "a", "question": papers[0].title, "gold": [papers[0].title.upper()]},
+        {"id": "b", "question": "Which paper is not here?", "gold": ["A Paper Nobody Ingested"]}])
+    with pytest.raises(InputError, match=r"mine.jsonl:2: gold 'A Paper Nobody Ingested' matches no paper"):
+        evaluate(str(questions), backend="extractive", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    questions.write_text(questions.read_text().splitlines()[0] + "\n")
+    outcome = evaluate(str(questions), backend="extractive", out=tmp_path / "run")
+    assert outcome.summary["metrics"]["recall@5"]["value"] == 1.0
