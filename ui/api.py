@@ -342,6 +342,10 @@ class Reply:
                 elif event.kind == "done":
                     answer = event.answer
             assert answer is not None
+            if answer.incomplete and not streamed.strip():
+                yield from_rag_error(BackendError(answer.error or "the answer backend failed before writing anything",
+                                                  "check the backend and retry")).body()
+                return
             tail = ""
             checked = self.service.answer_text(answer, self.markdown, sources=False)
             if answer.answer.strip() != streamed.strip() or answer.unsupported:
@@ -394,7 +398,10 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None,
         echo(f"index: {info['papers']} papers, {info['chunks']} chunks in {settings.home}")
         echo("loading the embedding model …")
         service.pool.embedder.warm()
-    backend, notes = service.pool.default.backend_for(None)
+    try:
+        _, notes = service.pool.default.backend_for(None)
+    except RagError as err:  # the backend may come up later: answers are 503 until then
+        notes = [f"warning: {err.user_message()}\n  answers fail with 503 until the backend answers"]
     for note in notes:
         echo(note)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
