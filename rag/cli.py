@@ -120,7 +120,24 @@ YearOpt = Annotated[str | None, typer.Option("--year", help="Year or range: 2024
 AuthorOpt = Annotated[str | None, typer.Option(
     "--author", help="Author name (substring; any case, accents optional: Scholkopf finds Schölkopf).")]
 CategoryOpt = Annotated[str | None, typer.Option("--category", help="Category, e.g. cs.CL.")]
-KOpt = Annotated[int | None, typer.Option("-k", help="Number of papers.")]
+KOpt = Annotated[int | None, typer.Option("-k", min=1, help="Number of papers.")]
+
+
+def choice_of(group: str, field: str) -> Any:
+    """A typer callback accepting only the values of the ``Literal`` settings field ``group.field``.
+
+    A wrong value is a usage error (exit 2) naming the accepted ones, not a failure deep inside."""
+    def check(value: str | None) -> str | None:
+        from typing import get_args
+
+        from rag.settings import Settings
+
+        model = Settings.model_fields[group].annotation
+        allowed = get_args(model.model_fields[field].annotation)  # type: ignore[union-attr]
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}")
+        return value
+    return check
 
 
 @app.command()
@@ -130,7 +147,8 @@ def search(
     year: YearOpt = None,
     author: AuthorOpt = None,
     category: CategoryOpt = None,
-    fusion: Annotated[str | None, typer.Option(help="weighted, rrf, dense or lexical.")] = None,
+    fusion: Annotated[str | None, typer.Option(help="weighted, rrf, dense or lexical.",
+                                               callback=choice_of("retrieval", "fusion"))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, best first.")] = False,
 ) -> None:
     """Ranked papers for a query, with scores and the best matching snippet."""
@@ -155,7 +173,8 @@ def search(
                 out.print(Text(f"   {hit.chunks[0].text[:300]}"))
 
 
-BackendOpt = Annotated[str | None, typer.Option("--backend", help="auto, ollama, openai, llamacpp or extractive.")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="auto, ollama, openai, llamacpp or extractive.",
+                                                callback=choice_of("llm", "backend"))]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="A bundled model (qwen2.5-coder-1.5b, smollm2-135m), a GGUF path, or a model the "
                     "Ollama/OpenAI-compatible server serves.")]
@@ -384,7 +403,8 @@ def eval_calibrate(
 @eval_app.command("retrieval")
 def eval_retrieval(
     dataset: Annotated[Path | None, typer.Option(help="A question set with gold paper ids; "
-                                                      "default: the title -> abstract task.")] = None,
+                                                      "default: the title -> abstract task.",
+                                                 exists=True, dir_okay=False)] = None,
     corpus: Annotated[list[Path] | None, typer.Option(help="Corpus for the title task.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON keyed by method.")] = False,
 ) -> None:

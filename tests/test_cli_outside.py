@@ -70,6 +70,10 @@ def test_brackets_in_paper_text_pass_through_every_command(bracket_corpus: Path,
     (["serve", "--port", "70000"], {}, "RAG_UI__PORT"),
     (["stats"], {"RAG_UI__PORT": "abc"}, "RAG_UI__PORT='abc'"),
     (["stats"], {"RAG_RETRIEVAL__K": "0"}, "RAG_RETRIEVAL__K"),
+    (["search", "x", "-k", "0"], {}, "-k"),
+    (["search", "x", "--fusion", "bogus"], {}, "rrf, weighted, dense, lexical"),
+    (["ask", "x", "--backend", "bogus"], {}, "extractive"),
+    (["eval", "retrieval", "--dataset", "/no/such.jsonl"], {}, "does not exist"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(args: list[str], env: dict[str, str], says: str) -> None:
     result = run_cli(*args, env=env, timeout=120)
