@@ -162,15 +162,109 @@ def search(
     elif result.empty_because:
         out.print(f"no results: {result.empty_because}", markup=False)
     else:
-        from rich.text import Text
+        print_hits(result.hits)
 
-        for rank, hit in enumerate(result.hits, 1):
-            dense = f"{hit.dense:.3f}" if hit.dense is not None else "-"
-            lexical = f"{hit.lexical:.2f}" if hit.lexical is not None else "-"
-            out.print(Text.assemble((f"{rank}. {hit.paper.title}", "bold"), (
-                f"  {hit.paper.id}  score {hit.score:.3f} (dense {dense}, bm25 {lexical})", "dim")))
-            if hit.chunks:
-                out.print(Text(f"   {hit.chunks[0].text[:300]}"))
+
+def print_hits(hits: list[Any]) -> None:
+    """Ranked papers for people: title, id and scores, then the best snippet."""
+    from rich.text import Text
+
+    for rank, hit in enumerate(hits, 1):
+        dense = f"{hit.dense:.3f}" if hit.dense is not None else "-"
+        lexical = f"{hit.lexical:.2f}" if hit.lexical is not None else "-"
+        out.print(Text.assemble((f"{rank}. {hit.paper.title}", "bold"), (
+            f"  {hit.paper.id}  score {hit.score:.3f} (dense {dense}, bm25 {lexical})", "dim")))
+        if hit.chunks:
+            out.print(Text(f"   {hit.chunks[0].text[:300]}"))
+
+
+@app.command()
+def similar(
+    paper_id: Annotated[str, typer.Argument(help="A paper id (see `rag papers list` or `rag search`).")],
+    k: KOpt = None,
+    year: YearOpt = None,
+    author: AuthorOpt = None,
+    category: CategoryOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, nearest first.")] = False,
+) -> None:
+    """Papers nearest to one paper by its stored vectors (nothing re-embedded), itself excluded."""
+    from rag.library import similar_papers
+    from rag.retrieval import Retriever
+
+    result = similar_papers(Retriever(settings()), paper_id, k=k or 5, filters=parse_filters(year, author, category))
+    if as_json:
+        emit_json([h.as_dict() for h in result.hits])
+    elif result.empty_because:
+        out.print(f"no results: {result.empty_because}", markup=False)
+    else:
+        out.print(f"papers similar to {result.paper.title} ({result.paper.id}):", markup=False, highlight=False)
+        print_hits(result.hits)
+
+
+papers_app = typer.Typer(help="The papers in the index: list, show, remove.", no_args_is_help=True)
+app.add_typer(papers_app, name="papers")
+
+
+@papers_app.command("list")
+def papers_list(
+    year: YearOpt = None,
+    author: AuthorOpt = None,
+    category: CategoryOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list (records without abstracts).")] = False,
+) -> None:
+    """Every indexed paper (newest first) with its id, year and title; filters as in `rag search`."""
+    from rag.library import catalogue, chunk_counts, list_papers, paper_summary
+
+    index = catalogue(settings())
+    papers, counts = list_papers(index, parse_filters(year, author, category)), chunk_counts(index)
+    if as_json:
+        emit_json([paper_summary(p, counts.get(p.id)) for p in papers])
+        return
+    for p in papers:
+        out.print(f"{p.id}\t{p.year or '-'}\t{p.title}", markup=False, highlight=False)
+    console.print(f"{len(papers)} of {len(index.papers)} papers", markup=False, highlight=False)
+
+
+@papers_app.command("show")
+def papers_show(
+    paper_id: Annotated[str, typer.Argument(help="A paper id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+) -> None:
+    """One paper's record: title, authors, year, categories, links, chunks and abstract."""
+    from rag.library import catalogue, chunk_counts, get_paper, paper_summary
+
+    index = catalogue(settings())
+    paper = get_paper(index, paper_id)
+    data = paper_summary(paper, chunk_counts(index).get(paper.id)) | {"abstract": paper.abstract}
+    if as_json:
+        emit_json(data)
+        return
+    from rich.text import Text
+
+    out.print(Text(paper.title, style="bold"))
+    for key in ("paper_id", "authors", "year", "categories", "doi", "arxiv_id", "links", "chunks"):
+        value = data.get(key)
+        if value not in (None, [], ""):
+            out.print(Text(f"{key:>10}: {', '.join(map(str, value)) if isinstance(value, list) else value}"))
+    out.print(Text(f"\n{paper.abstract}"))
+
+
+@papers_app.command("rm")
+def papers_rm(
+    paper_ids: Annotated[list[str], typer.Argument(help="Paper ids to remove (all must be in the index).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Remove papers: their chunks leave Chroma and the lexical index; running servers notice within a second."""
+    from rag.library import remove_papers
+
+    removal = remove_papers(settings(), paper_ids)
+    if as_json:
+        emit_json(removal.as_dict())
+        return
+    for pid, title in zip(removal.removed, removal.titles):
+        out.print(f"removed {pid}  {title}", markup=False, highlight=False)
+    out.print(f"{removal.chunks_deleted} chunks deleted; {removal.papers_left} papers left", markup=False,
+              highlight=False)
 
 
 BackendOpt = Annotated[str | None, typer.Option("--backend", help="auto, ollama, openai, llamacpp or extractive.",

@@ -54,6 +54,12 @@ class IndexDamagedError(StoreError):
     fix = "run `rag ingest --rebuild PATH` to rebuild the index"
 
 
+class IndexBusyError(StoreError):
+    """The index is being written (a rebuild or an ingest holds it) and cannot be read this moment."""
+
+    fix = "try again in a moment: an ingest is writing to the index (`rag ingest` holds its lock)"
+
+
 class LockedError(StoreError):
     fix = "wait for the other ingest to finish, or stop it"
 
@@ -68,3 +74,9 @@ class BackendError(RagError):
 
 class BackendUnavailableError(BackendError):
     """The backend cannot be used at all; `auto` falls back to the next one."""
+
+
+class PaperNotFoundError(InputError):
+    """A paper id that is not in the index."""
+
+    fix = "use an id from `rag papers list` or a search result (paper_id), e.g. arxiv:2406.06563 or title:<hash>"
