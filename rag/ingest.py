@@ -1,5 +1,9 @@
 """Corpus files -> an up-to-date index: load, chunk, diff, embed, write, refresh.
 
+``rebuild`` builds the new index aside and swaps it in when it is complete
+(`rag.store.Store.swap_in`): a server answering questions meanwhile keeps answering from
+the old index. A damaged index (nothing can read it anyway) is dropped and rebuilt in place.
+
 Idempotent: chunks whose content hash is already stored are not embedded again, a
 changed abstract replaces exactly its chunks (orphans deleted), and a paper whose
 metadata alone changed is updated without re-embedding. Writes are bracketed by the
@@ -27,7 +31,7 @@ from rag.embeddings import Embedder
 from rag.errors import InputError, LockedError, RecordError, StoreError
 from rag.lexical import LexicalIndex
 from rag.settings import Settings
-from rag.store import IndexIdentity, Store, as_store_error, chunk_metadata, paper_metadata
+from rag.store import IndexIdentity, Store, as_store_error, chunk_metadata, local_index_problem, paper_metadata
 
 EMBED_BATCH = 256  # chunks embedded and written per step: a crash loses at most this much work
 
@@ -131,6 +135,9 @@ class Ingestor:
         summary = IngestSummary(merged=len(report.merged), rejected=len(report.errors),
                                 errors=report.errors, merges=report.merged)
         with ingest_lock(self.settings):
+            if not rebuild:
+                with suppress(StoreError):  # an unreachable store is reported by the write itself
+                    self.store.clean_leftovers()
             self._write(list(report.papers.values()), summary, rebuild, on_start, on_embedded)
         summary.seconds = time.perf_counter() - started
         return summary
@@ -138,6 +145,11 @@ class Ingestor:
     def _write(self, papers: list[Paper], summary: IngestSummary, rebuild: bool,
                on_start: Callable[[int], None] | None, on_embedded: Callable[[int], None] | None) -> None:
         store, identity = self.store, IndexIdentity(self.embedder.name, self.settings.chunking.version)
+        if rebuild and self._can_build_aside():
+            aside = store.aside()
+            Ingestor(self.settings, self.embedder, aside)._write(papers, summary, False, on_start, on_embedded)
+            store.swap_in(aside)
+            return
         if rebuild:
             store.drop()
         elif store.exists():
@@ -181,6 +193,19 @@ class Ingestor:
             summary.chunks_embedded, summary.chunks_deleted = embedded, len(orphans)
         index = refresh_lexical(store, self.settings)
         summary.papers_total, summary.chunks_total = len(index.papers), len(index)
+
+    def _can_build_aside(self) -> bool:
+        """Whether a rebuild can keep the current index readable: it exists and is not damaged.
+
+        Also removes what an interrupted rebuild left behind (we hold the ingest lock)."""
+        store = self.store
+        if not self.settings.store.chroma_url and local_index_problem(self.settings) is not None:
+            return False
+        try:
+            store.clean_leftovers()
+            return store.exists()
+        except StoreError:  # unreadable in some other way: drop it, as before
+            return False
 
     def _embed_and_write(self, items: list[tuple[Chunk, Paper]], by_paper: dict[str, list[Chunk]],
                          identity: IndexIdentity, on_start: Callable[[int], None] | None,

@@ -157,6 +157,9 @@ class LexicalIndex:
     def __len__(self) -> int:
         return len(self.chunk_ids)
 
+    def __contains__(self, chunk_id: object) -> bool:
+        return chunk_id in self._row
+
     def text(self, chunk_id: str) -> str:
         return self.chunk_texts[self._row[chunk_id]]
 

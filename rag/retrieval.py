@@ -8,7 +8,10 @@ that nothing relevant was found (`Confidence`). Optional MMR spreads near-duplic
 
 The lexical index is loaded once per process and reloaded only when the store's
 generation changes, which is how a long-lived process sees papers that another process
-ingested. Left out: prompting and answering (`rag.answer`).
+ingested. A search that finds the collection gone under it (a ``rag ingest --rebuild``
+swapped in a new one) reopens the index and runs once more, so readers never see a
+rebuild as an error; Chroma chunks the lexical index does not know yet (written since it
+was loaded) are left out until the next reload. Left out: prompting and answering (`rag.answer`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 from rag.corpus import Paper, fold
 from rag.embeddings import Embedder
-from rag.errors import EmptyIndexError, InputError
+from rag.errors import EmptyIndexError, IndexBusyError, InputError
 from rag.lexical import LexicalIndex, tokenize
 from rag.settings import Settings
 from rag.store import IndexIdentity, Store
@@ -257,6 +260,8 @@ class Retriever:
         if self._index is None or stamp != self._stamp:
             if self._index is not None and not self.settings.store.chroma_url:
                 self.store = Store(self.settings, client=_fresh_local_client(self.settings))
+            elif self._index is not None:  # the same server; drop the handle of a collection a rebuild replaced
+                self.store = Store(self.settings, client=self.store.client)
             if not self.store.exists():
                 raise EmptyIndexError(f"no index at {self.store.location}: nothing has been ingested yet")
             identity = self.store.identity()
@@ -268,8 +273,23 @@ class Retriever:
 
     # ---------------------------------------------------------- search
 
+    def reopen(self) -> None:
+        """Forget the open index so that the next `index` call opens it afresh."""
+        self._stamp, self._checked_at = object(), float("-inf")
+
     def search(self, query: str, k: int | None = None, filters: Filters | None = None,
                fusion: str | None = None, dense_weight: float | None = None) -> SearchResult:
+        """Ranked papers for ``query``; reopens the index and retries once if it was swapped under us."""
+        try:
+            return self._search(query, k, filters, fusion, dense_weight)
+        except Exception as err:
+            if not _index_vanished(err):
+                raise
+            self.reopen()
+            return self._search(query, k, filters, fusion, dense_weight)
+
+    def _search(self, query: str, k: int | None, filters: Filters | None, fusion: str | None,
+                dense_weight: float | None) -> SearchResult:
         cfg = self.settings.retrieval
         k, fusion = k or cfg.k, fusion or cfg.fusion
         weight = cfg.dense_weight if dense_weight is None else dense_weight
@@ -292,6 +312,7 @@ class Retriever:
         chunks: dict[str, ChunkHit] = {}
         dense_paper: dict[str, float] = {}
         lexical_paper: dict[str, float] = {}
+        dense_chunks = [(cid, score) for cid, score in dense_chunks if cid in index]  # written since it loaded
         for cid, score in dense_chunks:
             pid = cid.rsplit("#", 1)[0]
             chunks.setdefault(cid, ChunkHit(cid, index.text(cid))).dense = score
@@ -363,6 +384,13 @@ class Retriever:
             coverage=round(coverage, 4),
             agree=top_d is not None and top_d == top_l,
         )
+
+
+def _index_vanished(err: BaseException) -> bool:
+    """Whether ``err`` says the collection went away under a reader (a rebuild's swap), not real trouble."""
+    if isinstance(err, EmptyIndexError | IndexBusyError):
+        return True
+    return type(err).__name__ == "NotFoundError" or "does not exist" in str(err)
 
 
 def _fresh_local_client(settings: Settings) -> Any:

@@ -8,6 +8,14 @@ of Chroma's dimension crash. It also records a *generation*: a fresh token after
 completed write and a ``dirty-`` token while a write is under way, so readers can tell
 that their local caches (the lexical index) are stale.
 
+``rag ingest --rebuild`` builds aside and swaps: the new index is written into a
+collection of its own (``<name>-next-<token>``, invisible to readers), then the old
+collection is renamed away (``<name>-old-<token>``) and the new one renamed to ``<name>``,
+then the generation file is touched. Readers keep answering from the old collection
+(their open handles survive a rename) until they notice the new generation, and the
+old collection is deleted only ``RETIRE_AFTER_S`` later. An interrupted rebuild leaves
+the old index in place; the next ingest removes its leftovers (`Store.clean_leftovers`).
+
 Embeddings are always passed explicitly; Chroma's default embedding function (which
 downloads a model) is never used. Chunk metadata carries everything needed to rebuild
 the papers: chunk 0 of each paper holds the paper record as JSON, and the abstract is
@@ -54,6 +62,7 @@ from rag.errors import (
     ChromaUnavailableError,
     EmbedderMismatchError,
     EmptyIndexError,
+    IndexBusyError,
     IndexDamagedError,
     StoreError,
 )
@@ -63,6 +72,8 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 log = logging.getLogger(__name__)
 
 PAGE = 2000  # rows per Chroma get/upsert call (Chroma caps batch sizes)
+RETIRE_AFTER_S = 3.0  # a swapped-out collection outlives readers' refresh interval (1 s) and a query or two
+SWAP_WAIT_S = 2.0  # a reader that finds the collection renamed away mid-swap waits this long for the new one
 HTTP_TIMEOUT_S = 60.0  # per request to a Chroma server: chromadb's HttpClient would wait forever on a hung one
 
 
@@ -232,17 +243,47 @@ def local_index_problem(settings: Settings) -> IndexProblem | None:
 def check_local_index(settings: Settings) -> None:
     """Raise `IndexDamagedError` when `local_index_problem` finds damage.
 
-    A writer (another ingest) may be half-way through rewriting the HNSW files; a
-    problem in files changed in the last few seconds is re-checked once before it counts.
+    A writer (another ingest) may be half-way through rewriting the files; a problem in
+    files changed in the last few seconds is re-checked a few times before it counts, and
+    one that persists while another ingest holds the lock is `IndexBusyError` ("try again
+    in a moment"), never "damaged": the writer is about to replace those files.
     """
     problem = local_index_problem(settings)
-    if problem is not None and not problem.database:
-        newest = max((p.stat().st_mtime for p in settings.chroma_dir.rglob("*") if p.is_file()), default=0.0)
-        if time.time() - newest < 5:
-            time.sleep(0.5)
-            problem = local_index_problem(settings)
-    if problem is not None:
-        raise IndexDamagedError(f"the index in {settings.home} is damaged: {problem.message}")
+    for _ in range(3):
+        if problem is None or time.time() - _newest_change(settings) >= 5:
+            break
+        time.sleep(0.5)
+        problem = local_index_problem(settings)
+    if problem is None:
+        return
+    if ingest_running(settings):
+        raise IndexBusyError(f"the index is being written by another ingest ({problem.message})")
+    raise IndexDamagedError(f"the index in {settings.home} is damaged: {problem.message}")
+
+
+def _newest_change(settings: Settings) -> float:
+    """The latest modification time of any file of the embedded index (0 when there are none)."""
+    try:
+        return max((p.stat().st_mtime for p in settings.chroma_dir.rglob("*") if p.is_file()), default=0.0)
+    except OSError:  # a file vanished while we looked: something is writing right now
+        return time.time()
+
+
+def ingest_running(settings: Settings) -> bool:
+    """Whether another process holds the data home's ingest lock (tried without waiting)."""
+    from filelock import FileLock, Timeout
+
+    if not settings.lock_path.exists():
+        return False
+    lock = FileLock(str(settings.lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    except OSError:  # a read-only home: nobody can be writing there
+        return False
+    lock.release()
+    return False
 
 
 def make_client(settings: Settings, check: bool = True) -> Any:
@@ -371,10 +412,17 @@ def _forget_local_system(settings: Settings) -> None:
 
 
 class Store:
-    """The chunk collection. Cheap to construct; the client opens on first use."""
+    """The chunk collection. Cheap to construct; the client opens on first use.
 
-    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+    ``name`` is the collection (default ``settings.store.collection``, the one readers
+    use); `aside` makes a store over a private collection that only `swap_in` publishes.
+    """
+
+    def __init__(self, settings: Settings, client: Any | None = None, name: str | None = None,
+                 publish: bool = True) -> None:
         self.settings = settings
+        self.name = name or settings.store.collection
+        self.publish = publish  # False: writes do not touch the generation file (an aside build)
         self._client = client
         self._collection: Any | None = None
 
@@ -390,18 +438,35 @@ class Store:
     def location(self) -> str:
         return self.settings.store.chroma_url or str(self.settings.chroma_dir)
 
+    def _names(self) -> set[str]:
+        return {getattr(c, "name", c) for c in self.client.list_collections()}
+
     @_chroma_errors
     def collection(self, create: bool = False) -> Any:
         if self._collection is None:
-            name = self.settings.store.collection
             if create:
                 self._collection = self.client.get_or_create_collection(
-                    name, metadata={"hnsw:space": "cosine", "generation": "empty"}, embedding_function=None)
+                    self.name, metadata={"hnsw:space": "cosine", "generation": "empty"}, embedding_function=None)
             else:
-                if name not in {getattr(c, "name", c) for c in self.client.list_collections()}:
-                    raise EmptyIndexError(f"no index at {self.location}: nothing has been ingested yet")
-                self._collection = self.client.get_collection(name, embedding_function=None)
+                self._wait_for_swap()
+                self._collection = self.client.get_collection(self.name, embedding_function=None)
         return self._collection
+
+    def _wait_for_swap(self) -> None:
+        """Raise `EmptyIndexError` unless the collection exists; wait out a rebuild's swap first.
+
+        Between its two renames a rebuild leaves ``<name>-old-*`` and no ``<name>`` for a few
+        milliseconds; a reader opening the index then waits up to ``SWAP_WAIT_S`` for it.
+        """
+        deadline = time.monotonic() + SWAP_WAIT_S
+        while True:
+            names = self._names()
+            if self.name in names:
+                return
+            swapping = any(n.startswith(f"{self.name}-old-") for n in names)
+            if not swapping or time.monotonic() > deadline:
+                raise EmptyIndexError(f"no index at {self.location}: nothing has been ingested yet")
+            time.sleep(0.1)
 
     def exists(self) -> bool:
         try:
@@ -413,7 +478,8 @@ class Store:
     @_chroma_errors
     def metadata(self) -> dict[str, Any]:
         """Fresh collection metadata (re-read, so another process's writes show on a server)."""
-        col = self.client.get_collection(self.settings.store.collection, embedding_function=None)
+        self._wait_for_swap()
+        col = self.client.get_collection(self.name, embedding_function=None)
         return dict(col.metadata or {})
 
     def identity(self) -> IndexIdentity | None:
@@ -443,7 +509,8 @@ class Store:
         meta = {k: v for k, v in (col.metadata or {}).items() if not k.startswith("hnsw:")}
         meta.update(values)
         col.modify(metadata=meta)
-        self._touch_generation(str(meta.get("generation")))
+        if self.publish:
+            self._touch_generation(str(meta.get("generation")))
 
     def begin_write(self, identity: IndexIdentity) -> None:
         self.set_metadata(generation=f"dirty-{uuid.uuid4().hex}", **identity.as_metadata())
@@ -482,14 +549,63 @@ class Store:
                     _forget_local_system(self.settings)
                     shutil.rmtree(self.settings.chroma_dir, ignore_errors=True)
                 self._client = make_client(self.settings, check=False)
-        segments = self._vector_segment_dirs()
-        with contextlib.suppress(Exception):  # absent collection: nothing to drop
-            self.client.delete_collection(self.settings.store.collection)
-        for folder in segments:  # Chroma leaves a segment folder it could not load
-            shutil.rmtree(folder, ignore_errors=True)
+        self._delete_collection(self.name)
         self._collection = None
 
-    def _vector_segment_dirs(self) -> list[Path]:
+    def _delete_collection(self, name: str) -> None:
+        """Delete collection ``name`` and its vector segment folders (absent: nothing to do)."""
+        segments = self._vector_segment_dirs(name)
+        with contextlib.suppress(Exception):  # absent collection: nothing to drop
+            self.client.delete_collection(name)
+        for folder in segments:  # Chroma leaves a segment folder it could not load
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # -------------------------------------------------------------- build aside and swap
+
+    def aside(self) -> Store:
+        """A store over a new, private collection ``<name>-next-<token>`` on the same client.
+
+        Its writes do not touch the generation file, so readers neither see nor notice it
+        until `swap_in` publishes it."""
+        return Store(self.settings, client=self.client, name=f"{self.name}-next-{uuid.uuid4().hex[:12]}",
+                     publish=False)
+
+    @_chroma_errors
+    def swap_in(self, aside: Store, retire_after_s: float = RETIRE_AFTER_S) -> None:
+        """Make ``aside``'s collection this store's, then delete the old one ``retire_after_s`` later.
+
+        Two renames (old -> ``<name>-old-<token>``, aside -> ``<name>``), then the generation
+        file: readers holding the old collection keep using it until they notice."""
+        old = f"{self.name}-old-{uuid.uuid4().hex[:12]}"
+        names = self._names()
+        if self.name in names:
+            self.client.get_collection(self.name, embedding_function=None).modify(name=old)
+        aside.collection().modify(name=self.name)
+        aside.name, self._collection = self.name, None
+        self._touch_generation(self.generation())
+        if self.name in names:
+            time.sleep(retire_after_s)
+            self._delete_collection(old)
+
+    @_chroma_errors
+    def clean_leftovers(self) -> list[str]:
+        """Remove what an interrupted rebuild left (call under the ingest lock); returns the names removed.
+
+        A rebuild killed between its two renames leaves no ``<name>``: the old index is
+        renamed back first, so nothing is lost."""
+        names = self._names()
+        old = sorted(n for n in names if n.startswith(f"{self.name}-old-"))
+        if self.name not in names and old:
+            self.client.get_collection(old[-1], embedding_function=None).modify(name=self.name)
+            old = old[:-1]
+            self._collection = None
+        gone = old + sorted(n for n in names if n.startswith(f"{self.name}-next-"))
+        for name in gone:
+            log.warning("removing %s, left by an interrupted rebuild", name)
+            self._delete_collection(name)
+        return gone
+
+    def _vector_segment_dirs(self, name: str) -> list[Path]:
         db = self.settings.chroma_dir / "chroma.sqlite3"
         if self.settings.store.chroma_url or not db.is_file():
             return []
@@ -497,8 +613,7 @@ class Store:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
             try:
                 rows = con.execute("SELECT s.id FROM segments s JOIN collections c ON s.collection = c.id "
-                                   "WHERE c.name = ? AND s.scope = 'VECTOR'",
-                                   (self.settings.store.collection,)).fetchall()
+                                   "WHERE c.name = ? AND s.scope = 'VECTOR'", (name,)).fetchall()
             finally:
                 con.close()
         except sqlite3.Error:
