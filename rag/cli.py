@@ -220,8 +220,8 @@ def papers_list(
     if as_json:
         emit_json([paper_summary(p, counts.get(p.id)) for p in papers])
         return
-    for p in papers:
-        out.print(f"{p.id}\t{p.year or '-'}\t{p.title}", markup=False, highlight=False)
+    for p in papers:  # tab-separated, for cut and awk (rich would expand the tabs)
+        sys.stdout.write(f"{p.id}\t{p.year or '-'}\t{p.title}\n")
     console.print(f"{len(papers)} of {len(index.papers)} papers", markup=False, highlight=False)
 
 
@@ -529,7 +529,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 7860).")] = None,
     share: Annotated[bool, typer.Option(help="Also create a public Gradio share link.")] = False,
 ) -> None:
-    """Start the web chat; ingests data/papers.jsonl first if the index is empty."""
+    """Start the web chat (and the API under /v1 on the same port); ingests data/papers.jsonl first if the
+    index is empty."""
     from ui.server import serve as serve_web
 
     serve_web(settings(), host=host, port=port, share=share, echo=lambda line: print(line, flush=True))
@@ -555,7 +556,7 @@ def mcp(
                                                   "RAG_API__TOKEN).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (default 8001).")] = None,
 ) -> None:
-    """Serve the MCP server: tools search_papers, ask, get_paper, export_bibtex; resources paper://ID."""
+    """Serve the MCP server: tools search_papers, ask, get_paper, similar_papers, export_bibtex; resources paper://ID."""
     from ui.mcp_server import serve as serve_mcp
 
     if transport not in ("stdio", "http"):

@@ -149,6 +149,20 @@ def test_models_search_papers_and_bibtex(api: str) -> None:
     assert bib.headers["content-type"].startswith("application/x-bibtex") and "Skywork-MoE" in bib.text
 
 
+def test_similar_papers(api: str) -> None:
+    near = httpx.get(f"{api}/v1/papers/{SKYWORK_ID}/similar", params={"k": 3}).json()
+    ids = [h["paper_id"] for h in near["results"]]
+    assert near["paper_id"] == SKYWORK_ID and len(ids) == 3 and SKYWORK_ID not in ids
+    assert set(near["results"][0]) >= {"paper_id", "title", "score", "dense", "snippet", "links"}
+    default = httpx.get(f"{api}/v1/papers/{SKYWORK_ID}/similar").json()["results"]
+    assert [h["paper_id"] for h in default][:3] == ids and len(default) == 5
+    empty = httpx.get(f"{api}/v1/papers/{SKYWORK_ID}/similar", params={"year": "1990"}).json()
+    assert empty["results"] == [] and "year" in empty["empty_because"]
+    assert error_of(httpx.get(f"{api}/v1/papers/nope/similar"), 404)["code"] == "not_found"
+    for params, param in (({"k": 0}, "k"), ({"k": "five"}, "k"), ({"year": "soon"}, "year")):
+        assert error_of(httpx.get(f"{api}/v1/papers/{SKYWORK_ID}/similar", params=params), 400)["param"] == param
+
+
 # ------------------------------------------------------------------ bad input: error objects
 
 

@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPError
 from tests.conftest import BIN, free_port, run_cli, running_server
 from tests.test_api import SKYWORK_ID, SKYWORK_Q, TOKEN, server_env
 
-TOOLS = {"search_papers", "ask", "get_paper", "export_bibtex"}
+TOOLS = {"search_papers", "ask", "get_paper", "similar_papers", "export_bibtex"}
 
 
 def run(check: Callable[[Client], Awaitable[None]], server: Any) -> None:
@@ -60,6 +60,11 @@ async def exercise(client: Client) -> None:
     bib = await client.call_tool("export_bibtex", {"ids": [SKYWORK_ID]})
     assert bib.structured_content["ids"] == [SKYWORK_ID] and bib.structured_content["bibtex"].startswith("@")
 
+    near = await client.call_tool("similar_papers", {"id": SKYWORK_ID, "k": 3})
+    assert not near.is_error and near.structured_content["paper_id"] == SKYWORK_ID
+    ids = [r["paper_id"] for r in near.structured_content["results"]]
+    assert len(ids) == 3 and SKYWORK_ID not in ids and ids[0] in near.content[0].text
+
     resource = await client.read_resource(f"paper://{SKYWORK_ID}")
     assert resource.contents[0].text.startswith("# Skywork-MoE")
     templates = (await client.list_resource_templates()).resource_templates
@@ -67,6 +72,7 @@ async def exercise(client: Client) -> None:
 
     for name, args, needle in [("get_paper", {"id": "title:0000000000000000"}, "no paper with id"),
                                ("export_bibtex", {"ids": [SKYWORK_ID, "nope"]}, "no paper with id 'nope'"),
+                               ("similar_papers", {"id": "nope"}, "no paper with id 'nope'"),
                                ("ask", {"question": "   "}, "message is empty"),
                                ("ask", {"question": "x" * 3000}, "characters long"),
                                ("search_papers", {"query": "x", "k": 0}, "k"),

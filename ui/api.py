@@ -11,7 +11,8 @@ Routes (all under ``/v1``, a bearer token required whenever ``RAG_API__TOKEN`` i
   whether it abstained, and the checked answer text. ``temperature`` and ``max_tokens`` (or
   ``max_completion_tokens``, which only lowers the configured bound) are used; ``k`` (papers in
   the prompt) is an extension; other OpenAI fields are accepted and ignored; wrong types are 400.
-- ``GET /models``, ``GET /models/{id}``, ``POST /search``, ``GET /papers/{id}``, ``GET /papers/{id}/bibtex``.
+- ``GET /models``, ``GET /models/{id}``, ``POST /search``, ``GET /papers/{id}``, ``GET /papers/{id}/bibtex``,
+  ``GET /papers/{id}/similar?k=5&year=&author=&category=`` (nearest papers by stored vectors).
 - ``GET /health`` (no token): liveness only.
 
 Errors are OpenAI error objects ``{"error": {"message", "type", "param", "code"}}``: 400 bad
@@ -20,7 +21,7 @@ unknown model, paper or route, 413 body over ``RAG_API__MAX_BODY_MB`` or a quest
 ``rag.answer.MAX_QUESTION_CHARS``, 429 every answer slot taken (``RAG_UI__CONCURRENCY``), 503
 backend or index unavailable, 500 anything else (logged here, never a traceback in the body).
 Left out: the answering itself (`rag.answer`, `rag.chat`), ``/v1/completions`` and embeddings,
-tools, ``n`` > 1, mounting under ``rag serve``.
+tools, ``n`` > 1, the web chat that ``rag serve`` mounts beside these routes (`ui.server.combined_app`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -147,7 +149,8 @@ def from_validation(err: ValidationError) -> APIError:
     first = err.errors()[0]
     if first["type"] == "json_invalid":
         return APIError(400, f"the request body is not valid JSON: {first['msg']}", code="invalid_json")
-    param = ".".join(str(p) for p in first["loc"]) or None
+    loc = first["loc"][1:] if first["loc"] and first["loc"][0] in ("query", "path") else first["loc"]
+    param = ".".join(str(p) for p in loc) or None
     code = "missing_required_parameter" if first["type"] == "missing" else \
         "invalid_type" if first["type"].endswith("_type") else "invalid_value"
     return APIError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param, code=code)
@@ -176,6 +179,10 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
     async def rag_error(_: Request, err: RagError) -> JSONResponse:
         return from_rag_error(err).response()
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_params(_: Request, err: RequestValidationError) -> JSONResponse:  # query parameters (?k=abc)
+        return from_validation(err).response()  # type: ignore[arg-type]
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         message = f"no route {request.method} {request.url.path}" if err.status_code in (404, 405) else str(err.detail)
@@ -199,8 +206,8 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
             if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
                 return APIError(401, "incorrect API key (the server's RAG_API__TOKEN)", code="invalid_api_key",
                                 headers={"WWW-Authenticate": "Bearer"}).response()
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
+        length = request.headers.get("content-length")  # /v1 only: uploads to a mounted web chat have their own
+        if request.url.path.startswith("/v1") and length and length.isdigit() and int(length) > limit:
             return too_large(int(length)).response()
         return await call_next(request)
 
@@ -238,6 +245,11 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
     async def search(request: Request) -> dict[str, Any]:
         body: SearchRequest = await read_body(request, SearchRequest)
         return await run_in_threadpool(service.search, body.query, body.k, body.year, body.author, body.category)
+
+    @app.get("/v1/papers/{paper_id:path}/similar")
+    async def paper_similar(paper_id: str, k: int | None = None, year: str | None = None, author: str | None = None,
+                            category: str | None = None) -> dict[str, Any]:
+        return await run_in_threadpool(service.similar, paper_id, k, year, author, category)
 
     @app.get("/v1/papers/{paper_id:path}/bibtex")
     async def paper_bibtex(paper_id: str) -> PlainTextResponse:

@@ -12,7 +12,8 @@ Events (API names, usable from ``gradio_client``):
   cited-paper cards, evidence marks, banners and timings) and the export files;
 - ``/new_conversation``; ``/rate`` (the Chatbot's thumbs) and ``/comment``;
   ``/export_feedback``; ``/upload`` (corpus files -> the index, with progress);
-  ``/corpus`` (counts, embedder and which filters the corpus supports).
+  ``/corpus`` (counts, embedder and which filters the corpus supports); ``/remove_papers`` (paper
+  ids -> removed from the index). Each cited-paper card folds out its similar papers.
 
 Left out: retrieval, prompting and citation checking (`rag`), HTML (`ui.render`),
 starting the server (`ui.server`).
@@ -124,7 +125,7 @@ class WebApp:
                     f"internal error: {type(err).__name__}: {err}", "Something went wrong")
             if answer is not None:
                 session.records[at] = TurnRecord(secrets.token_hex(6), answer, opts)
-                session.messages[at]["content"] = render.render_answer(answer, opts.backend)
+                session.messages[at]["content"] = render.render_answer(answer, opts.backend, self.similar_for(answer))
             finished = True
             md, bib = self.write_exports(session)
             yield self.chat(session), "", md, bib, session
@@ -133,6 +134,18 @@ class WebApp:
                     and len(session.messages) - 1 not in session.records:
                 session.messages[-1]["content"] = render.render_error("the answer was interrupted", "Stopped")
             session.busy.release()
+
+    def similar_for(self, answer: Any, k: int = 3) -> dict[str, list[Any]]:
+        """The ``k`` papers nearest to each cited one, by stored vectors, for its card (none on an error)."""
+        from rag.library import similar_papers
+
+        out: dict[str, list[Any]] = {}
+        for c in answer.citations:
+            try:
+                out[c.paper.id] = similar_papers(self.pool.retriever, c.paper.id, k).hits
+            except RagError as err:  # removed meanwhile, or the store went away: the card shows none
+                log.info("no similar papers for %s: %s", c.paper.id, err)
+        return out
 
     def pick_example(self, evt: gr.SelectData) -> str:
         value = evt.value
@@ -265,6 +278,24 @@ class WebApp:
             self._discard_uploads(items)
         return ("\n".join(lines), self.corpus_markdown(), *self.facet_updates(refresh=True), None)
 
+    def remove(self, ids: str | None) -> tuple[Any, ...]:
+        """Paper ids (spaces, commas or lines between) -> removed from the index (`rag.library.remove_papers`).
+        Returns (report, corpus counts, 5 filter updates, cleared id box)."""
+        from rag.library import remove_papers
+
+        wanted = [part for part in (ids or "").replace(",", " ").split() if part]
+        if not wanted:
+            return ("Type the id of a paper to remove (shown on each cited-paper card).", self.corpus_markdown(),
+                    *self.facet_updates(), gr.skip())
+        try:
+            with self._ingest_lock:
+                removal = remove_papers(self.settings, wanted)
+        except RagError as err:
+            return (f"error: {err.user_message()}", self.corpus_markdown(), *self.facet_updates(), gr.skip())
+        lines = [f"removed {pid}  {title}" for pid, title in zip(removal.removed, removal.titles)]
+        lines.append(f"{removal.chunks_deleted} chunks deleted; {removal.papers_left} papers left")
+        return ("\n".join(lines), self.corpus_markdown(), *self.facet_updates(refresh=True), "")
+
     @staticmethod
     def _discard_uploads(items: list[Any]) -> None:
         """Delete Gradio's own cached copy of each upload: uploads are never served back."""
@@ -365,6 +396,10 @@ class WebApp:
                         upload_btn = gr.Button("Add to corpus", size="sm", elem_id="upload-btn")
                         upload_report = gr.Textbox(label="Ingest report", lines=4, max_lines=20,
                                                    interactive=False, elem_id="upload-report")
+                        remove_ids = gr.Textbox(label="Remove papers", placeholder="paper ids, e.g. arxiv:2406.06563",
+                                                info="the id is on each cited-paper card", max_lines=4,
+                                                elem_id="remove-ids")
+                        remove_btn = gr.Button("Remove from corpus", size="sm", variant="stop", elem_id="remove-btn")
 
             panel = [backend, model, k, dense_weight, temperature, year_from, year_to, author, category]
             filters = [filters_box, year_from, year_to, author, category]
@@ -386,6 +421,8 @@ class WebApp:
             export_fb.click(self.export_feedback, None, [feedback_file, feedback_status], api_name="export_feedback")
             upload_btn.click(self.upload, [files], [upload_report, corpus_md, *filters, files], api_name="upload",
                              concurrency_limit=1, concurrency_id="ingest")
+            remove_btn.click(self.remove, [remove_ids], [upload_report, corpus_md, *filters, remove_ids],
+                             api_name="remove_papers", concurrency_limit=1, concurrency_id="ingest")
             # settings survive a reload of the tab (browser localStorage, this browser only)
             for c in panel:
                 c.change(lambda *v: list(v), panel, saved, api_visibility="private", show_progress="hidden",
@@ -418,11 +455,16 @@ class WebApp:
             options["auth_message"] = "paper-rag: sign in (RAG_UI__AUTH)"
         return options
 
-    def launched(self, **kwargs: Any) -> gr.Blocks:
-        """Build, queue and launch; returns the Blocks (``prevent_thread_lock`` passes through)."""
+    def queued(self) -> gr.Blocks:
+        """The page, built, with its queue bounded by ``RAG_UI__CONCURRENCY``."""
         demo = self.build()
         concurrency = self.settings.ui.concurrency
         demo.queue(default_concurrency_limit=concurrency, max_size=max(64, 16 * concurrency))
+        return demo
+
+    def launched(self, **kwargs: Any) -> gr.Blocks:
+        """Build, queue and launch; returns the Blocks (``prevent_thread_lock`` passes through)."""
+        demo = self.queued()
         options = self.launch_options(kwargs.pop("host", None), kwargs.pop("port", None), kwargs.pop("share", False))
         demo.launch(**options, **kwargs)
         return demo

@@ -8,12 +8,13 @@ Tools (read-only), each returning structured content (the same fields as the HTT
 - ``ask(question, history?, k?)`` -> the answer with its citations (``history``: earlier
   ``{role, content}`` messages, condensed as in ``rag chat``)
 - ``get_paper(id)`` -> the paper record; ``export_bibtex(ids)`` -> ``{ids, bibtex}``
+- ``similar_papers(id, k, year, author, category)`` -> ``{paper_id, title, results: [search items]}``
 
 and each paper as a resource, ``paper://{id}`` (a template: Markdown of the record). Library
 errors (unknown id, empty question, every answer slot busy) come back as tool errors carrying their
 fix. Over HTTP the server binds to 127.0.0.1 unless told otherwise and requires ``RAG_API__TOKEN``
-as a bearer token whenever it is set (always on a non-loopback address). Left out: similar papers,
-prompts, sampling, OAuth.
+as a bearer token whenever it is set (always on a non-loopback address). Left out: prompts,
+sampling, OAuth, removing papers.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ class SearchOutput(_Out):
     query: str
     results: list[SearchHit]
     notices: list[str] = []
+    empty_because: str | None = None
+
+
+class SimilarOutput(_Out):
+    paper_id: str
+    title: str
+    results: list[SearchHit]
     empty_because: str | None = None
 
 
@@ -170,6 +178,19 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
         """One paper's record: title, abstract, authors, year, links."""
         paper = _call(service.paper, id)
         return _result(service.paper_dict(paper), render_paper(paper))
+
+    @server.tool(annotations=READ_ONLY)
+    def similar_papers(
+        id: Annotated[str, Field(description="A paper id from search results, e.g. arxiv:2406.06563.")],
+        k: Annotated[int, Field(ge=1, le=100, description="Number of papers.")] = 5,
+        year: Annotated[str | None, Field(description="Year or range: 2024, 2023..2025, 2023.., ..2020.")] = None,
+        author: Annotated[str | None, Field(description="Author name (substring, any case).")] = None,
+        category: Annotated[str | None, Field(description="Category, e.g. cs.CL.")] = None,
+    ) -> Annotated[CallToolResult, SimilarOutput]:
+        """Papers nearest to one paper by its stored abstract vectors (the paper itself excluded), best first."""
+        data = _call(service.similar, id, k, year, author, category)
+        text = render_search({"query": f"papers similar to {data['title']}", **data})
+        return _result(data, f"Papers similar to {data['title']} [id: {data['paper_id']}]:\n{text}")
 
     @server.tool(annotations=READ_ONLY)
     def export_bibtex(ids: Annotated[list[str], Field(min_length=1, description="Paper ids.")]

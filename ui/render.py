@@ -11,8 +11,9 @@ Example (what a cited answer looks like, shortened)::
 
     <div class="rag-answer">
       <div class="rag-text">"X improves Y." <span class="rag-cite">[1]</span></div>
-      <div class="rag-cards"><div class="rag-card">[1] Title · score 0.81 · arXiv
+      <div class="rag-cards"><div class="rag-card">[1] Title · score 0.81 · arXiv · <code>arxiv:2406.06563</code>
         <details><summary>Abstract</summary>… <mark>the supporting sentence</mark> …</details>
+        <details class="rag-similar"><summary>Similar papers (3)</summary><ul><li>…</li></ul></details>
       </div></div>
       <details class="rag-also"><summary>Also retrieved (3)</summary>…</details>
       <div class="rag-meta">extractive · sentence selection · retrieval 0.02 s · …</div>
@@ -25,12 +26,13 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 import nh3
 
 from rag.answer import Answer, AnswerSentence, Citation
+from rag.retrieval import PaperHit
 
 ALLOWED_TAGS = {"div", "span", "p", "br", "a", "details", "summary", "mark", "small", "strong", "em",
                 "ol", "ul", "li", "code"}
@@ -57,6 +59,7 @@ CSS = """
 .rag-card-meta { font-size: 0.8em; opacity: 0.85; }
 .rag-card-meta a { margin-right: 0.5em; }
 .rag-card details summary, .rag-also summary { cursor: pointer; font-size: 0.85em; }
+.rag-similar ul { margin: 0.2em 0; font-size: 0.9em; }
 .rag-abstract { font-size: 0.9em; margin-top: 0.3em; }
 .rag-abstract mark { background: #fde68a; color: inherit; padding: 0 1px; }
 .rag-also { margin-top: 0.4em; font-size: 0.9em; }
@@ -161,8 +164,22 @@ def highlight(abstract: str, sentences: Iterable[str], titles: dict[str, str] | 
     return "".join(out)
 
 
-def card_html(c: Citation) -> str:
-    """One cited paper: number, title, links, retrieval score; abstract with evidence on expand."""
+def similar_html(hits: Sequence[PaperHit]) -> str:
+    """The papers nearest to a cited one (`rag.library.similar_papers`), folded under the card."""
+    if not hits:
+        return ""
+    items = []
+    for h in hits:
+        first = links_html(h.paper.links[:1])
+        items.append(f'<li>{esc(h.paper.title)} <small>· similarity {h.score:.2f}{" · " + first if first else ""}'
+                     f' · <code>{esc(h.paper.id)}</code></small></li>')
+    return (f'<details class="rag-similar"><summary>Similar papers ({len(hits)})</summary>'
+            f'<ul>{"".join(items)}</ul></details>')
+
+
+def card_html(c: Citation, similar: Sequence[PaperHit] = ()) -> str:
+    """One cited paper: number, title, links, retrieval score, id; abstract with evidence and the
+    similar papers on expand."""
     paper = c.paper
     year = f" <small>({esc(paper.year)})</small>" if paper.year else ""
     authors = ", ".join(paper.authors[:4]) + (" et al." if len(paper.authors) > 4 else "")
@@ -171,6 +188,7 @@ def card_html(c: Citation) -> str:
     links = links_html(paper.links)
     if links:
         meta.append(links)
+    meta.append(f"<code>{esc(paper.id)}</code>")
     titles = {e.sentence.strip(): f"supports: {e.answer_sentence} (support {e.score:.2f})" for e in c.evidence}
     n_marks = len({e.sentence.strip() for e in c.evidence})
     summary = f"Abstract, {n_marks} supporting sentence{'s' if n_marks != 1 else ''} highlighted" if n_marks \
@@ -179,7 +197,8 @@ def card_html(c: Citation) -> str:
             f'<span class="rag-title">{esc(paper.title)}</span>{year}</div>'
             f'<div class="rag-card-meta">{" · ".join(meta)}</div>'
             f'<details><summary>{summary}</summary><div class="rag-abstract">'
-            f"{highlight(paper.abstract, [e.sentence for e in c.evidence], titles)}</div></details></div>")
+            f"{highlight(paper.abstract, [e.sentence for e in c.evidence], titles)}</div></details>"
+            f"{similar_html(similar)}</div>")
 
 
 def also_html(citations: list[Citation]) -> str:
@@ -263,13 +282,14 @@ def meta_html(answer: Answer) -> str:
 # ------------------------------------------------------------------ whole messages
 
 
-def render_answer(answer: Answer, requested_backend: str = "auto") -> str:
-    """The final chat message for one answer."""
+def render_answer(answer: Answer, requested_backend: str = "auto",
+                  similar: dict[str, list[PaperHit]] | None = None) -> str:
+    """The final chat message for one answer; ``similar``: paper id -> its nearest papers, for the cards."""
     parts = ['<div class="rag-answer">', banners_html(answer, requested_backend),
              f'<div class="rag-text">{answer_text_html(answer)}</div>']
     if answer.citations:
         parts.append('<div class="rag-cards"><div class="rag-cards-title">Cited papers</div>')
-        parts += [card_html(c) for c in answer.citations]
+        parts += [card_html(c, (similar or {}).get(c.paper.id, ())) for c in answer.citations]
         parts.append("</div>")
     parts += [also_html(answer.also_retrieved), meta_html(answer), "</div>"]
     return clean(_flat("".join(parts)))

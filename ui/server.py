@@ -4,7 +4,15 @@ Steps, each printed: ingest the bundled corpus when the index is empty; load the
 embedder and the lexical index; resolve the answer backend (so the first user does not
 wait for a model to load); launch Gradio on ``127.0.0.1`` unless ``--host`` says
 otherwise, with a login only if ``RAG_UI__AUTH`` is set and a share link only with
-``--share``. Left out: the page and its handlers (`ui.app`).
+``--share``.
+
+The OpenAI-compatible API (`ui.api`) answers on the same port under ``/v1``: `combined_app` is
+the API's FastAPI app with the web chat mounted at ``/`` (``gr.mount_gradio_app``), sharing one
+`ui.shared.AnswererPool`, so models load once. The API keeps its own rules: its bearer token
+(``RAG_API__TOKEN``; the web login does not cover it) and its refusal of a non-loopback address
+without one, in which case the chat is served alone, with a warning. ``--share`` (Gradio's own
+launcher) serves the chat alone too. Left out: the page and its handlers (`ui.app`), the routes
+(`ui.api`).
 """
 
 from __future__ import annotations
@@ -87,6 +95,31 @@ def check_port(host: str, port: int) -> None:
             raise port_taken(host, port, reason) from None
 
 
+def combined_app(web: Any, host: str, port: int) -> Any:
+    """The API app (``/v1``, ``/health``) with the web chat of ``web`` (a `ui.app.WebApp`) mounted at ``/``."""
+    import gradio as gr
+
+    from ui.api import create_app
+    from ui.service import PaperService
+
+    settings = web.settings
+    api = create_app(settings, service=PaperService(settings, pool=web.pool))
+    options = web.launch_options(host, port)
+    options.pop("share", None)
+    return gr.mount_gradio_app(api, web.queued(), path="/", **options)
+
+
+def api_refusal(host: str, settings: Settings) -> str | None:
+    """Why the API cannot be mounted on ``host`` (no token on a non-loopback address), or None."""
+    from ui.api import check_exposure
+
+    try:
+        check_exposure(host, settings.api.token)
+    except InputError as err:
+        return str(err)
+    return None
+
+
 def serve(settings: Settings, host: str | None = None, port: int | None = None, share: bool = False,
           echo: Callable[[str], None] = print) -> None:
     """Blocks until the server is stopped (Ctrl-C)."""
@@ -101,8 +134,20 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
         echo(f"warning: listening on {host} without a login; set RAG_UI__AUTH=user:password to require one")
     if share:
         echo("creating a public share link (--share): anyone with the link can use this chat")
-    echo(f"web chat: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-         f"{' (login required)' if auth else ''}  — Ctrl-C to stop")
+    shown = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    refusal = api_refusal(host, settings)
+    if not (share or refusal):
+        check_port(host, port)  # again: uvicorn would log a port taken meanwhile and exit 1 without a fix
+    if share or refusal:
+        echo(f"warning: the API (/v1) is not served here: {'--share serves the chat alone' if share else refusal}")
+    else:
+        echo(f"OpenAI-compatible API: {shown}/v1{' (token required)' if settings.api.token else ''}")
+    echo(f"web chat: {shown}{' (login required)' if auth else ''}  — Ctrl-C to stop")
+    if not (share or refusal):
+        import uvicorn
+
+        uvicorn.run(combined_app(app, host, port), host=host, port=port, log_level="warning")
+        return
     try:
         app.launched(host=host, port=port, share=share, quiet=True)
     except OSError as err:  # taken while the models loaded: Gradio's "Cannot find empty port"

@@ -17,8 +17,10 @@
 - a concurrency bound (`Slots`, ``settings.ui.concurrency`` as in the web chat): a full bound
   is refused at once (`BusyError`), as OpenAI's rate limits are; clients retry.
 
-Left out: HTTP and MCP framing, authentication (the interfaces), similar papers and library
-management (not built yet).
+- similar papers: `rag.library.similar_papers` (stored vectors, nothing re-embedded).
+
+Left out: HTTP and MCP framing, authentication (the interfaces), removing papers (the CLI and the
+web chat's corpus panel only: an API client cannot change the library).
 """
 
 from __future__ import annotations
@@ -205,6 +207,17 @@ class PaperService:
         result = self.pool.retriever.search(query, k=k, filters=self.filters(year, author, category))
         return {"query": result.query, "results": [h.as_dict() for h in result.hits], "notices": result.notices,
                 "empty_because": result.empty_because}
+
+    def similar(self, paper_id: str, k: int | None = None, year: str | int | None = None, author: str | None = None,
+                category: str | None = None) -> dict[str, Any]:
+        """``{"paper_id", "title", "results": [rag similar --json items], "empty_because"}``: nearest papers
+        by stored vectors (`rag.library.similar_papers`), the paper itself excluded."""
+        from rag.library import similar_papers
+
+        if k is not None and not 1 <= k <= 100:
+            raise _param(InputError(f"k={k} is out of range", "ask for 1 to 100 papers"), "k")
+        self.paper(paper_id)  # an unknown id is a NotFoundError (404), as for GET /v1/papers/{id}
+        return similar_papers(self.pool.retriever, paper_id, k or 5, self.filters(year, author, category)).as_dict()
 
     @staticmethod
     def filters(year: str | int | None, author: str | None, category: str | None) -> Filters | None:
