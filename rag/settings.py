@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CHUNKER_VERSION = "sent-pack-1"
 BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
@@ -193,6 +193,17 @@ class UISettings(BaseModel):
     auth: str | None = Field(None, description="'user:password' to require a login; None = no login.")
     max_upload_mb: int = Field(50, ge=1, description="Largest corpus file accepted by upload.")
     concurrency: int = Field(4, ge=1, description="Answers generated at once.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the web chat answers besides localhost, IP addresses and the bound name "
+        "(comma-separated, '*.example.org' for subdomains): any other Host header is refused (DNS rebinding).",
+    )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        """``"a.example, b.example"`` (as RAG_UI__ALLOWED_HOSTS gives it) -> a list."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
 class APISettings(BaseModel):

@@ -290,7 +290,7 @@ def test_feedback_is_appended_durably_as_json_lines(webapp: WebApp, monkeypatch)
     assert rows[0]["settings"]["k"] == 3 and rows[0]["settings"]["backend"] == "extractive"
     assert rows[1]["comment"] == "Exactly the number I needed." and rows[1]["answer_id"] == rows[0]["answer_id"]
     assert "VIVAT" in rows[2]["question"]
-    path, status = webapp.export_feedback()
+    path, status = webapp.export_feedback(session)
     assert Path(path).read_text() == webapp.settings.feedback_path.read_text() and "3 feedback lines" in status
 
 
@@ -298,7 +298,7 @@ def test_comment_needs_a_rating_first(webapp: WebApp) -> None:
     _, session = run(webapp, PLAMO_Q)
     status, box, _ = webapp.comment("great", session)
     assert "Rate an answer" in status and box == "great"
-    assert webapp.export_feedback() == (None, "No feedback yet.")
+    assert webapp.export_feedback(session) == (None, "No feedback from this tab yet.")
 
 
 def test_markdown_and_bibtex_exports(webapp: WebApp, tmp_path: Path) -> None:

@@ -37,12 +37,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 import gradio as gr  # noqa: E402
 
+from rag.answer import clean_question  # noqa: E402
 from rag.corpus import clean_text  # noqa: E402
 from rag.errors import EmptyIndexError, RagError  # noqa: E402
 from rag.ingest import stats as index_stats  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 from ui import render  # noqa: E402
 from ui.feedback import FeedbackLog, feedback_record  # noqa: E402
+from ui.guard import HostPolicy, RequestGuard  # noqa: E402
 from ui.shared import AnswererPool  # noqa: E402
 from ui.state import BACKENDS, MAX_K, ChatSettings, Session, TurnRecord  # noqa: E402
 from ui.uploads import ingest_uploads, summary_text  # noqa: E402
@@ -65,6 +67,8 @@ class WebApp:
         self.feedback = FeedbackLog(self.settings.feedback_path)
         self.export_root = Path(tempfile.mkdtemp(prefix="paper-rag-web-"))
         self._ingest_lock = threading.Lock()
+        # paths Gradio's /upload handed out (the built page's ``upload_file_set``); None: not served, trust callers
+        self.uploaded: set[str] | None = None
 
     # ---------------------------------------------------------- sessions
 
@@ -93,6 +97,12 @@ class WebApp:
         text_in = clean_text(question or "")
         if not text_in:
             yield self.chat(session), "", gr.skip(), gr.skip(), session
+            return
+        try:
+            clean_question(text_in)
+        except RagError as err:  # refused: nothing of it enters the history, the box keeps it to shorten
+            gr.Warning(err.user_message())
+            yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), session
             return
         if not session.busy.acquire(blocking=False):
             gr.Warning("Still answering your previous question.")
@@ -204,12 +214,15 @@ class WebApp:
         self.feedback.append(feedback_record(record, record.rating or "down", text, session.id))
         return "Comment saved with your rating.", "", session
 
-    def export_feedback(self) -> tuple[str | None, str]:
-        path = self.feedback.export(self.export_root / "feedback" / secrets.token_hex(4))
+    def export_feedback(self, session: Session | None = None) -> tuple[str | None, str]:
+        """This tab's own feedback lines as a file; other users' feedback stays in the data home."""
+        session = self.session(session)
+        path = self.feedback.export(self.export_root / session.id / "feedback" / secrets.token_hex(4),
+                                    session=session.id)
         if path is None:
-            return None, "No feedback yet."
+            return None, "No feedback from this tab yet."
         lines = sum(1 for _ in path.open(encoding="utf-8"))
-        return str(path), f"{lines} feedback line{'s' if lines != 1 else ''} (JSON Lines)."
+        return str(path), f"{lines} feedback line{'s' if lines != 1 else ''} from this tab (JSON Lines)."
 
     # ---------------------------------------------------------- corpus
 
@@ -252,6 +265,9 @@ class WebApp:
         items = [f for f in (files if isinstance(files, list | tuple) else [files]) if f]
         if not items:
             return ("Choose one or more corpus files first.", self.corpus_markdown(), *self.facet_updates(), None)
+        items, foreign = self.claim_uploads(items)
+        if not items:
+            return ("\n".join(foreign), self.corpus_markdown(), *self.facet_updates(), None)
         counts = {"done": 0, "total": 0}
 
         def on_start(total: int) -> None:
@@ -263,7 +279,7 @@ class WebApp:
             progress((counts["done"], counts["total"] or 1), desc="embedding", unit="chunks")
 
         progress(0.0, desc="reading files")
-        lines: list[str] = []
+        lines: list[str] = list(foreign)
         try:
             with self._ingest_lock:
                 result = ingest_uploads(items, self.settings, self.pool.embedder, on_start, on_embedded)
@@ -295,6 +311,26 @@ class WebApp:
         lines = [f"removed {pid}  {title}" for pid, title in zip(removal.removed, removal.titles)]
         lines.append(f"{removal.chunks_deleted} chunks deleted; {removal.papers_left} papers left")
         return ("\n".join(lines), self.corpus_markdown(), *self.facet_updates(refresh=True), "")
+
+    def claim_uploads(self, items: list[Any]) -> tuple[list[Any], list[str]]:
+        """(the files Gradio's /upload handed out, each claimed once; a refusal line for every other one).
+
+        An event may name any file in Gradio's cache (another tab's export, another user's
+        upload): only paths from ``upload_file_set`` are read or deleted, and only once."""
+        from ui.uploads import display_name
+
+        if self.uploaded is None:
+            return items, []
+        mine, foreign = [], []
+        for item in items:
+            path = str(getattr(item, "path", item))
+            if path in self.uploaded:
+                self.uploaded.discard(path)
+                mine.append(item)
+            else:
+                name = display_name(getattr(item, "orig_name", None) or Path(path).name)
+                foreign.append(f"refused {name}: not a file uploaded from this page; upload it again")
+        return mine, foreign
 
     @staticmethod
     def _discard_uploads(items: list[Any]) -> None:
@@ -339,6 +375,7 @@ class WebApp:
             n_papers = 0
         with gr.Blocks(title="paper-rag", analytics_enabled=False,
                        delete_cache=(3600, 3600)) as demo:
+            self.uploaded = demo.upload_file_set
             session = gr.State(None, delete_callback=self.drop_session)
             saved = gr.BrowserState(None, storage_key=SETTINGS_KEY)
             gr.Markdown("## paper-rag · questions over research-paper abstracts\n"
@@ -418,7 +455,8 @@ class WebApp:
             chatbot.like(self.rate, [session], [feedback_status, session], api_name="rate")
             comment_btn.click(self.comment, [comment_box, session], [feedback_status, comment_box, session],
                               api_name="comment")
-            export_fb.click(self.export_feedback, None, [feedback_file, feedback_status], api_name="export_feedback")
+            export_fb.click(self.export_feedback, [session], [feedback_file, feedback_status],
+                            api_name="export_feedback")
             upload_btn.click(self.upload, [files], [upload_report, corpus_md, *filters, files], api_name="upload",
                              concurrency_limit=1, concurrency_id="ingest")
             remove_btn.click(self.remove, [remove_ids], [upload_report, corpus_md, *filters, remove_ids],
@@ -443,9 +481,14 @@ class WebApp:
     # ---------------------------------------------------------- launching
 
     def launch_options(self, host: str | None = None, port: int | None = None, share: bool = False) -> dict[str, Any]:
-        """Keyword arguments for ``Blocks.launch``: loopback by default, auth only if configured."""
+        """Keyword arguments for ``Blocks.launch``: loopback by default, auth only if configured, and
+        `ui.guard.RequestGuard` in front (Host names, request size, login on Gradio's open routes)."""
+        from starlette.middleware import Middleware
+
         ui = self.settings.ui
+        policy = HostPolicy.for_bind(host or ui.host, ui.allowed_hosts, share)
         options: dict[str, Any] = {
+            "app_kwargs": {"middleware": [Middleware(RequestGuard, policy=policy)]},
             "server_name": host or ui.host, "server_port": port or ui.port, "share": share,
             "max_file_size": f"{ui.max_upload_mb}mb", "auth": parse_auth(ui.auth),
             "allowed_paths": [], "show_error": False, "ssr_mode": False, "pwa": False, "mcp_server": False,

@@ -53,6 +53,15 @@ def feedback_record(record: TurnRecord, rating: str, comment: str | None, sessio
     }
 
 
+def _session_of(line: str) -> str | None:
+    """The ``session`` of one JSON line (None when the line is not an object or has none)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry.get("session") if isinstance(entry, dict) else None
+
+
 class FeedbackLog:
     """Append-only JSON Lines file, safe for concurrent writers in this process."""
 
@@ -76,15 +85,29 @@ class FeedbackLog:
             finally:
                 os.close(fd)
 
-    def export(self, folder: Path) -> Path | None:
-        """A snapshot of the log in ``folder`` (for download), or None when there is none yet."""
+    def export(self, folder: Path, session: str | None = None) -> Path | None:
+        """A snapshot of the log in ``folder`` (for download), or None when there is nothing to export.
+
+        ``session``: only that session's lines (what the web chat offers a tab); None: every line."""
         with self._lock:
             if not self.path.is_file() or self.path.stat().st_size == 0:
                 return None
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / "feedback.jsonl"
-            shutil.copyfile(self.path, target)
-            return target
+            if session is None:
+                folder.mkdir(parents=True, exist_ok=True)
+                target = folder / "feedback.jsonl"
+                shutil.copyfile(self.path, target)
+                return target
+            mine = [line for line in self._lines() if _session_of(line) == session]
+        if not mine:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "feedback.jsonl"
+        target.write_text("".join(mine), encoding="utf-8")
+        return target
+
+    def _lines(self) -> list[str]:
+        with self.path.open(encoding="utf-8") as fh:
+            return [line if line.endswith("\n") else line + "\n" for line in fh if line.strip()]
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.is_file():
