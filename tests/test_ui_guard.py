@@ -220,3 +220,20 @@ def test_oversized_requests_are_refused_before_they_are_read(served: tuple[WebAp
     status, _, _ = request(port, "POST", "/gradio_api/queue/join", b"{}",
                            headers={"Content-Type": "application/json", "Cookie": cookie})
     assert status != 413  # small requests pass through to Gradio
+
+
+# ------------------------------------------------------------------ index errors reach web users without paths (item 3)
+
+
+def test_index_errors_in_the_chat_name_no_server_path(small_app: WebApp) -> None:
+    from rag.errors import IndexDamagedError
+
+    home = small_app.settings.home
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise IndexDamagedError(f"the index in {home} is damaged: {home}/chroma/x/header.bin is 3 bytes")
+
+    small_app.pool.retriever.search = broken  # type: ignore[method-assign]
+    session = ask(small_app, QUESTION)
+    html = session.messages[-1]["content"]
+    assert "damaged" in html and "the data home" in html and str(home) not in html and "rebuild" in html

@@ -80,6 +80,16 @@ class WebApp:
         if isinstance(session, Session):
             shutil.rmtree(self.export_root / session.id, ignore_errors=True)
 
+    def public(self, err: RagError) -> str:
+        """``err``'s message and fix with server paths replaced: web users never see where the data lives.
+
+        (``rag ingest --rebuild PATH`` in a fix stays: it names the command, not a path.)"""
+        text = err.user_message()
+        for path, name in ((self.settings.chroma_dir, "the index"), (self.settings.home, "the data home")):
+            text = text.replace(f"in {path}", f"in {name}").replace(f"at {path}", f"at {name}")
+            text = text.replace(str(path), name)
+        return text
+
     @staticmethod
     def chat(session: Session) -> list[dict[str, Any]]:
         return [dict(m) for m in session.messages]
@@ -128,7 +138,7 @@ class WebApp:
                     elif event.kind == "done":
                         answer = event.answer
             except RagError as err:
-                session.messages[at]["content"] = render.render_error(err.user_message())
+                session.messages[at]["content"] = render.render_error(self.public(err))
             except Exception as err:  # noqa: BLE001 - never show a stack trace in the chat
                 log.exception("answering %r failed", text_in)
                 session.messages[at]["content"] = render.render_error(
@@ -230,7 +240,7 @@ class WebApp:
         try:
             s = index_stats(self.settings)
         except RagError as err:
-            return f"**Index unavailable:** {render.esc(err.user_message())}"
+            return f"**Index unavailable:** {render.esc(self.public(err))}"
         if not s["ingested"]:
             return "**Nothing ingested yet.** Upload corpus files below, or run `rag ingest data/papers.jsonl`."
         return (f"**{s['papers']:,} papers**, {s['chunks']:,} chunks  \n"
@@ -289,7 +299,7 @@ class WebApp:
                 lines += [f"merged {pid}: {a} -> {b} (later record kept)" for pid, a, b in result.summary.merges]
                 lines.append(summary_text(result.summary))
         except RagError as err:
-            lines.append(f"error: {err.user_message()}")
+            lines.append(f"error: {self.public(err)}")
         finally:
             self._discard_uploads(items)
         return ("\n".join(lines), self.corpus_markdown(), *self.facet_updates(refresh=True), None)
@@ -307,7 +317,7 @@ class WebApp:
             with self._ingest_lock:
                 removal = remove_papers(self.settings, wanted)
         except RagError as err:
-            return (f"error: {err.user_message()}", self.corpus_markdown(), *self.facet_updates(), gr.skip())
+            return (f"error: {self.public(err)}", self.corpus_markdown(), *self.facet_updates(), gr.skip())
         lines = [f"removed {pid}  {title}" for pid, title in zip(removal.removed, removal.titles)]
         lines.append(f"{removal.chunks_deleted} chunks deleted; {removal.papers_left} papers left")
         return ("\n".join(lines), self.corpus_markdown(), *self.facet_updates(refresh=True), "")
