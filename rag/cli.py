@@ -52,7 +52,7 @@ def ingest(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
-    from rag.ingest import Ingestor
+    from rag.ingest import Ingestor, record_lines, summary_lines
 
     cfg = settings()
     columns = [TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
@@ -69,20 +69,12 @@ def ingest(
             progress.update(task, rate=f"{speed:.0f} chunks/s" if speed else "")
 
         summary = Ingestor(cfg).run(paths, rebuild=rebuild, strict=strict, on_start=on_start, on_embedded=on_embedded)
-    for err in summary.errors:
-        console.print(Text.assemble(("rejected ", "yellow"), err.user_message()))
-    for pid, earlier, later in summary.merges:
-        console.print(f"merged {pid}: {earlier} -> {later} (later record kept)", markup=False, highlight=False)
+    for kind, line in record_lines(summary):  # ten of each kind, then a count
+        console.print(Text.assemble((f"{kind} ", "yellow") if kind != "more" else "", line))
     if as_json:
         emit_json(summary.as_dict())
     else:
-        rate = summary.chunks_embedded / summary.seconds if summary.seconds else 0
-        out.print(
-            f"papers: {summary.new} new, {summary.updated} updated, {summary.unchanged} unchanged, "
-            f"{summary.merged} merged, {summary.rejected} rejected\n"
-            f"chunks: {summary.chunks_embedded} embedded ({rate:.1f}/s), {summary.chunks_deleted} deleted\n"
-            f"index: {summary.papers_total} papers, {summary.chunks_total} chunks in {cfg.home} "
-            f"({summary.seconds:.1f}s)", markup=False, highlight=False)
+        out.print("\n".join(summary_lines(summary, str(cfg.home))), markup=False, highlight=False)
     if summary.rejected:
         raise typer.Exit(EXIT_REJECTED)
 
@@ -577,7 +569,7 @@ def bench(
         help="Sizes also ingested into a `chroma run` server (default: the smallest scale size).")] = None,
     only: Annotated[str | None, typer.Option(
         help="Run only these steps, e.g. scale or cold_start,llm (first_ingest reingest retrieval cold_start llm "
-             "tokenization throughput scale).")] = None,
+             "tokenization throughput scale api).")] = None,
 ) -> None:
     """Measure ingest, re-ingest, retrieval, cold start, LLM, scale and throughput against baselines."""
     from eval.bench import parse_sizes, parse_steps, run_bench
