@@ -25,6 +25,7 @@ import hashlib
 import html
 import io
 import json
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -454,9 +455,15 @@ def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
     """BibTeX entries; ``eprint`` + ``archiveprefix = arXiv`` gives the arXiv id."""
     import bibtexparser
 
-    library = bibtexparser.parse_string(_read_text(path))
+    quiet = logging.getLogger("bibtexparser")
+    level, quiet.level = quiet.level, logging.CRITICAL  # its own dump of each failure, with other line numbers
+    try:
+        library = bibtexparser.parse_string(_read_text(path))
+    finally:
+        quiet.setLevel(level)
     for block in library.failed_blocks:
-        yield RecordError(str(path), block.start_line + 1, f"unparseable BibTeX: {block.error!s}"[:200])
+        yield RecordError(str(path), block.start_line + 1, bibtex_failure(block),
+                          "fix that entry (a missing `}` or `,` is the usual cause), or remove it")
     for entry in library.entries:
         fields = {k.lower(): str(v.value) for k, v in entry.fields_dict.items()}
         text = {k: clean_text(decode_markup(fields.get(k, ""), latex=True)) for k in ("title", "abstract")}
@@ -479,6 +486,21 @@ def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
             "categories": fields.get("keywords"), "url": fields.get("url"),
             "extra": {"bibtex_key": entry.key, "entry_type": entry.entry_type},
         }, str(path), line)
+
+
+def bibtex_failure(block: Any) -> str:
+    """One line for a BibTeX block bibtexparser could not read: the entry's first line and the reason.
+
+    Example: ``entry `@article{broken2,` cannot be read: unexpected block start: `@article`. Was still
+    looking for field-value closing `,` or `}` (the entry does not end before the next one)``."""
+    first = next((line.strip() for line in str(getattr(block, "raw", "")).splitlines() if line.strip()), "")
+    err = getattr(block, "error", None)
+    reason = (getattr(err, "abort_reason", None) or str(err or "") or type(err).__name__).strip()
+    reason = reason.split(". Note:", 1)[0].rstrip(".")
+    if reason.startswith("Unexpected block start"):
+        reason += " (the entry does not end before the next one)"
+    reason = reason[:1].lower() + reason[1:]
+    return f"entry `{first[:80]}` cannot be read: {reason}"[:300]
 
 
 def _strip_braces(value: str) -> str:

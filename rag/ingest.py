@@ -36,10 +36,18 @@ from rag.store import IndexIdentity, Store, as_store_error, chunk_metadata, loca
 EMBED_BATCH = 256  # chunks embedded and written per step: a crash loses at most this much work
 
 
+SHOWN = 10  # repeated report lines of one kind shown before "... and N more"
+
+
 @dataclass
 class IngestSummary:
+    """What one ingest did. ``updated`` = ``changed`` (text, re-embedded) + ``metadata_only``
+    (authors, year, source file...: no embedding)."""
+
     new: int = 0
     updated: int = 0
+    changed: int = 0
+    metadata_only: int = 0
     unchanged: int = 0
     merged: int = 0
     rejected: int = 0
@@ -172,8 +180,12 @@ class Ingestor:
             record_changed = have_record != paper_metadata(paper) or (have and len(have) != len(mine))
             if not have:
                 summary.new += 1
-            elif fresh or gone or record_changed:
+            elif fresh or gone or len(have) != len(mine):
                 summary.updated += 1
+                summary.changed += 1
+            elif record_changed:
+                summary.updated += 1
+                summary.metadata_only += 1
             else:
                 summary.unchanged += 1
                 continue
@@ -248,8 +260,39 @@ def stats(settings: Settings) -> dict[str, object]:
     }
 
 
+def summary_lines(summary: IngestSummary, where: str) -> list[str]:
+    """The three lines `rag ingest` and the web upload print; ``where``: the data home, as shown to this reader.
+
+    >>> summary_lines(IngestSummary(new=1, changed=2, metadata_only=13, unchanged=4), "/data")[0]
+    'papers: 1 new, 2 changed, 13 metadata only, 4 unchanged, 0 merged, 0 rejected'
+    """
+    rate = summary.chunks_embedded / summary.seconds if summary.seconds else 0
+    return [f"papers: {summary.new} new, {summary.changed} changed, {summary.metadata_only} metadata only, "
+            f"{summary.unchanged} unchanged, {summary.merged} merged, {summary.rejected} rejected",
+            f"chunks: {summary.chunks_embedded} embedded ({rate:.1f}/s), {summary.chunks_deleted} deleted",
+            f"index: {summary.papers_total} papers, {summary.chunks_total} chunks in {where} ({summary.seconds:.1f}s)"]
+
+
+def record_lines(summary: IngestSummary, shown: int = SHOWN) -> list[tuple[str, str]]:
+    """("rejected" | "merged" | "more", text) for the records worth a line, each kind summarised
+    after ``shown`` lines: a file with one paper a million times prints ten "merged" lines and a count.
+
+    >>> s = IngestSummary(merged=3, merges=[("p", "f:1", "f:2"), ("p", "f:2", "f:3"), ("p", "f:3", "f:4")])
+    >>> record_lines(s, shown=1)
+    [('merged', 'p: f:1 -> f:2 (later record kept)'), ('more', '... and 2 more merged records (later record kept)')]
+    """
+    out: list[tuple[str, str]] = [("rejected", err.user_message()) for err in summary.errors[:shown]]
+    if len(summary.errors) > shown:
+        out.append(("more", f"... and {len(summary.errors) - shown:,} more rejected records"))
+    out += [("merged", f"{pid}: {a} -> {b} (later record kept)") for pid, a, b in summary.merges[:shown]]
+    if len(summary.merges) > shown:
+        out.append(("more", f"... and {len(summary.merges) - shown:,} more merged records (later record kept)"))
+    return out
+
+
 def summary_json(summary: IngestSummary) -> str:
     return json.dumps(summary.as_dict(), indent=2)
 
 
-__all__ = ["Ingestor", "IngestSummary", "ingest_lock", "refresh_lexical", "stats", "StoreError"]
+__all__ = ["Ingestor", "IngestSummary", "ingest_lock", "record_lines", "refresh_lexical", "stats", "StoreError",
+           "summary_lines"]

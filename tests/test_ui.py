@@ -218,8 +218,8 @@ def test_upload_updates_counts_and_reports_record_errors(webapp: WebApp, tmp_pat
                     + json.dumps({"title": "Dusk layers", "abstract": "Dusk layers dim activations."}) + "\n")
     calls: list[tuple] = []
     report, corpus, *_filters, cleared = webapp.upload([str(path)], progress=lambda *a, **k: calls.append((a, k)))
-    assert "papers: 2 new, 0 updated, 184 unchanged" not in report  # only the uploaded file is ingested
-    assert "papers: 2 new, 0 updated, 0 unchanged, 0 merged, 2 rejected" in report
+    assert "184 unchanged" not in report  # only the uploaded file is ingested
+    assert "papers: 2 new, 0 changed, 0 metadata only, 0 unchanged, 0 merged, 2 rejected" in report
     assert "rejected small.jsonl:2: bad JSON" in report and "rejected small.jsonl:3:" in report
     assert "index: 186 papers" in report and "**186 papers**" in corpus and cleared is None
     assert str(tmp_path) not in report  # errors name the user's file, not a server path

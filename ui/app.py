@@ -40,6 +40,7 @@ import gradio as gr  # noqa: E402
 from rag.answer import clean_question  # noqa: E402
 from rag.corpus import clean_text  # noqa: E402
 from rag.errors import EmptyIndexError, RagError  # noqa: E402
+from rag.ingest import record_lines  # noqa: E402
 from rag.ingest import stats as index_stats  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 from ui import render  # noqa: E402
@@ -295,8 +296,7 @@ class WebApp:
                 result = ingest_uploads(items, self.settings, self.pool.embedder, on_start, on_embedded)
             lines += [f"refused {problem}" for problem in result.refused]
             if result.summary is not None:
-                lines += [f"rejected {err.user_message()}" for err in result.summary.errors]
-                lines += [f"merged {pid}: {a} -> {b} (later record kept)" for pid, a, b in result.summary.merges]
+                lines += [f"{kind} {text}" if kind != "more" else text for kind, text in record_lines(result.summary)]
                 lines.append(summary_text(result.summary))
         except RagError as err:
             lines.append(f"error: {self.public(err)}")

@@ -27,7 +27,7 @@ from typing import Any
 from rag.corpus import FORMATS, LoadReport, load_file
 from rag.embeddings import Embedder
 from rag.errors import RagError, RecordError
-from rag.ingest import Ingestor, IngestSummary
+from rag.ingest import Ingestor, IngestSummary, summary_lines
 from rag.settings import Settings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -136,9 +136,4 @@ def ingest_uploads(files: Iterable[Any], settings: Settings, embedder: Embedder 
 
 def summary_text(summary: IngestSummary) -> str:
     """The three lines `rag ingest` prints (the data home's path left out: web users need not see it)."""
-    rate = summary.chunks_embedded / summary.seconds if summary.seconds else 0
-    return (f"papers: {summary.new} new, {summary.updated} updated, {summary.unchanged} unchanged, "
-            f"{summary.merged} merged, {summary.rejected} rejected\n"
-            f"chunks: {summary.chunks_embedded} embedded ({rate:.1f}/s), {summary.chunks_deleted} deleted\n"
-            f"index: {summary.papers_total} papers, {summary.chunks_total} chunks in the data home "
-            f"({summary.seconds:.1f}s)")
+    return "\n".join(summary_lines(summary, "the data home"))
