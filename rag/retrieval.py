@@ -61,21 +61,52 @@ class Filters:
 
     def checks(self) -> list[tuple[str, Any]]:
         """(description, predicate) for each active filter."""
-        out: list[tuple[str, Any]] = []
+        return [(description, predicate) for _, description, predicate in self.field_checks()]
+
+    def field_checks(self) -> list[tuple[str | None, str, Any]]:
+        """(field the filter needs: ``year``, ``authors``, ``categories`` or None, description, predicate)."""
+        out: list[tuple[str | None, str, Any]] = []
         if self.year_from is not None or self.year_to is not None:
             lo, hi = self.year_from or -10**9, self.year_to or 10**9
-            out.append((f"year {self.year_from or ''}..{self.year_to or ''}",
+            out.append(("year", f"year {self.year_from or ''}..{self.year_to or ''}",
                         lambda p: p.year is not None and lo <= p.year <= hi))
         if self.author:  # case- and accent-insensitive: "scholkopf" finds "Schölkopf"
             needle = fold(self.author)
-            out.append((f"author {self.author!r}", lambda p: any(needle in fold(a) for a in p.authors)))
+            out.append(("authors", f"author {self.author!r}", lambda p: any(needle in fold(a) for a in p.authors)))
         if self.category:
             cat = self.category.casefold()
-            out.append((f"category {self.category!r}", lambda p: any(cat == c.casefold() for c in p.categories)))
+            out.append(("categories", f"category {self.category!r}",
+                        lambda p: any(cat == c.casefold() for c in p.categories)))
         if self.paper_ids is not None:
             ids = self.paper_ids
-            out.append((f"paper ids ({len(ids)})", lambda p: p.id in ids))
+            out.append((None, f"paper ids ({len(ids)})", lambda p: p.id in ids))
         return out
+
+
+FIELD_NAMES = {"year": "a year", "authors": "authors", "categories": "categories"}
+
+
+def has_field(paper: Paper, name: str) -> bool:
+    return paper.year is not None if name == "year" else bool(getattr(paper, name))
+
+
+def field_count(papers: Iterable[Paper], name: str) -> str:
+    """How many papers have field ``name``, as a reader wants it said.
+
+    >>> field_count([Paper(title="a", abstract="x", year=2019), Paper(title="b", abstract="y")], "year")
+    '1 of 2 papers have a year (2019)'
+    >>> field_count([Paper(title="a", abstract="x")], "year")
+    'no paper in the index has a year'
+    """
+    papers = list(papers)
+    having = [p for p in papers if has_field(p, name)]
+    if not having:
+        return f"no paper in the index has {FIELD_NAMES[name]}"
+    text = f"{len(having)} of {len(papers)} papers have {FIELD_NAMES[name]}"
+    if name == "year":
+        lo, hi = min(p.year for p in having), max(p.year for p in having)  # type: ignore[type-var]
+        text += f" ({lo}–{hi})" if lo != hi else f" ({lo})"
+    return text
 
 
 @dataclass
@@ -296,7 +327,7 @@ class Retriever:
         query, notices = clean_query(query)
         t0 = time.perf_counter()
         index = self.index()
-        allowed, empty_because = self._allowed(index, filters)
+        allowed, empty_because = self._allowed(index, filters, notices)
         if allowed is not None and not allowed:
             return SearchResult(query, [], Confidence(0.0, 0.0, 0.0, False), notices, empty_because)
 
@@ -357,14 +388,29 @@ class Retriever:
         got = self.store.collection().get(ids=ids, include=["embeddings"])
         return {cid.rsplit("#", 1)[0]: np.asarray(v) for cid, v in zip(got["ids"], got["embeddings"])}
 
-    def _allowed(self, index: LexicalIndex, filters: Filters | None) -> tuple[set[str] | None, str | None]:
+    def _allowed(self, index: LexicalIndex, filters: Filters | None,
+                 notices: list[str] | None = None) -> tuple[set[str] | None, str | None]:
+        """The paper ids every filter lets through (None: no filter), and why none did.
+
+        A filter on a field some papers lack says so: an empty result names how many papers have
+        the field at all, and ``notices`` gets how many a year filter left out for having no year."""
         if filters is None or not filters.checks():
             return None, None
-        allowed = set(index.papers)
-        for description, predicate in filters.checks():
-            allowed = {pid for pid in allowed if predicate(index.papers[pid])}
+        papers = index.papers
+        allowed = set(papers)
+        for name, description, predicate in filters.field_checks():
+            allowed = {pid for pid in allowed if predicate(papers[pid])}
             if not allowed:
-                return allowed, f"no paper matches the filter {description}"
+                if name is None:
+                    return allowed, f"no paper matches the filter {description}"
+                count = field_count(papers.values(), name)
+                joiner = ": " if count.startswith("no paper") else "; "
+                return allowed, f"no paper matches the filter {description}{joiner}{count}"
+            if name == "year" and notices is not None:
+                missing = sum(1 for p in papers.values() if p.year is None)
+                if missing:
+                    notices.append(f"{missing} of {len(papers)} papers have no year and were left out by the "
+                                   f"filter {description}")
         return allowed, None
 
     def _confidence(self, index: LexicalIndex, query: str, hits: list[PaperHit],

@@ -42,6 +42,7 @@ from rag.corpus import clean_text  # noqa: E402
 from rag.errors import EmptyIndexError, RagError  # noqa: E402
 from rag.ingest import record_lines  # noqa: E402
 from rag.ingest import stats as index_stats  # noqa: E402
+from rag.retrieval import field_count  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 from ui import render  # noqa: E402
 from ui.feedback import FeedbackLog, feedback_record  # noqa: E402
@@ -254,14 +255,18 @@ class WebApp:
             papers = (self.pool.retriever.refresh() if refresh else self.pool.retriever.index()).papers.values()
         except RagError:
             papers = []
+        papers = list(papers)
         years = sorted({p.year for p in papers if p.year})
+        dated = sum(1 for p in papers if p.year is not None)
         return {"years": (years[0], years[-1]) if years else None, "authors": any(p.authors for p in papers),
-                "categories": sorted({c for p in papers for c in p.categories}), "papers": len(papers)}
+                "categories": sorted({c for p in papers for c in p.categories}), "papers": len(papers),
+                "year_info": field_count(papers, "year") if dated < len(papers) else
+                f"the corpus spans {years[0]}–{years[-1]}" if years else None}
 
     def facet_updates(self, refresh: bool = False) -> tuple[Any, ...]:
         f = self.facets(refresh)
         years = f["years"]
-        year_info = f"the corpus spans {years[0]}–{years[1]}" if years else None
+        year_info = f["year_info"] if years else None  # "19 of 201 papers have a year (2014–2024)"
         return (gr.update(visible=bool(years or f["authors"] or f["categories"])),
                 gr.update(visible=bool(years), info=year_info), gr.update(visible=bool(years)),
                 gr.update(visible=f["authors"]),
