@@ -20,6 +20,9 @@ the summary), the summary ``ours``/``baseline``/``ratio`` and the ``rows`` it ad
 8. `bench_tokenization`: single-threaded tokenization (what sentence-transformers does) vs
    `Embedder`'s parallel Rust-tokenizer path, and that path pipelined with a zero-cost model
    (the ceiling tokenization sets for a GPU ingest). The GPU figure itself is unmeasured here.
+9. `bench_api`: ``eval.bench_api.measure``: a non-streamed extractive answer through a running
+   ``rag api`` vs the same answer in-process (target <= 1.1x), time to the first streamed byte,
+   and 20 concurrent streaming clients (answered, 429s retried, p95).
 
 `run_bench` runs them, prints a rich table (measurement, ours, baseline, ratio, target,
 pass/miss), and writes ``bench.json`` and ``bench.png`` into a run folder (default
@@ -66,7 +69,7 @@ PROJECT_TARGET = 2_500_000  # abstracts: the arXiv snapshot's order of magnitude
 TTFT_TARGET_S = 3.0  # bundled LLM, median time to first token on this machine
 SAME_VECTORS_COSINE = 0.999  # a backend below this (worst cosine to torch) changes retrieval: not recommended
 LLM_SWEEP = (300, 450, 600, 900)  # prompt sizes (tokens) for the time-to-first-token sweep
-TARGETS = {"first_ingest": 1.2, "reingest": 0.05, "retrieval": 1.5, "tokenization": 3.0}
+TARGETS = {"first_ingest": 1.2, "reingest": 0.05, "retrieval": 1.5, "tokenization": 3.0, "api": 1.1}
 ONNX_NOTE = ("sentence-transformers[onnx] needs optimum-onnx, whose releases on PyPI (<= 0.1.0) require "
              "transformers<4.58; this project pins transformers 5.24.0 "
              "(ONNX Runtime on our own export is measured instead)")
@@ -320,6 +323,54 @@ def bench_retrieval(embedder: Any, base: Settings, home: Path, queries: Sequence
                           ratio, f"<= {target}", _verdict(ratio, target)),
                      _row("warm retrieval, p95", f"{p95_o * 1000:.1f} ms", f"{p95_b * 1000:.1f} ms encode+query",
                           p95_o / p95_b, "-", "info")]}
+
+
+# ---------------------------------------------------------------- 9: the API
+
+
+def api_questions(n: int = 10) -> list[str]:
+    """The first ``n`` English single-turn development questions (answerable ones)."""
+    out = []
+    for line in DEV.read_text(encoding="utf-8").splitlines() if DEV.exists() else []:
+        record = json.loads(line) if line.strip() else {}
+        if record.get("question") and record.get("gold") and record.get("lang", "en") == "en":
+            out.append(record["question"])
+    return out[:n] or ["How many parameters does Skywork-MoE have?"]
+
+
+def bench_api(home: Path, embedder: Any, rounds: int = 3, clients: int = 20, log: Log = print) -> dict[str, Any]:
+    """`eval.bench_api.measure` on ``home`` as rows: API vs in-process, first byte, concurrent clients."""
+    from eval.bench_api import measure
+
+    raw = measure(home, api_questions(), embedder, rounds=rounds, clients=clients, log=log)
+    api_med, local_med = median(raw["api_s"]), median(raw["in_process_s"])
+    ratio, target = api_med / local_med, TARGETS["api"]
+    first_byte = [s["first_byte_s"] for s in raw["stream"] if s["first_byte_s"] is not None]
+    first_text = [s["first_text_s"] for s in raw["stream"] if s["first_text_s"] is not None]
+    local_first = median(raw["in_process_first_token_s"])
+    rows = [_row("API non-streamed answer (extractive), median", f"{api_med * 1000:.1f} ms",
+                 f"{local_med * 1000:.1f} ms in-process", ratio, f"<= {target}", _verdict(ratio, target)),
+            _row("API streamed: first byte, median", f"{median(first_byte) * 1000:.1f} ms",
+                 f"{local_first * 1000:.1f} ms in-process first token", median(first_byte) / local_first, "-",
+                 "info"),
+            _row("API streamed: first answer text, median", f"{median(first_text) * 1000:.1f} ms",
+                 f"{local_first * 1000:.1f} ms in-process first token", median(first_text) / local_first, "-",
+                 "info")]
+    for run in raw["concurrent"]:
+        totals = [r["total_s"] for r in run["results"] if r.get("ok")]
+        rows.append(_row(f"{run['clients']} concurrent streams, bound {run['bound']}: p95 "
+                         f"({run['answered']}/{run['clients']} answered, {run['refused_429']} x 429 retried)",
+                         f"{p95(totals):.2f} s", f"{median(totals):.2f} s median, {max(totals, default=0):.2f} s max",
+                         None, "all answered", "pass" if run["answered"] == run["clients"] else "miss"))
+    summary = {"ours": api_med, "baseline": local_med, "ratio": ratio, "target": target,
+               "first_byte_median_s": median(first_byte), "first_text_median_s": median(first_text),
+               "in_process_first_token_median_s": local_first,
+               "concurrent": [{"clients": c["clients"], "bound": c["bound"], "answered": c["answered"],
+                               "refused_429": c["refused_429"], "wall_s": c["wall_s"],
+                               "p95_s": p95([r["total_s"] for r in c["results"] if r.get("ok")]),
+                               "median_s": median([r["total_s"] for r in c["results"] if r.get("ok")])}
+                              for c in raw["concurrent"]]}
+    return {**summary, "raw": raw, "rows": rows}
 
 
 # ---------------------------------------------------------------- 4: cold start
@@ -1079,7 +1130,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 # ---------------------------------------------------------------- runner
 
 
-STEPS = ("first_ingest", "reingest", "retrieval", "cold_start", "llm", "scale", "throughput", "tokenization")
+STEPS = ("first_ingest", "reingest", "retrieval", "cold_start", "llm", "scale", "throughput", "tokenization", "api")
 
 
 def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_000), quick: bool = False,
@@ -1149,7 +1200,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     try:
         first = step("first_ingest", lambda: bench_first_ingest(embedder, base, corpus_paths, work, rounds, log))
         homes = first.get("homes", [])
-        if not homes and {"retrieval", "cold_start"} - skip:  # these steps still need an index
+        if not homes and {"retrieval", "cold_start", "api"} - skip:  # these steps still need an index
             from rag.ingest import Ingestor
 
             Ingestor(bench_settings(base, work / "ingest-0"), embedder=embedder).run(corpus_paths)
@@ -1161,6 +1212,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
         step("retrieval", lambda: bench_retrieval(embedder, base, Path(homes[0]), queries, log=log))
         step("cold_start", lambda: bench_cold_start(Path(homes[0]), queries[0], rounds, device, log=log))
         step("llm", lambda: bench_llm_ttft(rounds, log))
+        step("api", lambda: bench_api(Path(homes[0]), embedder, rounds, log=log))
         step("tokenization", lambda: bench_tokenization(
             embedder, tokenize_texts or (4_000 if quick else 20_000), rounds=2 if quick else 3, log=log))
         step("throughput", lambda: bench_throughput(embedder, _throughput_sample(embedder, base, corpus_paths),

@@ -164,8 +164,9 @@ def print_hits(hits: list[Any]) -> None:
     for rank, hit in enumerate(hits, 1):
         dense = f"{hit.dense:.3f}" if hit.dense is not None else "-"
         lexical = f"{hit.lexical:.2f}" if hit.lexical is not None else "-"
+        bonus = f", name match +{hit.name_bonus:.3f}" if getattr(hit, "name_bonus", 0) else ""  # why a score tops 1
         out.print(Text.assemble((f"{rank}. {hit.paper.title}", "bold"), (
-            f"  {hit.paper.id}  score {hit.score:.3f} (dense {dense}, bm25 {lexical})", "dim")))
+            f"  {hit.paper.id}  score {hit.score:.3f} (dense {dense}, bm25 {lexical}{bonus})", "dim")))
         if hit.chunks:
             out.print(Text(f"   {hit.chunks[0].text[:300]}"))
 
