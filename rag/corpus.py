@@ -213,6 +213,35 @@ def _as_list(value: Any, sep: str) -> list[str]:
     return [clean_text(p) for p in parts if clean_text(p)]
 
 
+_INITIALS = re.compile(r"^(?:[A-Z]\.?-?\s*)+$")
+
+
+def _given(name: str) -> bool:
+    """Whether ``name`` reads as given names only: one word, or initials (``J. R. R.``)."""
+    return " " not in name or bool(_INITIALS.match(name))
+
+
+def split_authors(text: str) -> list[str]:
+    """An author string (CSV, TSV, JSON) -> names, with "Last, First" turned round.
+
+    >>> split_authors("Power, Alethea, Burda, Yuri")
+    ['Alethea Power', 'Yuri Burda']
+    >>> split_authors("Turing, Alan; van der Berg, Jan and Tolkien, J. R. R.")
+    ['Alan Turing', 'Jan van der Berg', 'J. R. R. Tolkien']
+    >>> split_authors("Ada Lovelace, Alan Turing and Grace Hopper")
+    ['Ada Lovelace', 'Alan Turing', 'Grace Hopper']
+    """
+    groups = [g for g in re.split(r";|\s+and\s+", text) if clean_text(g)]
+    names: list[str] = []
+    for group in groups:
+        parts = [clean_text(p) for p in group.split(",") if clean_text(p)]
+        surnames, given = parts[0::2], parts[1::2]
+        paired = len(parts) % 2 == 0 and all(_given(g) for g in given) and (
+            len(groups) > 1 and len(parts) == 2 or all(" " not in s for s in surnames))
+        names += [f"{g} {s}" for s, g in zip(surnames, given)] if paired else parts
+    return names
+
+
 def _year(record: dict[str, Any]) -> int | None:
     for key in ("year", "update_date", "date", "published"):
         value = record.get(key)
@@ -285,7 +314,7 @@ def _paper(record: dict[str, Any], source: str, line: int) -> Paper | RecordErro
     raw_id = str(record.get("arxiv_id") or record.get("id") or "")
     authors = record.get("authors")
     if isinstance(authors, str):
-        authors = _as_list(decode_markup(authors), r",\s*|\s+and\s+|;")
+        authors = split_authors(decode_markup(authors))
     elif record.get("authors_parsed") and not authors:
         authors = [" ".join(reversed([p for p in a[:2] if p])) for a in record["authors_parsed"]]
     if isinstance(authors, list):

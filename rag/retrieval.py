@@ -36,6 +36,10 @@ MAX_QUERY_CHARS = 2000  # far past what the embedder (256 word pieces) and BM25 
 NAME_BOOST = 0.2  # share of the best fused score added for quoting every name in the query verbatim
 _NAME = re.compile(r"(?<![\w-])(?=[\w.-]*[A-Z])(?=[\w.-]*[A-Za-z])[A-Za-z0-9]+(?:[-.][A-Za-z0-9]+)+(?![\w-])"
                    r"|(?<![\w-])[A-Z][A-Za-z]*[A-Z][A-Za-z0-9]*(?![\w-])")
+SCORE_SCALE = ("the ranking score, comparable within one search only: weighted fusion (the default) is 0-1, 1 "
+               "meaning the best candidate of both the dense and the BM25 retriever, plus up to 0.2 (name_bonus) for "
+               "a paper that contains every method name the query quotes, so a top paper can score up to 1.2; rrf "
+               "gives about 0.01-0.03, dense the cosine similarity, lexical the raw BM25 score")
 IN_FILTER_LIMIT = 5000  # above this many allowed papers, filter after retrieval instead of in Chroma
 
 
@@ -126,9 +130,11 @@ class PaperHit:
     dense_rank: int | None
     lexical_rank: int | None
     chunks: list[ChunkHit] = field(default_factory=list)
+    name_bonus: float = 0.0         # part of ``score`` for quoting the query's method names (see SCORE_SCALE)
 
     def as_dict(self) -> dict[str, Any]:
         return {"paper_id": self.paper.id, "title": self.paper.title, "score": round(self.score, 6),
+                "name_bonus": round(self.name_bonus, 6),
                 "dense": self.dense, "lexical": self.lexical, "dense_rank": self.dense_rank,
                 "lexical_rank": self.lexical_rank, "year": self.paper.year, "authors": self.paper.authors,
                 "links": self.paper.links, "snippet": self.chunks[0].text if self.chunks else ""}
@@ -355,7 +361,7 @@ class Retriever:
         dense_paper = {p: s for p, s in dense_paper.items() if p in index.papers}
         lexical_paper = {p: s for p, s in lexical_paper.items() if p in index.papers}
 
-        fused = fuse(dense_paper, lexical_paper, fusion, weight, cfg.rrf_k)
+        fused = base = fuse(dense_paper, lexical_paper, fusion, weight, cfg.rrf_k)
         if fusion in ("weighted", "rrf"):
             fused = name_bonus(fused, index.papers, query_names(query))
         order = sorted(fused, key=lambda p: (-fused[p], p))
@@ -370,7 +376,8 @@ class Retriever:
         for pid in order[:k]:
             best = sorted(by_paper.get(pid, []), key=lambda c: -(max(c.dense or 0, 0) + (c.lexical or 0) / 100))
             hits.append(PaperHit(index.papers[pid], fused[pid], dense_paper.get(pid), lexical_paper.get(pid),
-                                 d_rank.get(pid), l_rank.get(pid), best[: cfg.chunks_per_paper]))
+                                 d_rank.get(pid), l_rank.get(pid), best[: cfg.chunks_per_paper],
+                                 fused[pid] - base[pid]))
         confidence = self._confidence(index, query, hits, dense_chunks, lexical_chunks, d_rank, l_rank)
         timings = {"filter_s": t1 - t0, "embed_s": t2 - t1, "dense_s": t3 - t2, "lexical_s": t4 - t3,
                    "fuse_s": time.perf_counter() - t4, "total_s": time.perf_counter() - t0}

@@ -168,3 +168,39 @@ def test_web_year_info_counts_the_papers_with_a_year(years_home: Settings, embed
     app = WebApp(years_home, embedder=embedder)
     year_info = app.facet_updates()[1]["info"]
     assert year_info == "2 of 6 papers have a year (2019–2023)"
+
+
+# ------------------------------------------------------------------ smaller things
+
+
+def test_tsv_authors_given_last_first_are_split_into_names(tmp_path: Path) -> None:
+    from rag.corpus import load_paths
+
+    tsv = tmp_path / "papers.tsv"
+    tsv.write_text("title\tabstract\tauthors\n"
+                   "Grokking\tNetworks generalise long after overfitting.\tPower, Alethea, Burda, Yuri\n"
+                   "Attention\tAttention is all you need.\tVaswani, A. and Shazeer, N.\n"
+                   "Plain\tNames as written.\tAda Lovelace, Alan Turing\n", encoding="utf-8")
+    authors = {p.title: p.authors for p in load_paths([tsv]).papers.values()}
+    assert authors == {"Grokking": ["Alethea Power", "Yuri Burda"], "Attention": ["A. Vaswani", "N. Shazeer"],
+                       "Plain": ["Ada Lovelace", "Alan Turing"]}
+
+
+def test_a_score_above_one_is_explained(tmp_path: Path, rag_home: Path, embedder: Embedder, cli) -> None:  # type: ignore[no-untyped-def]
+    from rag.retrieval import SCORE_SCALE
+    from ui import render
+
+    Ingestor(Settings(), embedder=embedder).run([FIXTURES / "hybrid.jsonl"])
+    result = Retriever(Settings(), embedder=embedder).search("What does ZQRT speed up?")
+    top = result.hits[0]
+    assert top.paper.title.startswith("ZQRT") and top.score > 1 and 0 < top.name_bonus <= 0.2 * top.score
+    assert top.score - top.name_bonus <= 1 + 1e-9  # the fused part stays in 0..1
+    assert top.as_dict()["name_bonus"] == round(top.name_bonus, 6)
+    code, out, _ = cli("search", "What does ZQRT speed up?")
+    assert code == 0 and f"name match +{top.name_bonus:.3f}" in out
+    code, out, _ = cli("search", "What does ZQRT speed up?", "--json")
+    assert json.loads(out)[0]["name_bonus"] > 0
+    from rag.answer import Citation
+
+    html = render.card_html(Citation(1, top.paper, True, top.score))
+    assert "up to 1.2" in SCORE_SCALE and render.esc(SCORE_SCALE) in html

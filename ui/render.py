@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import nh3
 
 from rag.answer import Answer, AnswerSentence, Citation
-from rag.retrieval import PaperHit
+from rag.retrieval import SCORE_SCALE, PaperHit
 
 ALLOWED_TAGS = {"div", "span", "p", "br", "a", "details", "summary", "mark", "small", "strong", "em",
                 "ol", "ul", "li", "code"}
@@ -184,7 +184,7 @@ def card_html(c: Citation, similar: Sequence[PaperHit] = ()) -> str:
     year = f" <small>({esc(paper.year)})</small>" if paper.year else ""
     authors = ", ".join(paper.authors[:4]) + (" et al." if len(paper.authors) > 4 else "")
     meta = [esc(authors)] if authors else []
-    meta.append(f"retrieval score {c.score:.3f}")
+    meta.append(f'<span title="{esc(SCORE_SCALE)}">retrieval score {c.score:.3f}</span>')
     links = links_html(paper.links)
     if links:
         meta.append(links)
