@@ -237,3 +237,39 @@ def test_index_errors_in_the_chat_name_no_server_path(small_app: WebApp) -> None
     session = ask(small_app, QUESTION)
     html = session.messages[-1]["content"]
     assert "damaged" in html and "the data home" in html and str(home) not in html and "rebuild" in html
+
+
+def test_a_file_uploaded_through_gradio_is_ingested(small_app: WebApp, tmp_path: Path) -> None:
+    """The page's own path (what a browser does): /gradio_api/upload, then the /upload event naming it."""
+    from gradio_client import Client, handle_file
+
+    corpus = tmp_path / "quokka.jsonl"
+    corpus.write_text(json.dumps({"title": "Quokka counts", "abstract": "Quokkas were counted on an island."}) + "\n")
+    port = free_port()
+    demo = small_app.launched(port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        report = client.predict([handle_file(str(corpus))], api_name="/upload")[0]
+        assert "papers: 1 new" in report and "not a file uploaded" not in report, report
+        export = client.predict(api_name="/export_feedback")
+        assert export[0] is None and "No feedback from this tab yet" in export[1]
+    finally:
+        demo.close()
+
+
+def test_the_guard_holds_when_the_chat_is_mounted_beside_the_api(small_app: WebApp) -> None:
+    """`rag serve` mounts the chat in the API's app (ui.server.combined_app): the same checks apply."""
+    from starlette.testclient import TestClient
+
+    from ui.server import combined_app
+
+    small_app.settings.ui.auth = "ann:s3cret"
+    app = combined_app(small_app, "127.0.0.1", free_port())
+    with TestClient(app, base_url="http://127.0.0.1:7860") as client:
+        assert client.get("/", headers={"Host": "attacker.example"}).status_code == 400
+        assert client.get("/").status_code == 200
+        cancel = {"session_hash": "victim", "fn_index": 0, "event_id": "e1"}
+        assert client.post("/gradio_api/cancel", json=cancel).status_code == 401
+        big = client.post("/gradio_api/queue/join", content=b"x" * (2 << 20),
+                          headers={"Content-Type": "application/json"})
+        assert big.status_code == 413
