@@ -571,7 +571,7 @@ class Store:
                      publish=False)
 
     @_chroma_errors
-    def swap_in(self, aside: Store, retire_after_s: float = RETIRE_AFTER_S) -> None:
+    def swap_in(self, aside: Store, retire_after_s: float | None = None) -> None:
         """Make ``aside``'s collection this store's, then delete the old one ``retire_after_s`` later.
 
         Two renames (old -> ``<name>-old-<token>``, aside -> ``<name>``), then the generation
@@ -584,7 +584,7 @@ class Store:
         aside.name, self._collection = self.name, None
         self._touch_generation(self.generation())
         if self.name in names:
-            time.sleep(retire_after_s)
+            time.sleep(RETIRE_AFTER_S if retire_after_s is None else retire_after_s)
             self._delete_collection(old)
 
     @_chroma_errors

@@ -156,3 +156,23 @@ def test_a_problem_seen_while_an_ingest_writes_is_busy_not_damaged(rag_home: Pat
         holder.join()
     with pytest.raises(RagError, match="damaged"):  # nobody writing: it is damage
         check_local_index(settings)
+
+
+def test_rebuild_swaps_on_a_chroma_server_too(tmp_path: Path, rag_home: Path, embedder: Embedder,
+                                              chroma_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renames and the generation in the collection metadata: a reader of the same server moves over."""
+    monkeypatch.setattr("rag.store.RETIRE_AFTER_S", 0.0)
+    corpus = tmp_path / "papers.jsonl"
+    titles = write_corpus(corpus, 4)
+    settings = Settings(store={"chroma_url": chroma_server})
+    Ingestor(settings, embedder=embedder).run([corpus])
+    reader = Retriever(settings, embedder=embedder, refresh_interval_s=0.0)
+    before = reader.index().generation
+    assert reader.search(titles[0]).hits[0].paper.title == titles[0]
+
+    summary = Ingestor(settings, embedder=embedder).run([corpus], rebuild=True)
+    assert summary.new == 4 and summary.papers_total == 4
+    names = [c.name for c in Store(settings).client.list_collections()]
+    assert names == [settings.store.collection]  # the old collection retired, no leftovers
+    assert reader.search(titles[1]).hits[0].paper.title == titles[1]  # its old handle is gone: reopened
+    assert reader.index().generation == Store(settings).generation() != before
