@@ -287,6 +287,10 @@ def is_english(text: str) -> bool:
     return sum(w in _ENGLISH for w in words) / len(words) >= 0.1
 
 
+# Words of a sentence that only points at a paper ("This is described in [1].")
+_POINTER_WORDS = frozenset(["described", "discussed", "proposed", "presented", "introduced", "mentioned", "shown",
+                            "paper", "papers", "work", "abstract", "abstracts", "study", "research", "source"])
+
 # English function and question words: a question with none of them among its words is not English
 _ENGLISH = frozenset([
     "the", "a", "an", "of", "in", "on", "for", "to", "what", "which", "who", "how", "why", "when", "where",
@@ -591,8 +595,9 @@ class Answerer:
         for sentence in answer_sentences(text):
             written = [n for n in dict.fromkeys(sentence_citations(sentence)) if n in by_number]
             claim = strip_citations(sentence).strip("\u201c\u201d\" ")
-            if not content_words(claim) or says_no_answer(claim):
-                no_claim = AnswerSentence(sentence, written, True, 0.0, claim=not says_no_answer(claim))
+            if not (content_words(claim) - _POINTER_WORDS) or says_no_answer(claim):
+                # "This is described in [2]." points at a paper and claims nothing: kept, not checked
+                no_claim = AnswerSentence(sentence, written, True, 0.0, claim=False)
                 out.append((no_claim, sentence, []))
                 continue
             best: dict[int, tuple[float, str]] = {}

@@ -40,10 +40,11 @@ Question: {question}
 
 ANSWER_INSTRUCTION = """\
 Answer the question in 1 to 3 complete sentences, using only facts stated in the abstracts above. \
-End each sentence with the number of the abstract it comes from in square brackets, for example: \
-"Skywork-MoE has 146 billion parameters [2]." If the question asks which papers do something, name \
-each relevant paper by its method or title and cite it, for example: "MethodA [1] and MethodB [3] both \
-do this." Answer in the language of the question."""
+Call each paper by the name of its method, model or dataset (or by its title), never "the paper" or \
+"this work". End each sentence with the number of the abstract it comes from in square brackets, for \
+example: "Skywork-MoE has 146 billion parameters [2]." If the question asks which papers do \
+something, name each relevant paper and cite it, for example: "MethodA [1] and MethodB [3] both do \
+this." Answer in the language of the question."""
 
 CHECK_INSTRUCTION = "Do the abstracts above state the answer to this question? Reply yes or no."
 
