@@ -299,6 +299,17 @@ _ENGLISH = frozenset([
 ])
 
 
+def one_line_reply(text: str, limit: int = 300) -> str | None:
+    """The first line of a model's reply, unquoted, if it is a plausible query.
+
+    >>> one_line_reply('"Skywork-MoE number of experts"\\nExplanation: ...')
+    'Skywork-MoE number of experts'
+    """
+    line = text.strip().splitlines()[0].strip().strip('"\'`') if text.strip() else ""
+    line = re.sub(r"^(?:standalone )?(?:search )?query:\s*", "", line, flags=re.I)
+    return line if 3 <= len(line) <= limit else None
+
+
 def answer_sentences(text: str) -> list[str]:
     """Sentences of an answer, each keeping the citation markers written after its full stop.
 
@@ -455,8 +466,6 @@ class Answerer:
         (the embedder and BM25 are English); the answer is still written in the question's language."""
         if llm is None or not llm.capable or is_english(question):
             return question
-        from rag.chat import one_line_reply
-
         try:
             reply = "".join(llm.stream([Message("user", prompts.TRANSLATE_PROMPT.format(question=question))],
                                        max_tokens=80, temperature=0.0))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag import prompts
-from rag.answer import Answer, Answerer, Event, content_words, marked_answer
+from rag.answer import Answer, Answerer, Event, content_words, marked_answer, one_line_reply
 from rag.corpus import Paper
 from rag.errors import BackendError
 from rag.llm import Backend, Message, approx_tokens
@@ -56,17 +56,6 @@ def rule_condense(question: str, previous: Turn) -> str:
     terms = [w for w in re.findall(r"[A-Za-z][\w-]*", previous.question)
              if w.lower() in content_words(previous.question) and w.lower() not in question.lower()]
     return " ".join([question, *papers, *dict.fromkeys(terms)])
-
-
-def one_line_reply(text: str, limit: int = 300) -> str | None:
-    """The first line of a model's reply, unquoted, if it is a plausible query.
-
-    >>> one_line_reply('"Skywork-MoE number of experts"\\nExplanation: ...')
-    'Skywork-MoE number of experts'
-    """
-    line = text.strip().splitlines()[0].strip().strip('"\'`') if text.strip() else ""
-    line = re.sub(r"^(?:standalone )?(?:search )?query:\s*", "", line, flags=re.I)
-    return line if 3 <= len(line) <= limit else None
 
 
 class Conversation:
@@ -200,4 +189,4 @@ def paper_bibtex(paper: Paper) -> str:
     return f"@{'misc' if paper.arxiv_id else 'article'}{{{key},\n{body}\n}}\n"
 
 
-__all__ = ["Conversation", "Turn", "looks_like_follow_up", "one_line_reply", "paper_bibtex", "rule_condense"]
+__all__ = ["Conversation", "Turn", "looks_like_follow_up", "paper_bibtex", "rule_condense"]
