@@ -182,6 +182,17 @@ def guarded(deltas: Iterable[str], to_error: Callable[[Exception], BackendError 
         raise _interrupted(err, "".join(parts)) from exc
 
 
+def spellings(options: Sequence[str]) -> list[str]:
+    """Each option as the model may write it: a constraint that allows only ``yes`` would bend a
+    model that starts its replies with ``Yes`` (measured: Qwen2.5-Coder then says "yes" to nearly
+    every answerability check).
+
+    >>> spellings(["yes", "no"])
+    ['yes', 'Yes', 'YES', 'no', 'No', 'NO']
+    """
+    return list(dict.fromkeys(v for o in options for v in (o, o.capitalize(), o.upper())))
+
+
 def pick(reply: str, options: Sequence[str]) -> str | None:
     """The option a short reply starts with (any case, quotes and punctuation ignored).
 
@@ -281,7 +292,7 @@ class OllamaBackend:
         try:
             reply = self._client(self.timeout_s).chat(
                 model=self.model, messages=[{"role": m.role, "content": m.content} for m in messages], stream=False,
-                format={"type": "string", "enum": list(options)}, options=self._options(8, 0.0, None),
+                format={"type": "string", "enum": spellings(options)}, options=self._options(8, 0.0, None),
                 keep_alive=self.keep_alive)
         except Exception as exc:
             err = self._map(exc, self.timeout_s)
@@ -634,7 +645,7 @@ class LlamaCppBackend:
                                       stop=list(stop) if stop else None), self._map)
 
     def choose(self, messages: list[Message], options: Sequence[str]) -> str | None:
-        grammar = "root ::= " + " | ".join(json.dumps(o) for o in options)
+        grammar = "root ::= " + " | ".join(json.dumps(o) for o in spellings(options))
         reply = "".join(guarded(self._complete(messages, grammar, max_tokens=8, temperature=0.0), self._map))
         return pick(reply, options)
 

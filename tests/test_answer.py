@@ -150,7 +150,8 @@ def test_ollama_answer_maps_citations_and_drops_invalid(hybrid_index: Settings, 
     assert [c.paper.title for c in answer.citations] == ["ZQRT: Sparse Kernels for Attention"]
     assert answer.sentences[0].supported and not answer.sentences[1].supported  # "It is magic" is uncited
     check, body = (r.body for r in standin.requests if r.path == "/api/chat")
-    assert check["stream"] is False and check["format"] == {"type": "string", "enum": ["yes", "no"]}
+    assert check["stream"] is False
+    assert check["format"] == {"type": "string", "enum": ["yes", "Yes", "YES", "no", "No", "NO"]}
     assert check["messages"][-1]["content"].endswith(prompts.CHECK_INSTRUCTION)
     user = body["messages"][-1]["content"]
     assert user.endswith(prompts.ANSWER_INSTRUCTION)

@@ -218,5 +218,6 @@ def test_the_ollama_path_answers_with_real_generations_behind_the_wire_format(bu
         answer = Answerer(settings, embedder=embedder).ask("How many parameters does Skywork-MoE have?")
         check, body = (r.body for r in server.chat_requests())
     assert answer.backend == "ollama" and answer.verdict == "yes"  # a JSON-schema `format`, enforced
-    assert check["format"] == {"type": "string", "enum": ["yes", "no"]} and body["options"]["num_ctx"] == 8192
+    assert check["format"] == {"type": "string", "enum": ["yes", "Yes", "YES", "no", "No", "NO"]}
+    assert body["options"]["num_ctx"] == 8192
     assert "146" in answer.answer and answer.citations[0].paper.title.startswith("Skywork-MoE")
