@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from eval.results import read_results
 from rag.errors import InputError
 
 QUALITY = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "answer_match", "cites_gold",
@@ -40,8 +41,6 @@ SEED, RESAMPLES, PERMUTATIONS = 0, 1000, 10_000
 
 def load_run(folder: Path) -> dict[str, dict[str, Any]]:
     """{question id: result line} of a run folder's finished questions."""
-    from eval.run import read_results
-
     path = Path(folder) / "results.jsonl"
     if not path.exists():
         raise InputError(f"{folder} is not a run folder (no results.jsonl)", "give folders made by `rag eval run`")

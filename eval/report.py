@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.metrics import LATENCY, aggregate, by_type
+from eval.results import git_commit, read_results
 
 LABELS = {
     "recall@1": "recall@1", "recall@5": "recall@5", "recall@10": "recall@10", "mrr@10": "MRR@10",
@@ -44,8 +45,6 @@ PLOTS = ("metrics_by_type.png", "latency.png", "abstention.png")
 
 def ordered_results(out: Path, dataset: Any | None = None) -> list[dict[str, Any]]:
     """Finished (error-free or not) results of the run, in dataset order when the dataset is given."""
-    from eval.run import read_results
-
     results = read_results(Path(out) / "results.jsonl")
     if dataset is None:
         return list(results.values())
@@ -54,8 +53,6 @@ def ordered_results(out: Path, dataset: Any | None = None) -> list[dict[str, Any
 
 def summarize(out: Path, dataset: Any, settings: Any, manifest: dict[str, Any], *, judge_note: str | None = None,
               workers: int = 1, wall_s: float | None = None, computed: int | None = None) -> dict[str, Any]:
-    from eval.run import git_commit
-
     results = ordered_results(out, dataset)
     ok = [r for r in results if r.get("error") is None and r.get("metrics")]
     rows, types = [r["metrics"] for r in ok], [r["type"] for r in ok]

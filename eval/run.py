@@ -19,11 +19,8 @@ Left out: the command line (``rag.cli``), metric definitions (``eval.metrics``),
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 import time
-import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,9 +29,10 @@ from typing import Any
 
 from eval.datasets import Dataset, Item, Question
 from eval.metrics import score_question
+from eval.results import ResultsWriter, git_commit, read_results
 from rag.errors import EmptyIndexError, InputError, RagError
+from rag.settings import load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
 REDACTED = "***"
 
 
@@ -43,65 +41,6 @@ class RunMismatchError(InputError):
 
 
 # ------------------------------------------------------------------ settings
-
-
-def _check_keys(overrides: dict[str, Any], model: Any, prefix: str = "") -> None:
-    """Every override key must be a field: ``extra="ignore"`` would silently drop a typo."""
-    from pydantic import BaseModel
-
-    for key, value in overrides.items():
-        fields = type(model).model_fields
-        if key not in fields:
-            raise InputError(f"config: unknown setting {prefix}{key}",
-                             f"known at this level: {', '.join(fields)} (see rag/settings.py)")
-        sub = getattr(model, key)
-        if isinstance(sub, BaseModel):
-            if not isinstance(value, dict):
-                raise InputError(f"config: {prefix}{key} is a group; give a table/object of its fields")
-            _check_keys(value, sub, f"{prefix}{key}.")
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def load_settings(config: Path | None = None, backend: str | None = None, base: Any | None = None) -> Any:
-    """The environment's ``Settings``, overridden by a JSON/TOML file of (nested) fields, then ``backend``.
-
-    A config file looks like ``{"answer": {"abstain_threshold": 0.25}, "retrieval": {"k": 8}}``
-    (or the same as TOML tables).
-    """
-    from pydantic import ValidationError
-
-    from rag.settings import Settings
-
-    base = base or Settings()
-    fix = "give a .json or .toml file of Settings fields"
-    overrides: dict[str, Any] = {}
-    if config is not None:
-        try:
-            text = Path(config).read_text(encoding="utf-8")
-            overrides = tomllib.loads(text) if Path(config).suffix == ".toml" else json.loads(text)
-        except FileNotFoundError:
-            raise InputError(f"config {config} does not exist", fix) from None
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-            raise InputError(f"config {config}: {err}", fix) from None
-        if not isinstance(overrides, dict):
-            raise InputError(f"config {config}: not an object of Settings fields")
-        _check_keys(overrides, base)
-    if backend:
-        overrides = _merge(overrides, {"llm": {"backend": backend}})
-    if not overrides:
-        return base
-    try:
-        return Settings(**_merge(base.model_dump(), overrides))
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"config: {where}: {first['msg']}", "see rag/settings.py for the field") from None
 
 
 def settings_record(settings: Any) -> dict[str, Any]:
@@ -125,56 +64,6 @@ def diff_records(stored: Any, now: Any, prefix: str = "",
             out += diff_records(stored.get(key), now.get(key), f"{prefix}{key}.", labels)
         return out
     return [] if stored == now else [f"{prefix.rstrip('.')}: {stored!r} {labels[0]}, {now!r} {labels[1]}"]
-
-
-def git_commit() -> dict[str, Any] | None:
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": head, "dirty": bool(dirty)}
-
-
-# ------------------------------------------------------------------ results file
-
-
-def read_results(path: Path) -> dict[str, dict[str, Any]]:
-    """{question id: its latest line}; a torn last line (killed mid-write) is ignored."""
-    out: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "id" in record:
-            out[record["id"]] = record
-    return out
-
-
-class ResultsWriter:
-    """Appends lines to results.jsonl, flushing after each, from one thread at a time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-            with path.open("a", encoding="utf-8") as fh:
-                fh.write("\n")  # close a torn line so the next record starts on its own
-        self._fh = path.open("a", encoding="utf-8")
-        self._lock = threading.Lock()
-
-    def write(self, records: Iterable[dict[str, Any]]) -> None:
-        with self._lock:
-            for record in records:
-                self._fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-            self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
 
 
 # ------------------------------------------------------------------ asking
@@ -345,5 +234,5 @@ def evaluate(dataset_name: str, *, backend: str | None = None, config: Path | No
                        judge=judge_obj, judge_spec=judge, judge_note=note, progress=progress)
 
 
-__all__ = ["evaluate", "default_out", "RunMismatchError", "RunOutcome", "load_settings", "settings_record",
-           "diff_records", "read_results", "run_dataset", "ask_item", "check_resumable", "git_commit"]
+__all__ = ["evaluate", "default_out", "RunMismatchError", "RunOutcome", "settings_record", "diff_records",
+           "run_dataset", "ask_item", "check_resumable"]

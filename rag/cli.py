@@ -5,6 +5,11 @@ Each command parses options, calls one library function and prints its result
 (`RagError`) are printed as one line plus the fix, exit status 2; nothing prints a
 stack trace unless ``RAG_DEBUG=1``. Heavy imports happen inside commands so that
 ``rag --help`` is instant.
+
+The core commands live here; other packages add theirs (``ui``: serve, api, mcp; ``eval``: eval,
+bench) through entry points in the ``paper_rag.commands`` group, each naming a
+``register_commands(app)`` function (simonw/llm's plugin hook), loaded by `load_commands`. So the
+library never imports its interfaces, and an install without them still has a working ``rag``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cited questi
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
+COMMANDS_GROUP = "paper_rag.commands"  # entry points: NAME = "module:register_commands"
 EXIT_REJECTED = 1  # ingest: some records were rejected, the rest was ingested
 EXIT_ERROR = 2
 
@@ -409,175 +415,31 @@ def chat(
                     console.print(Text.assemble(("error: ", "red"), err.user_message()))
 
 
-eval_app = typer.Typer(help="Batch evaluation.", no_args_is_help=True)
-app.add_typer(eval_app, name="eval")
+_loaded: set[tuple[int, str]] = set()
 
 
-@eval_app.command("run")
-def eval_run(
-    dataset: Annotated[str, typer.Argument(help="dev, title-abstract, or a JSON Lines file (questions, feedback).")],
-    backend: BackendOpt = None,
-    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of Settings overrides.")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/DATASET-BACKEND); "
-                                                              "rerunning into it resumes.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Questions answered at once.")] = 1,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions or conversations.")] = None,
-    judge: Annotated[str | None, typer.Option(help="LLM judge: ollama:MODEL or openai:MODEL@URL.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json.")] = False,
-) -> None:
-    """Answer and score a dataset: results.jsonl, summary.json and report.md with plots (resumable)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def load_commands(target: typer.Typer | None = None) -> list[str]:
+    """Call every installed ``paper_rag.commands`` entry point's ``register_commands(target)``, once per app.
 
-    from eval.report import summary_table
-    from eval.run import evaluate
+    A package whose commands fail to load is reported on stderr and skipped: the other commands
+    still work. Returns the names of the entry points registered by this call."""
+    from importlib.metadata import entry_points
 
-    columns = [TextColumn(f"eval {dataset}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("eval", total=None)
-        outcome = evaluate(dataset, backend=backend, config=config, out=out_dir, workers=workers, limit=limit,
-                           judge=judge, progress=lambda done, total: progress.update(task, completed=done, total=total))
-    if as_json:
-        emit_json(outcome.summary)
-        return
-    out.print(summary_table(outcome.summary))
-    console.print(f"{outcome.computed} questions computed, {outcome.skipped} already done, {outcome.errors} errors; "
-                  f"wrote {outcome.out}/results.jsonl, summary.json, report.md", markup=False, highlight=False)
-    if outcome.summary["judge"]["note"]:
-        console.print(f"note: {outcome.summary['judge']['note']}", markup=False, highlight=False)
-
-
-@eval_app.command("compare")
-def eval_compare(
-    run_a: Annotated[Path, typer.Argument(help="Run folder A (the baseline).")],
-    run_b: Annotated[Path, typer.Argument(help="Run folder B.")],
-    out_path: Annotated[Path | None, typer.Option("--out", help="Plot path (default B/compare.png).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
-) -> None:
-    """Per-metric deltas B - A on shared questions, with paired significance tests and a plot."""
-    from eval.compare import comparison_table, write_comparison
-
-    result, plot = write_comparison(run_a, run_b, out_path)
-    if as_json:
-        emit_json(result)
-        return
-    out.print(comparison_table(result))
-    for line in result["settings_diff"]:
-        console.print(f"settings differ: {line}", markup=False, highlight=False)
-    console.print(f"wrote {plot}", markup=False, highlight=False)
-
-
-@eval_app.command("calibrate")
-def eval_calibrate(
-    dataset: Annotated[str, typer.Argument(help="dev or a JSON Lines file with unanswerable questions (gold []).")],
-    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of Settings overrides.")] = None,
-    max_false: Annotated[float, typer.Option(help="Largest false-abstention rate allowed.")] = 0.05,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the sweep as JSON.")] = False,
-) -> None:
-    """Sweep the abstention thresholds on retrieval confidences (no LLM) and recommend a pair."""
-    from eval.calibrate import calibrate, collect, grid_table, recommendation
-    from eval.datasets import load_dataset
-    from eval.run import load_settings
-
-    cfg = load_settings(config)
-    result = calibrate(collect(load_dataset(dataset, cfg), cfg), cfg, max_false=max_false)
-    if as_json:
-        emit_json(result)
-        return
-    out.print(grid_table(result))
-    out.print(recommendation(result), markup=False, highlight=False)
-
-
-@eval_app.command("retrieval")
-def eval_retrieval(
-    dataset: Annotated[Path | None, typer.Option(help="A question set with gold paper ids; "
-                                                      "default: the title -> abstract task.",
-                                                 exists=True, dir_okay=False)] = None,
-    corpus: Annotated[list[Path] | None, typer.Option(help="Corpus for the title task.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON keyed by method.")] = False,
-) -> None:
-    """Recall@k, MRR@10 and nDCG@10 for dense, lexical and hybrid retrieval side by side."""
-    from eval.retrieval import evaluate_dataset, evaluate_title_task
-
-    if dataset is None:
-        scores = evaluate_title_task(corpus or [Path("data/papers.jsonl")], settings())
-    else:
-        scores = evaluate_dataset(dataset, settings())
-    if as_json:
-        emit_json(scores)
-        return
-    from rich.table import Table
-
-    metrics = list(next(iter(scores.values())))
-    from rich.text import Text
-
-    table = Table("method", *metrics, title=Text(f"retrieval: {dataset or 'title -> abstract'}"))
-    for method, values in scores.items():
-        table.add_row(Text(method), *(f"{values[m]:.4f}" for m in metrics))
-    out.print(table)
-
-
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1; 0.0.0.0 exposes it).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 7860).")] = None,
-    share: Annotated[bool, typer.Option(help="Also create a public Gradio share link.")] = False,
-) -> None:
-    """Start the web chat (and the API under /v1 on the same port); ingests data/papers.jsonl first if the
-    index is empty."""
-    from ui.server import serve as serve_web
-
-    serve_web(settings(), host=host, port=port, share=share, echo=lambda line: print(line, flush=True))
-
-
-@app.command()
-def api(
-    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1; any other needs "
-                                                  "RAG_API__TOKEN).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
-) -> None:
-    """Serve the OpenAI-compatible API (/v1/chat/completions, /v1/search, /v1/papers/ID ...)."""
-    from ui.api import serve as serve_api
-
-    serve_api(settings(), host=host, port=port, echo=lambda line: print(line, file=sys.stderr, flush=True))
-
-
-@app.command()
-def mcp(
-    transport: Annotated[str, typer.Option(help="stdio (for a client that spawns this command) or http "
-                                                "(streamable HTTP at /mcp).")] = "stdio",
-    host: Annotated[str | None, typer.Option(help="HTTP interface (default 127.0.0.1; any other needs "
-                                                  "RAG_API__TOKEN).")] = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port (default 8001).")] = None,
-) -> None:
-    """Serve the MCP server: tools search_papers, ask, get_paper, similar_papers, export_bibtex; resources paper://ID."""
-    from ui.mcp_server import serve as serve_mcp
-
-    if transport not in ("stdio", "http"):
-        raise typer.BadParameter(f"--transport {transport!r}: use stdio or http")
-    serve_mcp(settings(), transport=transport, host=host, port=port,
-              echo=lambda line: print(line, file=sys.stderr, flush=True))
-
-
-@app.command()
-def bench(
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/bench-<timestamp>).")] = None,
-    scale: Annotated[str, typer.Option(help="Synthetic corpus sizes for the scale step, e.g. 10000,30000,100000.")]
-    = "10000,30000",
-    quick: Annotated[bool, typer.Option(help="Skip the scale step and the throughput sweep.")] = False,
-    device: Annotated[str | None, typer.Option(help="Embedding device: cpu, cuda, cuda:1, mps.")] = None,
-    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds per measurement (medians).")] = 3,
-    server_scale: Annotated[str | None, typer.Option(
-        help="Sizes also ingested into a `chroma run` server (default: the smallest scale size).")] = None,
-    only: Annotated[str | None, typer.Option(
-        help="Run only these steps, e.g. scale or cold_start,llm (first_ingest reingest retrieval cold_start llm "
-             "tokenization throughput scale api).")] = None,
-) -> None:
-    """Measure ingest, re-ingest, retrieval, cold start, LLM, scale and throughput against baselines."""
-    from eval.bench import parse_sizes, parse_steps, run_bench
-
-    run_bench(out=out_dir, scale=parse_sizes(scale), quick=quick, device=device, rounds=rounds, console=console,
-              server_scale=parse_sizes(server_scale) if server_scale else None,
-              skip=parse_steps(only) if only else ())
+    target = target or app
+    done = []
+    for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        if (id(target), ep.name) in _loaded:
+            continue
+        _loaded.add((id(target), ep.name))
+        try:
+            register = ep.load()
+        except Exception as err:  # a broken plugin must not take the core commands down
+            console.print(f"warning: the {ep.name} commands ({ep.value}) did not load: {type(err).__name__}: {err}",
+                          markup=False, highlight=False)
+            continue
+        register(target)
+        done.append(ep.name)
+    return done
 
 
 def usage_error(err: Any) -> RagError:
@@ -617,6 +479,7 @@ def main() -> None:
     from pydantic import ValidationError
 
     debug = os.environ.get("RAG_DEBUG") == "1"
+    load_commands()
     try:
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)

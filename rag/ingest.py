@@ -29,7 +29,7 @@ from rag.chunking import Chunk, Chunker
 from rag.corpus import LoadReport, Paper, load_paths
 from rag.embeddings import Embedder
 from rag.errors import InputError, LockedError, RecordError, StoreError
-from rag.lexical import LexicalIndex
+from rag.lexical import refresh_lexical
 from rag.settings import Settings
 from rag.store import IndexIdentity, Store, as_store_error, chunk_metadata, local_index_problem, paper_metadata
 
@@ -94,25 +94,6 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
         with suppress(OSError):
             info.unlink(missing_ok=True)
         lock.release()
-
-
-def refresh_lexical(store: Store, settings: Settings, force: bool = False) -> LexicalIndex:
-    """The saved lexical index if it matches the store's generation, else rebuilt and saved."""
-    generation = store.generation()
-    if not force:
-        index = LexicalIndex.load(settings.lexical_dir)
-        if index is not None and index.generation == generation:
-            return index
-    identity = store.identity()
-    titled = identity is None or not identity.chunker.endswith("+notitle")
-    index = LexicalIndex.build(store.iter_chunks(), generation, include_title=titled)
-    try:
-        index.save(settings.lexical_dir)
-    except OSError as err:  # read-only home: keep the in-memory index, say why it is not saved
-        import logging
-
-        logging.getLogger(__name__).warning("could not save the lexical index to %s: %s", settings.lexical_dir, err)
-    return index
 
 
 class Ingestor:
@@ -294,5 +275,5 @@ def summary_json(summary: IngestSummary) -> str:
     return json.dumps(summary.as_dict(), indent=2)
 
 
-__all__ = ["Ingestor", "IngestSummary", "ingest_lock", "record_lines", "refresh_lexical", "stats", "StoreError",
+__all__ = ["Ingestor", "IngestSummary", "ingest_lock", "record_lines", "stats", "StoreError",
            "summary_lines"]

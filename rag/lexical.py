@@ -10,6 +10,9 @@ It holds what retrieval needs besides vectors: BM25 over each chunk's embedded t
 (title + sentences, English stop words removed, Snowball-stemmed), the chunk texts
 for snippets, and the papers (abstracts rebuilt from their chunks). Left out: dense
 retrieval and fusion (`rag.retrieval`).
+
+`refresh_lexical` is the one way to get the index for a store: the saved one while its stamp
+matches, else rebuilt from the store's chunks (ingest, removal and retrieval all call it).
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rag.corpus import Paper
+
+if TYPE_CHECKING:
+    from rag.settings import Settings
+    from rag.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -184,3 +191,20 @@ class LexicalIndex:
     def mask(self, paper_ids: set[str]) -> np.ndarray:
         """Boolean mask of the chunks that belong to ``paper_ids``."""
         return np.fromiter((cid.rsplit("#", 1)[0] in paper_ids for cid in self.chunk_ids), bool, len(self.chunk_ids))
+
+
+def refresh_lexical(store: Store, settings: Settings, force: bool = False) -> LexicalIndex:
+    """The saved lexical index if it matches the store's generation, else rebuilt and saved."""
+    generation = store.generation()
+    if not force:
+        index = LexicalIndex.load(settings.lexical_dir)
+        if index is not None and index.generation == generation:
+            return index
+    identity = store.identity()
+    titled = identity is None or not identity.chunker.endswith("+notitle")
+    index = LexicalIndex.build(store.iter_chunks(), generation, include_title=titled)
+    try:
+        index.save(settings.lexical_dir)
+    except OSError as err:  # read-only home: keep the in-memory index, say why it is not saved
+        log.warning("could not save the lexical index to %s: %s", settings.lexical_dir, err)
+    return index

@@ -28,8 +28,8 @@ import numpy as np
 
 from rag.corpus import Paper
 from rag.errors import EmptyIndexError, InputError, PaperNotFoundError
-from rag.ingest import ingest_lock, refresh_lexical
-from rag.lexical import LexicalIndex
+from rag.ingest import ingest_lock
+from rag.lexical import LexicalIndex, refresh_lexical
 from rag.retrieval import IN_FILTER_LIMIT, ChunkHit, Filters, PaperHit, Retriever
 from rag.settings import Settings
 from rag.store import Store

@@ -28,7 +28,7 @@ import numpy as np
 from rag.corpus import Paper, fold
 from rag.embeddings import Embedder
 from rag.errors import EmptyIndexError, IndexBusyError, InputError
-from rag.lexical import LexicalIndex, tokenize
+from rag.lexical import LexicalIndex, refresh_lexical, tokenize
 from rag.settings import Settings
 from rag.store import IndexIdentity, Store
 
@@ -284,8 +284,6 @@ class Retriever:
 
     def index(self) -> LexicalIndex:
         """The lexical index, reloaded if another process (or a server client) wrote since."""
-        from rag.ingest import refresh_lexical
-
         now = time.monotonic()
         if self._index is not None and now - self._checked_at < self.refresh_interval_s:
             return self._index

@@ -3,20 +3,25 @@
 Values come from (highest first) keyword arguments, environment variables with the
 prefix ``RAG_`` (nested groups joined by ``__``, e.g. ``RAG_LLM__BACKEND=ollama``) and
 a ``.env`` file in the working directory. ``RAG_HOME`` sets the data home that holds
-the index and everything the app writes.
+the index and everything the app writes. `load_settings` adds a JSON or TOML file of
+(nested) overrides on top, as ``rag eval run --config`` reads it.
 
 What this leaves out: validation of paths that exist (the loaders and the store check
-those when they use them) and any I/O beyond reading the environment.
+those when they use them) and any I/O beyond reading the environment and that file.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from rag.errors import InputError
 
 CHUNKER_VERSION = "sent-pack-1"
 BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
@@ -253,3 +258,59 @@ class Settings(BaseSettings):
     @property
     def feedback_path(self) -> Path:
         return self.home / "feedback.jsonl"
+
+
+# ------------------------------------------------------------------ settings files
+
+
+def _check_keys(overrides: dict[str, Any], model: Any, prefix: str = "") -> None:
+    """Every override key must be a field: ``extra="ignore"`` would silently drop a typo."""
+    for key, value in overrides.items():
+        fields = type(model).model_fields
+        if key not in fields:
+            raise InputError(f"config: unknown setting {prefix}{key}",
+                             f"known at this level: {', '.join(fields)} (see rag/settings.py)")
+        sub = getattr(model, key)
+        if isinstance(sub, BaseModel):
+            if not isinstance(value, dict):
+                raise InputError(f"config: {prefix}{key} is a group; give a table/object of its fields")
+            _check_keys(value, sub, f"{prefix}{key}.")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_settings(config: Path | None = None, backend: str | None = None, base: Settings | None = None) -> Settings:
+    """The environment's ``Settings``, overridden by a JSON/TOML file of (nested) fields, then ``backend``.
+
+    A config file looks like ``{"answer": {"abstain_threshold": 0.25}, "retrieval": {"k": 8}}``
+    (or the same as TOML tables).
+    """
+    base = base or Settings()
+    fix = "give a .json or .toml file of Settings fields"
+    overrides: dict[str, Any] = {}
+    if config is not None:
+        try:
+            text = Path(config).read_text(encoding="utf-8")
+            overrides = tomllib.loads(text) if Path(config).suffix == ".toml" else json.loads(text)
+        except FileNotFoundError:
+            raise InputError(f"config {config} does not exist", fix) from None
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"config {config}: {err}", fix) from None
+        if not isinstance(overrides, dict):
+            raise InputError(f"config {config}: not an object of Settings fields")
+        _check_keys(overrides, base)
+    if backend:
+        overrides = _merge(overrides, {"llm": {"backend": backend}})
+    if not overrides:
+        return base
+    try:
+        return Settings(**_merge(base.model_dump(), overrides))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"config: {where}: {first['msg']}", "see rag/settings.py for the field") from None

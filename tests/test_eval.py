@@ -15,10 +15,11 @@ import pytest
 from eval import metrics
 from eval.compare import mcnemar_exact, permutation_test, write_comparison
 from eval.datasets import Question, load_dataset, read_jsonl, title_abstract
-from eval.run import ResultsWriter, RunMismatchError, load_settings, read_results, run_dataset
+from eval.results import ResultsWriter, read_results
+from eval.run import RunMismatchError, run_dataset
 from rag.answer import Answerer
 from rag.errors import InputError
-from rag.settings import Settings
+from rag.settings import Settings, load_settings
 
 from .conftest import free_port, run_cli
 from .ollama_standin import OllamaStandIn

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 import rag.ingest
+import rag.lexical
 import rag.store
 from rag.chunking import Chunk, Chunker
 from rag.corpus import Paper, load_paths, write_jsonl
@@ -111,7 +112,7 @@ def assert_consistent(settings: Settings, want: set[str]) -> None:
     assert set(ids) == want, (f"missing {sorted(want - set(ids))[:3]}", f"orphans {sorted(set(ids) - want)[:3]}")
     store = Store(settings)
     assert not store.generation().startswith("dirty-")
-    index = rag.ingest.refresh_lexical(store, settings)
+    index = rag.lexical.refresh_lexical(store, settings)
     assert set(index.chunk_ids) == want and index.generation == store.generation()
     saved = LexicalIndex.load(settings.lexical_dir)
     assert saved is not None and set(saved.chunk_ids) == want
@@ -423,7 +424,7 @@ def persisted_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     store.upsert(chunks, vectors, [chunk_metadata(c, p, 1) for c, p in zip(chunks, papers)])
     store.end_write()
-    rag.ingest.refresh_lexical(store, settings)
+    rag.lexical.refresh_lexical(store, settings)
     forget_chroma(home)
     (segment,) = [d for d in (home / "chroma").iterdir() if d.is_dir()]
     count = struct.unpack_from("<Q", (segment / "header.bin").read_bytes(), 4 + 16)[0]

@@ -46,7 +46,7 @@ from rag.answer import Answer, Answerer, Event
 from rag.errors import BackendError, InputError, RagError, StoreError
 from rag.llm import approx_tokens
 from rag.settings import Settings
-from ui.server import LOOPBACK
+from ui.guard import LOOPBACK_NAMES
 from ui.service import (
     DEFAULT_MODEL,
     AnswerStream,
@@ -385,7 +385,7 @@ class Reply:
 
 
 def check_exposure(host: str, token: str | None) -> None:
-    if host not in LOOPBACK and not token:
+    if host not in LOOPBACK_NAMES and not token:
         raise InputError(f"refusing to listen on {host} without a token: anyone who reaches it could use the API",
                          "set RAG_API__TOKEN to a long random string (clients send 'Authorization: Bearer TOKEN'), "
                          "or keep the default host 127.0.0.1")

@@ -25,9 +25,9 @@ from typing import Any
 
 from rag.errors import InputError
 from rag.settings import Settings
+from ui.guard import LOOPBACK_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def bundled_corpus() -> Path | None:
@@ -130,7 +130,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     port = port or settings.ui.port
     check_port(host, port)  # before the minutes of loading, and before announcing the URL
     app = prepare(settings, echo)
-    if host not in LOOPBACK and not auth:
+    if host not in LOOPBACK_NAMES and not auth:
         echo(f"warning: listening on {host} without a login; set RAG_UI__AUTH=user:password to require one")
     if share:
         echo("creating a public share link (--share): anyone with the link can use this chat")

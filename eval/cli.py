@@ -1,0 +1,148 @@
+"""The evaluation commands of ``rag``: ``eval run|compare|calibrate|retrieval`` and ``bench``.
+
+`register_commands` adds them to the ``rag`` typer app. ``rag.cli`` calls it through the
+``paper_rag.commands`` entry point (pyproject.toml), so the core library never imports ``eval``.
+Each command imports its module when it runs, so ``rag --help`` stays instant. Left out: the
+runs, metrics and measurements themselves (`eval.run`, `eval.metrics`, `eval.bench`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rag.cli import BackendOpt, console, emit_json, out, settings
+
+eval_app = typer.Typer(help="Batch evaluation.", no_args_is_help=True)
+
+
+@eval_app.command("run")
+def eval_run(
+    dataset: Annotated[str, typer.Argument(help="dev, title-abstract, or a JSON Lines file (questions, feedback).")],
+    backend: BackendOpt = None,
+    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of Settings overrides.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/DATASET-BACKEND); "
+                                                              "rerunning into it resumes.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Questions answered at once.")] = 1,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N questions or conversations.")] = None,
+    judge: Annotated[str | None, typer.Option(help="LLM judge: ollama:MODEL or openai:MODEL@URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json.")] = False,
+) -> None:
+    """Answer and score a dataset: results.jsonl, summary.json and report.md with plots (resumable)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from eval.report import summary_table
+    from eval.run import evaluate
+
+    columns = [TextColumn(f"eval {dataset}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("eval", total=None)
+        outcome = evaluate(dataset, backend=backend, config=config, out=out_dir, workers=workers, limit=limit,
+                           judge=judge, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if as_json:
+        emit_json(outcome.summary)
+        return
+    out.print(summary_table(outcome.summary))
+    console.print(f"{outcome.computed} questions computed, {outcome.skipped} already done, {outcome.errors} errors; "
+                  f"wrote {outcome.out}/results.jsonl, summary.json, report.md", markup=False, highlight=False)
+    if outcome.summary["judge"]["note"]:
+        console.print(f"note: {outcome.summary['judge']['note']}", markup=False, highlight=False)
+
+
+@eval_app.command("compare")
+def eval_compare(
+    run_a: Annotated[Path, typer.Argument(help="Run folder A (the baseline).")],
+    run_b: Annotated[Path, typer.Argument(help="Run folder B.")],
+    out_path: Annotated[Path | None, typer.Option("--out", help="Plot path (default B/compare.png).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Per-metric deltas B - A on shared questions, with paired significance tests and a plot."""
+    from eval.compare import comparison_table, write_comparison
+
+    result, plot = write_comparison(run_a, run_b, out_path)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(comparison_table(result))
+    for line in result["settings_diff"]:
+        console.print(f"settings differ: {line}", markup=False, highlight=False)
+    console.print(f"wrote {plot}", markup=False, highlight=False)
+
+
+@eval_app.command("calibrate")
+def eval_calibrate(
+    dataset: Annotated[str, typer.Argument(help="dev or a JSON Lines file with unanswerable questions (gold []).")],
+    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of Settings overrides.")] = None,
+    max_false: Annotated[float, typer.Option(help="Largest false-abstention rate allowed.")] = 0.05,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sweep as JSON.")] = False,
+) -> None:
+    """Sweep the abstention thresholds on retrieval confidences (no LLM) and recommend a pair."""
+    from eval.calibrate import calibrate, collect, grid_table, recommendation
+    from eval.datasets import load_dataset
+    from rag.settings import load_settings
+
+    cfg = load_settings(config)
+    result = calibrate(collect(load_dataset(dataset, cfg), cfg), cfg, max_false=max_false)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(grid_table(result))
+    out.print(recommendation(result), markup=False, highlight=False)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    dataset: Annotated[Path | None, typer.Option(help="A question set with gold paper ids; "
+                                                      "default: the title -> abstract task.",
+                                                 exists=True, dir_okay=False)] = None,
+    corpus: Annotated[list[Path] | None, typer.Option(help="Corpus for the title task.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON keyed by method.")] = False,
+) -> None:
+    """Recall@k, MRR@10 and nDCG@10 for dense, lexical and hybrid retrieval side by side."""
+    from eval.retrieval import evaluate_dataset, evaluate_title_task
+
+    if dataset is None:
+        scores = evaluate_title_task(corpus or [Path("data/papers.jsonl")], settings())
+    else:
+        scores = evaluate_dataset(dataset, settings())
+    if as_json:
+        emit_json(scores)
+        return
+    from rich.table import Table
+
+    metrics = list(next(iter(scores.values())))
+    from rich.text import Text
+
+    table = Table("method", *metrics, title=Text(f"retrieval: {dataset or 'title -> abstract'}"))
+    for method, values in scores.items():
+        table.add_row(Text(method), *(f"{values[m]:.4f}" for m in metrics))
+    out.print(table)
+
+
+def bench(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/bench-<timestamp>).")] = None,
+    scale: Annotated[str, typer.Option(help="Synthetic corpus sizes for the scale step, e.g. 10000,30000,100000.")]
+    = "10000,30000",
+    quick: Annotated[bool, typer.Option(help="Skip the scale step and the throughput sweep.")] = False,
+    device: Annotated[str | None, typer.Option(help="Embedding device: cpu, cuda, cuda:1, mps.")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds per measurement (medians).")] = 3,
+    server_scale: Annotated[str | None, typer.Option(
+        help="Sizes also ingested into a `chroma run` server (default: the smallest scale size).")] = None,
+    only: Annotated[str | None, typer.Option(
+        help="Run only these steps, e.g. scale or cold_start,llm (first_ingest reingest retrieval cold_start llm "
+             "tokenization throughput scale api).")] = None,
+) -> None:
+    """Measure ingest, re-ingest, retrieval, cold start, LLM, scale and throughput against baselines."""
+    from eval.bench import parse_sizes, parse_steps, run_bench
+
+    run_bench(out=out_dir, scale=parse_sizes(scale), quick=quick, device=device, rounds=rounds, console=console,
+              server_scale=parse_sizes(server_scale) if server_scale else None,
+              skip=parse_steps(only) if only else ())
+
+
+def register_commands(app: typer.Typer) -> None:
+    """Add the ``eval`` group and ``bench`` to ``app``."""
+    app.add_typer(eval_app, name="eval")
+    app.command()(bench)
