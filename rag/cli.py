@@ -460,7 +460,8 @@ def settings_error(err: Any) -> RagError:
     """
     first = err.errors()[0]
     name = "RAG_" + "__".join(str(part) for part in first["loc"]).upper()
-    return RagError(f"{name}={first.get('input')!r}: {first['msg']}",
+    value = "" if isinstance(first.get("input"), dict) else f"={first.get('input')!r}"  # a group: the message says
+    return RagError(f"{name}{value}: {first['msg'].removeprefix('Value error, ')}",
                     f"set {name} to a valid value or unset it (see rag/settings.py for the field)")
 
 
@@ -481,6 +482,9 @@ def main() -> None:
     debug = os.environ.get("RAG_DEBUG") == "1"
     load_commands()
     try:
+        from rag.settings import check_environment
+
+        check_environment()  # a mistyped RAG_* variable would otherwise be ignored
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except RagError as err:

@@ -12,19 +12,57 @@ those when they use them) and any I/O beyond reading the environment and that fi
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import InputError
 
 CHUNKER_VERSION = "sent-pack-1"
 BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
+# RAG_* variables that are not settings: read by the CLI (RAG_DEBUG) and by the test suite
+OTHER_VARIABLES = frozenset({"RAG_DEBUG", "RAG_LOAD_ASKS", "RAG_UPDATE_SCREENSHOT"})
+
+
+def nearest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to a mistyped ``name`` (difflib), if any is close enough.
+
+    >>> nearest("backnd", ["backend", "model", "seed"])
+    'backend'
+    >>> nearest("colour", ["backend", "model"]) is None
+    True
+    """
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def unknown_key(key: str, known: Iterable[str], prefix: str = "") -> str:
+    """``unknown setting 'llm.backnd' (did you mean 'llm.backend'?)`` for key ``backnd``, prefix ``llm.``."""
+    near = nearest(key, known)
+    return f"unknown setting {prefix + key!r}" + (f" (did you mean {prefix + near!r}?)" if near else "")
+
+
+class Group(BaseModel):
+    """A group of settings. An unknown key is an error naming the nearest field: a typo must not be
+    silently dropped, leaving the default in force."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise ValueError(unknown_key(str(key), cls.model_fields))
+        return data
 
 
 def _xdg(variable: str, fallback: str) -> Path:
@@ -42,7 +80,7 @@ def default_cache() -> Path:
     return _xdg("XDG_CACHE_HOME", ".cache")
 
 
-class EmbeddingSettings(BaseModel):
+class EmbeddingSettings(Group):
     model: str = Field(
         BUNDLED_EMBEDDER,
         description="Sentence-transformers model: a local folder, or 'bundled:all-MiniLM-L6-v2' "
@@ -65,7 +103,7 @@ class EmbeddingSettings(BaseModel):
     cache_dir: Path = Field(default_factory=default_cache, description="Where model exports are cached.")
 
 
-class ChunkSettings(BaseModel):
+class ChunkSettings(Group):
     max_tokens: int | None = Field(
         None,
         ge=16,
@@ -82,7 +120,7 @@ class ChunkSettings(BaseModel):
         return CHUNKER_VERSION if self.include_title else f"{CHUNKER_VERSION}+notitle"
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Group):
     chroma_url: str | None = Field(
         None,
         description="URL of a Chroma server (e.g. http://127.0.0.1:8000). "
@@ -94,7 +132,7 @@ class StoreSettings(BaseModel):
     )
 
 
-class RetrievalSettings(BaseModel):
+class RetrievalSettings(Group):
     k: int = Field(5, ge=1, le=100, description="Papers returned per query.")
     candidates: int = Field(50, ge=1, description="Chunks fetched from each retriever before fusion.")
     fusion: Literal["rrf", "weighted", "dense", "lexical"] = Field(
@@ -110,7 +148,7 @@ class RetrievalSettings(BaseModel):
     chunks_per_paper: int = Field(2, ge=1, description="Best chunks kept for each returned paper.")
 
 
-class LLMSettings(BaseModel):
+class LLMSettings(Group):
     backend: Literal["auto", "ollama", "openai", "llamacpp", "extractive"] = Field(
         "auto", description="Answer backend; auto tries Ollama, then the best installed bundled model, then "
         "extractive (see rag.llm.select_backend)."
@@ -162,7 +200,7 @@ class LLMSettings(BaseModel):
     )
 
 
-class AnswerSettings(BaseModel):
+class AnswerSettings(Group):
     abstain_threshold: float = Field(
         0.22,
         description="Abstain when the best passage's cosine similarity is below this AND the top paper "
@@ -192,7 +230,7 @@ class AnswerSettings(BaseModel):
     )
 
 
-class UISettings(BaseModel):
+class UISettings(Group):
     host: str = Field("127.0.0.1", description="Interface the web app binds to.")
     port: int = Field(7860, ge=1, le=65535, description="Port of the web app.")
     auth: str | None = Field(None, description="'user:password' to require a login; None = no login.")
@@ -211,7 +249,7 @@ class UISettings(BaseModel):
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
-class APISettings(BaseModel):
+class APISettings(Group):
     host: str = Field("127.0.0.1", description="Interface `rag api` (and `rag mcp --transport http`) binds to; "
                       "any other than loopback requires `token`.")
     port: int = Field(8000, ge=1, le=65535, description="Port of `rag api`.")
@@ -260,6 +298,42 @@ class Settings(BaseSettings):
         return self.home / "feedback.jsonl"
 
 
+def variable_names() -> dict[str, str]:
+    """{environment variable: the field it sets}: ``RAG_HOME``, ``RAG_LLM``, ``RAG_LLM__BACKEND``..."""
+    names = {}
+    for name, field in Settings.model_fields.items():
+        names[f"RAG_{name.upper()}"] = name
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            names |= {f"RAG_{name.upper()}__{sub.upper()}": f"{name}.{sub}" for sub in group.model_fields}
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """The ``RAG_*`` variables that set nothing, each with the nearest one that does (or None).
+
+    >>> unknown_variables({"RAG_LLM__BACKND": "ollama", "RAG_HOME": "/tmp", "PATH": "/bin"})
+    [('RAG_LLM__BACKND', 'RAG_LLM__BACKEND')]
+    """
+    environ = os.environ if environ is None else environ
+    known = variable_names()
+    unknown = [var for var in sorted(environ) if var.upper().startswith("RAG_")
+               and var.upper() not in known and var.upper() not in OTHER_VARIABLES]
+    suffixes = [name.removeprefix("RAG_") for name in known]  # the shared prefix would make anything look close
+    return [(var, "RAG_" + near if (near := nearest(var.upper().removeprefix("RAG_"), suffixes)) else None)
+            for var in unknown]
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Raise `InputError` naming every ``RAG_*`` variable that sets nothing (pydantic-settings ignores them)."""
+    unknown = unknown_variables(environ)
+    if unknown:
+        names = "; ".join(var + (f" (did you mean {near}?)" if near else "") for var, near in unknown)
+        raise InputError(f"{names}: no such setting",
+                         "rename or unset it: variables are RAG_FIELD or RAG_GROUP__FIELD, and rag/settings.py "
+                         "describes every field")
+
+
 # ------------------------------------------------------------------ settings files
 
 
@@ -268,7 +342,7 @@ def _check_keys(overrides: dict[str, Any], model: Any, prefix: str = "") -> None
     for key, value in overrides.items():
         fields = type(model).model_fields
         if key not in fields:
-            raise InputError(f"config: unknown setting {prefix}{key}",
+            raise InputError(f"config: {unknown_key(key, fields, prefix)}",
                              f"known at this level: {', '.join(fields)} (see rag/settings.py)")
         sub = getattr(model, key)
         if isinstance(sub, BaseModel):
