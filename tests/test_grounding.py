@@ -152,6 +152,19 @@ def test_a_real_follow_up_is_condensed_by_a_capable_model(index, embedder) -> No
     assert conversation.turns[-1].condensed_by == "llm" and conversation.turns[-1].query.startswith("KVLOG")
 
 
+def test_a_rewrite_that_only_echoes_the_follow_up_falls_back_to_the_rule(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    def reply(messages):  # type: ignore[no-untyped-def]
+        if "standalone search query" in messages[-1].content:
+            return "Who wrote it?"  # resolves nothing
+        return "KVLOG records key-value cache states of inference servers [1]."
+
+    conversation = Conversation(Answerer(index, embedder=embedder, backend=ScriptedBackend(reply)))
+    conversation.ask("Which library records key-value cache states of inference servers?")
+    answer = conversation.ask("Who wrote it?")
+    assert conversation.turns[-1].condensed_by == "rules" and KVLOG in conversation.turns[-1].query
+    assert answer.retrieved[0]["title"] == KVLOG
+
+
 def test_citation_numbers_stay_small_and_stable_over_a_conversation(index, embedder) -> None:  # type: ignore[no-untyped-def]
     def reply(messages):  # type: ignore[no-untyped-def]
         user = messages[-1].content
