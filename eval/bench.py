@@ -56,13 +56,13 @@ from typing import Any
 
 import numpy as np
 
+from rag.bundled import CORPUS, DEV_SET, bundled_file
 from rag.errors import InputError
 from rag.models import BUNDLED as BUNDLED_MODELS
 from rag.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = ROOT / "data" / "papers.jsonl"
-DEV = ROOT / "data" / "eval" / "dev.jsonl"
+BUNDLED = bundled_file(CORPUS)
+DEV = bundled_file(DEV_SET)
 BIN = Path(sys.executable).parent
 PROJECT_TARGET = 2_500_000  # abstracts: the arXiv snapshot's order of magnitude
 
@@ -617,7 +617,7 @@ def _run_child(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], int]:
     VmHWM where the OS has one, else sampled from here)."""
     spec_path = work / f"child-{spec['label']}.json"
     spec_path.write_text(json.dumps(spec))
-    proc = subprocess.Popen([sys.executable, "-m", "eval.bench", "--child", str(spec_path)], cwd=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "eval.bench", "--child", str(spec_path)])
     with _PeakRSS(proc.pid, interval=0.5) as sampler:
         proc.wait()
     if proc.returncode != 0:
@@ -1149,7 +1149,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
 
     console = console or Console(stderr=True)
     started = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(out) if out else ROOT / "runs" / f"bench-{started}"
+    run_dir = Path(out) if out else Path("runs") / f"bench-{started}"
     run_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=run_dir))
     corpus_paths = [Path(p) for p in (corpus or [BUNDLED])]

@@ -21,13 +21,12 @@ import json
 import statistics
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
+from rag.bundled import CORPUS, bundled_file
 from rag.llm import LlamaCppBackend, Message, no_extra_buffers
 from rag.settings import LLMSettings
 
-ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "Answer the question using only the numbered papers. Cite papers as [n]."
 
 
@@ -172,7 +171,7 @@ def corpus_prompt(target_tokens: int = 600, settings: LLMSettings | None = None)
     backend = LlamaCppBackend(settings or LLMSettings())
     question = "\n\nQuestion: Which of these papers study model alignment, and how?"
     papers: list[str] = []
-    with open(ROOT / "data" / "papers.jsonl", encoding="utf-8") as f:
+    with open(bundled_file(CORPUS), encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             paper = json.loads(line)
             papers.append(f"[{n}] {paper['title']}\n{paper['abstract']}")

@@ -102,9 +102,10 @@ def eval_retrieval(
 ) -> None:
     """Recall@k, MRR@10 and nDCG@10 for dense, lexical and hybrid retrieval side by side."""
     from eval.retrieval import evaluate_dataset, evaluate_title_task
+    from rag.bundled import CORPUS, bundled_file
 
     if dataset is None:
-        scores = evaluate_title_task(corpus or [Path("data/papers.jsonl")], settings())
+        scores = evaluate_title_task(corpus or [bundled_file(CORPUS)], settings())
     else:
         scores = evaluate_dataset(dataset, settings())
     if as_json:

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag.bundled import DEV_SET, bundled_file
 from rag.errors import InputError
 
-ROOT = Path(__file__).resolve().parent.parent
-BUILTIN = {"dev": ROOT / "data" / "eval" / "dev.jsonl"}
+BUILTIN = {"dev": bundled_file(DEV_SET)}
 GENERATED = ("title-abstract",)
 
 

@@ -28,11 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rag.bundled import CORPUS, bundled_file
 from rag.chunking import split_sentences
 from rag.corpus import normalise_title
 
-ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = ROOT / "data" / "papers.jsonl"
+BUNDLED = bundled_file(CORPUS)
 
 FIRST = ["Ada", "Wei", "Priya", "Jonas", "Amara", "Luis", "Mei", "Omar", "Sofia", "Kenji", "Elena", "Tariq",
          "Chloe", "Ivan", "Nadia", "Ravi", "Greta", "Yusuf", "Hana", "Mateo", "Zara", "Felix", "Ines", "Kwame"]

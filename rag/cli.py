@@ -49,7 +49,10 @@ def emit_json(data: Any, lines: bool = False) -> None:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Corpus files or folders (.txt .jsonl .json .csv .tsv .bib).")],
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Corpus files or folders (.txt .jsonl .json .csv .tsv .bib).", show_default=False)] = None,
+    bundled: Annotated[bool, typer.Option("--bundled", help="Also ingest the corpus shipped with paper-rag "
+                                          "(184 ML papers: data/papers.jsonl).")] = False,
     rebuild: Annotated[bool, typer.Option(help="Drop the index and embed everything again.")] = False,
     strict: Annotated[bool, typer.Option(help="Reject the whole run if any record is malformed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -58,8 +61,13 @@ def ingest(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
+    from rag.bundled import CORPUS, bundled_file
     from rag.ingest import Ingestor, record_lines, summary_lines
 
+    paths = [*(paths or []), *([bundled_file(CORPUS)] if bundled else [])]
+    if not paths:
+        raise typer.BadParameter("name the paths of corpus files or folders, or pass --bundled for the corpus "
+                                 "shipped with paper-rag", param_hint="PATHS")
     cfg = settings()
     columns = [TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
@@ -97,7 +105,9 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")
     for key, value in data.items():
         out.print(f"{key:>20}: {value}", markup=False, highlight=False)
     if not data["ingested"]:
-        console.print("nothing ingested yet: run `rag ingest data/papers.jsonl`")
+        from rag.errors import EmptyIndexError
+
+        console.print(f"nothing ingested yet: {EmptyIndexError.fix}", markup=False, highlight=False)
 
 
 def parse_filters(year: str | None, author: str | None, category: str | None,

@@ -43,7 +43,7 @@ class StoreError(RagError):
 
 
 class EmptyIndexError(StoreError):
-    fix = "run `rag ingest PATH` (e.g. `rag ingest data/papers.jsonl`) first"
+    fix = "run `rag ingest PATH ...` (your files) or `rag ingest --bundled` (the corpus shipped with paper-rag) first"
 
 
 class EmbedderMismatchError(StoreError):

@@ -390,7 +390,7 @@ def test_cli_run_with_limit(bundled_copy: Path, tmp_path: Path) -> None:
 def test_cli_run_on_an_empty_index_says_to_ingest(tmp_path: Path) -> None:
     result = run_cli("eval", "run", "dev", "--backend", "extractive", "--out", str(tmp_path / "none"))
     assert result.returncode == 2
-    assert "rag ingest data/papers.jsonl" in result.stderr
+    assert "`rag ingest --bundled`" in result.stderr
     assert not (tmp_path / "none").exists()
 
 

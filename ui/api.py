@@ -43,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.answer import Answer, Answerer, Event
-from rag.errors import BackendError, InputError, RagError, StoreError
+from rag.errors import BackendError, EmptyIndexError, InputError, RagError, StoreError
 from rag.llm import approx_tokens
 from rag.settings import Settings
 from ui.guard import LOOPBACK_NAMES
@@ -404,7 +404,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None,
     service = PaperService(settings)
     info = index_stats(settings)
     if not info["ingested"] or not info["papers"]:
-        echo(f"warning: the index at {settings.home} is empty; run `rag ingest data/papers.jsonl` "
+        echo(f"warning: the index at {settings.home} is empty; {EmptyIndexError.fix} "
              "(answers and searches fail with 503 until then)")
     else:
         echo(f"index: {info['papers']} papers, {info['chunks']} chunks in {settings.home}")

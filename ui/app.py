@@ -38,6 +38,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 
 from rag.answer import clean_question  # noqa: E402
+from rag.bundled import DEV_SET, bundled_file  # noqa: E402
 from rag.corpus import clean_text  # noqa: E402
 from rag.errors import EmptyIndexError, RagError  # noqa: E402
 from rag.ingest import record_lines  # noqa: E402
@@ -52,8 +53,7 @@ from ui.state import BACKENDS, MAX_K, ChatSettings, Session, TurnRecord  # noqa:
 from ui.uploads import ingest_uploads, summary_text  # noqa: E402
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
-DEV_QUESTIONS = ROOT / "data" / "eval" / "dev.jsonl"
+DEV_QUESTIONS = bundled_file(DEV_SET)  # the example questions
 UPLOAD_TYPES = [".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".bib"]
 STREAM_EVERY_S = 0.04  # at most ~25 chat updates a second while tokens arrive
 SETTINGS_KEY = "paper-rag-settings"
@@ -244,7 +244,7 @@ class WebApp:
         except RagError as err:
             return f"**Index unavailable:** {render.esc(self.public(err))}"
         if not s["ingested"]:
-            return "**Nothing ingested yet.** Upload corpus files below, or run `rag ingest data/papers.jsonl`."
+            return f"**Nothing ingested yet.** Upload corpus files below, or {EmptyIndexError.fix}."
         return (f"**{s['papers']:,} papers**, {s['chunks']:,} chunks  \n"
                 f"embedder `{render.esc(s['embedder'])}` ({render.esc(s.get('dim'))}-d), "
                 f"chunker `{render.esc(s.get('chunker'))}`")

@@ -23,18 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rag.bundled import CORPUS, bundled_file
 from rag.errors import InputError
 from rag.settings import Settings
 from ui.guard import LOOPBACK_NAMES
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def bundled_corpus() -> Path | None:
-    for candidate in (Path("data/papers.jsonl"), ROOT / "data" / "papers.jsonl"):
-        if candidate.is_file():
-            return candidate
-    return None
+    """The corpus shipped with paper-rag (`rag.bundled`), if this install has it."""
+    path = bundled_file(CORPUS)
+    return path if path.is_file() else None
 
 
 def prepare(settings: Settings, echo: Callable[[str], None] = print, embedder: Any | None = None) -> Any:
