@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from rag import prompts
-from rag.chunking import split_sentences
+from rag.chunking import chunk_index, split_sentences
 from rag.corpus import Paper, clean_text
 from rag.embeddings import Embedder
 from rag.errors import BackendError, InputError
@@ -550,7 +550,7 @@ class Answerer:
         """The paper's best chunks in abstract order (the whole abstract when it is short)."""
         if len(hit.paper.abstract) < 1200 or not hit.chunks:
             return hit.paper.abstract
-        order = sorted(hit.chunks, key=lambda c: int(c.chunk_id.rsplit("#", 1)[1]))
+        order = sorted(hit.chunks, key=lambda c: chunk_index(c.chunk_id))
         return " ".join(c.text for c in order)
 
     def _extractive(self, question: str, numbered: list[tuple[int, PaperHit]], max_sentences: int = 3) -> str:

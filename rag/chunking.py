@@ -44,6 +44,25 @@ class Chunk:
     hash: str        # sha1 of embed_text: unchanged chunks are never re-embedded
 
 
+def chunk_id(paper_id: str, index: int) -> str:
+    """The id of a paper's ``index``-th chunk, the one place that writes the format.
+
+    >>> chunk_id("title:7a92", 1), paper_of("title:7a92#1"), chunk_index("title:7a92#1")
+    ('title:7a92#1', 'title:7a92', 1)
+    """
+    return f"{paper_id}#{index}"
+
+
+def paper_of(chunk: str) -> str:
+    """The paper id in a chunk id (the last ``#`` separates: a paper id may hold one)."""
+    return chunk.rsplit("#", 1)[0]
+
+
+def chunk_index(chunk: str) -> int:
+    """The chunk's position within its paper."""
+    return int(chunk.rsplit("#", 1)[1])
+
+
 def split_sentences(text: str) -> list[str]:
     """Sentences of an abstract, without splitting at "e.g.", "et al." or initials.
 
@@ -130,7 +149,7 @@ class Chunker:
 
     def _make(self, paper_id: str, index: int, prefix: str, text: str) -> Chunk:
         embed_text = prefix + text
-        return Chunk(f"{paper_id}#{index}", paper_id, index, text, embed_text, _hash(embed_text))
+        return Chunk(chunk_id(paper_id, index), paper_id, index, text, embed_text, _hash(embed_text))
 
     def _enforce(self, chunks: list[Chunk]) -> list[Chunk]:
         """Re-check with the real tokenizer (counts are not always additive) and split what is over."""

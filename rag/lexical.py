@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rag.chunking import paper_of
 from rag.corpus import Paper
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ class LexicalIndex:
 
     def mask(self, paper_ids: set[str]) -> np.ndarray:
         """Boolean mask of the chunks that belong to ``paper_ids``."""
-        return np.fromiter((cid.rsplit("#", 1)[0] in paper_ids for cid in self.chunk_ids), bool, len(self.chunk_ids))
+        return np.fromiter((paper_of(cid) in paper_ids for cid in self.chunk_ids), bool, len(self.chunk_ids))
 
 
 def refresh_lexical(store: Store, settings: Settings, force: bool = False) -> LexicalIndex:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.chunking import paper_of
 from rag.corpus import Paper
 from rag.errors import EmptyIndexError, InputError, PaperNotFoundError
 from rag.ingest import ingest_lock
@@ -73,7 +74,7 @@ def catalogue(settings: Settings) -> LexicalIndex:
 def chunk_counts(index: LexicalIndex) -> dict[str, int]:
     counts: dict[str, int] = {}
     for cid in index.chunk_ids:
-        pid = cid.rsplit("#", 1)[0]
+        pid = paper_of(cid)
         counts[pid] = counts.get(pid, 0) + 1
     return counts
 
@@ -146,7 +147,7 @@ def similar_papers(retriever: Retriever, paper_id: str, k: int = 5, filters: Fil
         rows = store.query(vector, n * (4 if allowed is not None else 1), where={"paper_id": {"$ne": paper_id}})
     best: dict[str, tuple[str, float]] = {}
     for cid, score in rows:
-        pid = cid.rsplit("#", 1)[0]
+        pid = paper_of(cid)
         if pid in index.papers and (allowed is None or pid in allowed) and pid not in best:
             best[pid] = (cid, score)  # rows come best first: the first chunk of a paper is its best
     order = sorted(best, key=lambda p: (-best[p][1], p))[:k]

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from rag.corpus import Paper, fold
+from rag.chunking import paper_of
+from rag.corpus import Paper, clean_text, fold
 from rag.embeddings import Embedder
 from rag.errors import EmptyIndexError, IndexBusyError, InputError
 from rag.lexical import LexicalIndex, refresh_lexical, tokenize
@@ -165,8 +166,6 @@ class SearchResult:
 
 def clean_query(query: str) -> tuple[str, list[str]]:
     """Strip, drop control characters, truncate. Raises `InputError` on an empty query."""
-    from rag.corpus import clean_text
-
     text = clean_text(query)
     if not text:
         raise InputError("the query is empty", "type a question or some keywords")
@@ -349,11 +348,11 @@ class Retriever:
         lexical_paper: dict[str, float] = {}
         dense_chunks = [(cid, score) for cid, score in dense_chunks if cid in index]  # written since it loaded
         for cid, score in dense_chunks:
-            pid = cid.rsplit("#", 1)[0]
+            pid = paper_of(cid)
             chunks.setdefault(cid, ChunkHit(cid, index.text(cid))).dense = score
             dense_paper[pid] = max(dense_paper.get(pid, -1.0), score)
         for cid, score in lexical_chunks:
-            pid = cid.rsplit("#", 1)[0]
+            pid = paper_of(cid)
             chunks.setdefault(cid, ChunkHit(cid, index.text(cid))).lexical = score
             lexical_paper[pid] = max(lexical_paper.get(pid, 0.0), score)
         dense_paper = {p: s for p, s in dense_paper.items() if p in index.papers}
@@ -369,7 +368,7 @@ class Retriever:
         l_rank = {p: i for i, p in enumerate(sorted(lexical_paper, key=lexical_paper.__getitem__, reverse=True), 1)}
         by_paper: dict[str, list[ChunkHit]] = {}
         for hit in chunks.values():
-            by_paper.setdefault(hit.chunk_id.rsplit("#", 1)[0], []).append(hit)
+            by_paper.setdefault(paper_of(hit.chunk_id), []).append(hit)
         hits = []
         for pid in order[:k]:
             best = sorted(by_paper.get(pid, []), key=lambda c: -(max(c.dense or 0, 0) + (c.lexical or 0) / 100))
@@ -386,12 +385,12 @@ class Retriever:
             return self.store.query(vector, n)
         if len(allowed) <= IN_FILTER_LIMIT:
             return self.store.query(vector, n, where={"paper_id": {"$in": sorted(allowed)}})
-        return [(c, s) for c, s in self.store.query(vector, n * 4) if c.rsplit("#", 1)[0] in allowed][:n]
+        return [(c, s) for c, s in self.store.query(vector, n * 4) if paper_of(c) in allowed][:n]
 
     def _paper_vectors(self, paper_ids: Iterable[str]) -> dict[str, np.ndarray]:
         ids = [f"{p}#0" for p in paper_ids]
         got = self.store.collection().get(ids=ids, include=["embeddings"])
-        return {cid.rsplit("#", 1)[0]: np.asarray(v) for cid, v in zip(got["ids"], got["embeddings"])}
+        return {paper_of(cid): np.asarray(v) for cid, v in zip(got["ids"], got["embeddings"])}
 
     def _allowed(self, index: LexicalIndex, filters: Filters | None,
                  notices: list[str] | None = None) -> tuple[set[str] | None, str | None]:
