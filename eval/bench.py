@@ -35,21 +35,16 @@ multi-node Chroma deployments.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +55,7 @@ from rag.bundled import CORPUS, DEV_SET, bundled_file
 from rag.errors import InputError
 from rag.models import BUNDLED as BUNDLED_MODELS
 from rag.settings import Settings
+from rag.testing import free_port, stop_process, wait_for_http
 
 BUNDLED = bundled_file(CORPUS)
 DEV = bundled_file(DEV_SET)
@@ -384,50 +380,20 @@ def _has_command(name: str, option: str) -> bool:
     return got.returncode == 0 and option in got.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, proc: subprocess.Popen[Any], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return True
-        except urllib.error.HTTPError:
-            return True  # any HTTP answer counts
-        except (OSError, ValueError):
-            time.sleep(0.1)
-    return False
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(15)
-
-
 def _time_serve(env: dict[str, str], timeout: float) -> tuple[float | None, str]:
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryFile() as log_file:
         proc = subprocess.Popen([str(BIN / "rag"), "serve", "--host", "127.0.0.1", "--port", str(port)],
                                 env={**env, "RAG_UI__PORT": str(port)}, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         start = time.perf_counter()
         try:
-            ok = _wait_http(f"http://127.0.0.1:{port}/", proc, timeout)
-            elapsed = time.perf_counter() - start
+            wait_for_http(f"http://127.0.0.1:{port}/", timeout, proc)
+            ok, elapsed = True, time.perf_counter() - start
+        except (RuntimeError, TimeoutError):
+            ok, elapsed = False, 0.0
         finally:
-            _stop(proc)
+            stop_process(proc, grace=15)
         if ok:
             return elapsed, ""
         log_file.seek(0)
@@ -557,14 +523,16 @@ def bench_llm_ttft(runs: int = 3, log: Log = print) -> dict[str, Any]:
 
 
 def _start_chroma(path: Path, log_path: Path) -> tuple[subprocess.Popen[Any], str]:
-    port = _free_port()
+    port = free_port()
     log_file = log_path.open("wb")
     proc = subprocess.Popen([str(BIN / "chroma"), "run", "--path", str(path), "--host", "127.0.0.1", "--port",
                              str(port)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    if not _wait_http(url + "/api/v2/heartbeat", proc, 120):
-        _stop(proc)
-        raise RuntimeError(f"chroma run did not start (see {log_path})")
+    try:
+        wait_for_http(url + "/api/v2/heartbeat", 120, proc)
+    except (RuntimeError, TimeoutError):
+        stop_process(proc, grace=15)
+        raise RuntimeError(f"chroma run did not start (see {log_path})") from None
     return proc, url
 
 
@@ -746,7 +714,7 @@ def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Seque
                     result, child_peak = _run_child(spec, work)
             finally:
                 if server is not None:
-                    _stop(server)
+                    stop_process(server, grace=15)
             disk = du(home) + (du(server_path) if mode == "server" else 0)
             lat = result["retrieval_s"]
             point = {"papers": n, "mode": mode, "chunks": result["chunks"], "ingest_s": result["ingest_s"],

@@ -23,61 +23,32 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from rag.testing import free_port, running_server
+
 BIN = Path(sys.executable).parent
 Log = Callable[[str], None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
 def api_server(home: Path, env: dict[str, str] | None = None, timeout: float = 240) -> Iterator[str]:
     """A ``rag api`` process over ``home`` (extractive); yields its base URL, stops it after."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     full = {**{k: v for k, v in os.environ.items() if not k.startswith("RAG_")}, "RAG_HOME": str(home),
             "RAG_LLM__BACKEND": "extractive", "HF_HUB_OFFLINE": "1", **(env or {})}
-    proc = subprocess.Popen([str(BIN / "rag"), "api", "--port", str(port)], env=full, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"rag api exited with {proc.returncode} before answering")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"rag api did not answer within {timeout:.0f}s") from None
-                time.sleep(0.2)
+    with running_server([str(BIN / "rag"), "api", "--port", str(port)], url + "/health", timeout, env=full,
+                        start_new_session=True):
         yield url
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(15)
 
 
 def _body(question: str, stream: bool) -> dict[str, Any]:

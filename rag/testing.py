@@ -8,17 +8,29 @@ conversations and every interface can be tested without a model.
     >>> backend.choose([], ["yes", "no"]), [call[0] for call in backend.calls]
     ('yes', ['stream', 'choose'])
 
+The real servers that tests and benchmarks start (``chroma run``, ``rag api``, ``rag serve``, a
+llama.cpp server) are run with `running_server` / `wait_for_http` / `stop_process` on a
+`free_port`, one copy for ``tests/`` and ``eval/``.
+
 Left out: real generation (``rag.llm``). Nothing here is used by the library itself.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
 
 from rag.llm import Message, StreamInterrupted, approx_tokens, pick
 
-__all__ = ["ScriptedBackend"]
+__all__ = ["ScriptedBackend", "free_port", "running_server", "stop_process", "wait_for_http"]
 
 
 class ScriptedBackend:
@@ -65,3 +77,64 @@ class ScriptedBackend:
     def choose(self, messages: list[Message], options: Sequence[str]) -> str | None:
         self.calls.append(("choose", list(messages)))
         return pick(self.verdict or "", options)
+
+
+# ---------------------------------------------------------------- real servers, for tests and benchmarks
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Return once ``url`` answers 2xx; `RuntimeError` if ``proc`` exits first, `TimeoutError` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except Exception:  # not up yet (refused, reset, 503 while loading)
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; to its whole process group when it leads one
+    (started with ``start_new_session=True``), so a server's own children go too."""
+    if proc.poll() is not None:
+        return
+    with suppress(ProcessLookupError):
+        group = os.getpgid(proc.pid) == proc.pid
+
+    def send(sig: int) -> None:
+        with suppress(ProcessLookupError):
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+
+    send(signal.SIGCONT)  # a frozen (SIGSTOP) server cannot handle SIGTERM
+    send(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        proc.wait(grace)
+
+
+@contextmanager
+def running_server(cmd: list[str], ready_url: str, timeout: float = 60.0,
+                   **popen: Any) -> Iterator[subprocess.Popen[Any]]:
+    """Start a real server process (output discarded unless ``popen`` says otherwise), wait until
+    ``ready_url`` answers, stop it afterwards."""
+    proc = subprocess.Popen(cmd, **{"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen})
+    try:
+        wait_for_http(ready_url, timeout=timeout, proc=proc)
+        yield proc
+    finally:
+        stop_process(proc)

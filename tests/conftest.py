@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from rag.testing import free_port, running_server, stop_process, wait_for_http  # noqa: F401  (the tests import them from here)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # bundled models assembled from their packages are kept where users keep them (1.1 GB, made once)
@@ -63,51 +60,6 @@ def bundled_copy(bundled_home: Path, rag_home: Path) -> Path:
     """A private, writable copy of the bundled index at this test's RAG_HOME."""
     shutil.copytree(bundled_home, rag_home)
     return rag_home
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
-@contextmanager
-def running_server(cmd: list[str], ready_url: str, timeout: float = 60.0, **popen: Any) -> Iterator[subprocess.Popen]:
-    """Start a real server process, wait until ``ready_url`` answers, stop it afterwards."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
-    try:
-        wait_for_http(ready_url, timeout=timeout, proc=proc)
-        yield proc
-    finally:
-        stop_process(proc)
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGCONT)  # a frozen (SIGSTOP) server cannot handle SIGTERM
-    proc.terminate()
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(grace)
 
 
 @pytest.fixture

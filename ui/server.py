@@ -37,7 +37,7 @@ def bundled_corpus() -> Path | None:
 
 def prepare(settings: Settings, echo: Callable[[str], None] = print, embedder: Any | None = None) -> Any:
     """Ingest if empty, warm the models; returns the `WebApp` ready to launch (``embedder``: reuse one)."""
-    from rag.ingest import Ingestor
+    from rag.ingest import Ingestor, summary_lines
     from rag.ingest import stats as index_stats
     from ui.app import WebApp
 
@@ -50,8 +50,8 @@ def prepare(settings: Settings, echo: Callable[[str], None] = print, embedder: A
         else:
             echo(f"the index at {settings.home} is empty: ingesting {corpus} …")
             summary = Ingestor(settings, embedder=app.pool.embedder).run([corpus])
-            echo(f"ingested {summary.papers_total} papers ({summary.chunks_total} chunks, "
-                 f"{summary.rejected} rejected) in {summary.seconds:.1f}s")
+            for line in summary_lines(summary, str(settings.home)):  # as `rag ingest` prints them
+                echo(line)
     else:
         echo(f"index: {info['papers']} papers, {info['chunks']} chunks in {settings.home}")
     echo("loading the embedding model …")
