@@ -27,10 +27,10 @@ serve: setup
 	$(BIN)/rag serve
 
 test: setup
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --doctest-modules rag tests
 
-test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow and not browser"
+test-fast: setup        # the pure logic and rag/'s doctests: no model, server or browser (tests/conftest.py marks them), < 60 s
+	$(BIN)/python -m pytest -q -m fast --doctest-modules rag tests
 
 lint: setup
 	$(BIN)/ruff check rag ui eval tests

@@ -26,6 +26,20 @@ BUNDLED = ROOT / "data" / "papers.jsonl"
 BIN = Path(sys.executable).parent
 
 
+HEAVY_FIXTURES = {"embedder", "chroma_server"}  # a model load (every index needs it) or a server process
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``fast`` (`make test-fast`) every test that loads no model, starts no server and is not ``slow``
+    or ``browser``: the pure logic, doctests included."""
+    for item in items:
+        if item.get_closest_marker("slow") or item.get_closest_marker("browser"):
+            continue
+        if item.get_closest_marker("heavy") or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            continue
+        item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture(autouse=True)
 def rag_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own data home, like simonw/llm's user-dir fixture."""

@@ -116,6 +116,7 @@ def test_throughput_measures_onnx_runtime_on_our_export(tmp_path: Path, embedder
     assert all(r["chunks_per_s"] > 0 for r in got["results"])
 
 
+@pytest.mark.heavy
 def test_llm_prompt_sweep_builds_prompts_of_the_asked_sizes() -> None:
     pytest.importorskip("llama_cpp")
     from eval.bench_llm import prompt_sweep

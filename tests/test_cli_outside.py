@@ -32,6 +32,7 @@ def bracket_corpus(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.heavy
 def test_brackets_in_paper_text_pass_through_every_command(bracket_corpus: Path, tmp_path: Path) -> None:
     home = {"RAG_HOME": str(tmp_path / "home [red]")}
     ingest = run_cli("ingest", str(bracket_corpus), env=home)
@@ -83,6 +84,7 @@ def test_user_mistakes_are_one_line_and_exit_2(args: list[str], env: dict[str, s
     assert len(result.stderr.strip().splitlines()) == 2  # the problem, then the fix
 
 
+@pytest.mark.heavy
 def test_second_serve_on_a_taken_port_says_so_before_announcing_it() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -158,6 +158,7 @@ def test_one_bad_jsonl_record_is_rejected_and_the_rest_loads(tmp_path: Path, bad
     assert str(errors[0]).startswith(f"{path}:2: ")
 
 
+@pytest.mark.heavy
 def test_hostile_records_through_ingest_cli_exit_1_not_internal_error(tmp_path: Path) -> None:
     from .conftest import run_cli
 

@@ -53,6 +53,7 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 # ------------------------------------------------------------------ metrics by hand
 
 
+@pytest.mark.heavy
 def test_retrieval_scores_match_a_hand_computation() -> None:
     # gold b and d at ranks 2 and 4 of 4
     got = metrics.retrieval_scores(["b", "d"], ["a", "b", "c", "d"])
@@ -76,6 +77,7 @@ def test_retrieval_scores_agree_with_the_title_task_scorer() -> None:
         assert batch[m] == pytest.approx(np.mean([o[m] for o in one]), abs=1e-4)
 
 
+@pytest.mark.heavy
 def test_retrieval_scores_survive_concurrent_workers() -> None:
     """ranx's numba kernels abort the process when two threads call them at once (`--workers 2`);
     run in a subprocess so a regression fails this test instead of killing the session."""

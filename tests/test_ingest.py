@@ -134,6 +134,7 @@ def test_same_ingest_against_a_real_chroma_server(tmp_path: Path, embedder: Embe
     assert data["papers"] == 6 and data["chunks"] == first.chunks_total and data["store"] == chroma_server
 
 
+@pytest.mark.heavy
 def test_cli_ingest_and_stats(tmp_path: Path) -> None:
     bib = tmp_path / "refs.bib"
     shutil.copy(FIXTURES / "zotero.bib", bib)

@@ -290,6 +290,7 @@ def test_auto_picks_ollama_when_it_has_the_model(standin) -> None:
 
 
 @needs_llama_cpp
+@pytest.mark.heavy
 def test_auto_without_the_model_falls_back_to_the_bundled_qwen_naming_pull(standin) -> None:
     server = standin(models=["qwen2.5:7b"])
     backend, notes = select_backend(LLMSettings(ollama_url=server.url))

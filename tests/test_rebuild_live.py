@@ -131,6 +131,7 @@ def test_an_interrupted_swap_is_undone_by_the_next_ingest(tmp_path: Path, rag_ho
     assert reader.search(titles[0]).hits[0].paper.title == titles[0]
 
 
+@pytest.mark.heavy
 def test_a_problem_seen_while_an_ingest_writes_is_busy_not_damaged(rag_home: Path) -> None:
     """An ingest holding the lock is about to replace the files: "try again", not "run --rebuild"."""
     settings = Settings()

@@ -445,6 +445,7 @@ def test_serve_ingests_an_empty_index_first_and_says_so(rag_home: Path, embedder
     assert lines[0].startswith("index: ") and not any("ingesting" in line for line in lines)
 
 
+@pytest.mark.heavy
 def test_serve_refuses_a_malformed_login_setting() -> None:
     from tests.conftest import run_cli
 
