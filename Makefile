@@ -34,6 +34,8 @@ test-fast: setup        # the pure logic and rag/'s doctests: no model, server o
 
 lint: setup
 	$(BIN)/ruff check rag ui eval tests
+	$(BIN)/lint-imports
+	$(BIN)/mypy            # rag/ ([tool.mypy] in pyproject.toml)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

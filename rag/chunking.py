@@ -29,7 +29,8 @@ _BOUNDARY = re.compile(r"[.!?][\"'”’)\]]*(\s+)(?=[\"'“‘(\[]?[A-Z0-9])")
 
 
 class Tokenizing(Protocol):
-    max_seq_length: int
+    @property
+    def max_seq_length(self) -> int: ...
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 

@@ -343,7 +343,8 @@ def print_answer(answer: Any, streamed: str | None = None) -> None:
 
 
 def stream_to_terminal(events: Any, as_json: bool, lines: bool = False) -> Any:
-    answer, streamed = None, ""
+    answer: Any = None
+    streamed = ""
     for event in events:
         if event.kind == "token" and not as_json:
             streamed += event.text

@@ -294,8 +294,8 @@ def paper_from_record(record: dict[str, Any], source: str, line: int) -> Paper |
         paper = _paper(record, source, line)
     except (TypeError, ValueError, RecursionError) as err:  # a shape _shape_problem did not foresee
         return RecordError(source, line, f"malformed record ({type(err).__name__}: {str(err)[:120]})")
-    if isinstance(paper, Paper) and (problem := _encoding_problem(paper)):
-        return RecordError(source, line, problem, "re-export the file as UTF-8 text")
+    if isinstance(paper, Paper) and (encoding := _encoding_problem(paper)):
+        return RecordError(source, line, encoding, "re-export the file as UTF-8 text")
     return paper
 
 
@@ -491,13 +491,13 @@ def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
     finally:
         quiet.setLevel(level)
     for block in library.failed_blocks:
-        yield RecordError(str(path), block.start_line + 1, bibtex_failure(block),
+        yield RecordError(str(path), (block.start_line or 0) + 1, bibtex_failure(block),
                           "fix that entry (a missing `}` or `,` is the usual cause), or remove it")
     for entry in library.entries:
         fields = {k.lower(): str(v.value) for k, v in entry.fields_dict.items()}
         text = {k: clean_text(decode_markup(fields.get(k, ""), latex=True)) for k in ("title", "abstract")}
         fields = {k: text.get(k) or _strip_braces(v) for k, v in fields.items()}
-        line = entry.start_line + 1
+        line = (entry.start_line or 0) + 1
         if not fields.get("title"):
             yield RecordError(str(path), line, f"entry {entry.key!r} has no title", "add a title field")
             continue

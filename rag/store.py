@@ -193,9 +193,9 @@ def _hnsw_problem(folder: Path, dim: int | None, cosine: bool) -> str | None:
         if size % level_size or size // level_size > max_level or pos + size > len(upper):
             return f"{name}/link_lists.bin is damaged"
         if size:
-            block = np.frombuffer(upper, dtype=np.uint32, count=size // 4, offset=pos).reshape(-1, 1 + max_m)
-            n = block[:, 0]
-            if (n > max_m).any() or (block[:, 1:][np.arange(max_m)[None, :] < n[:, None]] >= count).any():
+            lists = np.frombuffer(upper, dtype=np.uint32, count=size // 4, offset=pos).reshape(-1, 1 + max_m)
+            n = lists[:, 0]
+            if (n > max_m).any() or (lists[:, 1:][np.arange(max_m)[None, :] < n[:, None]] >= count).any():
                 return f"{name}/link_lists.bin has link lists that point outside the index"
         pos += size
     if pos != len(upper):
@@ -379,7 +379,7 @@ def as_store_error(err: BaseException, settings: Settings) -> StoreError | None:
     return None
 
 
-def _chroma_errors(fn):  # type: ignore[no-untyped-def]
+def _chroma_errors(fn):
     """Turn Chroma's transport, disk and corruption errors into our one-line errors."""
 
     def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
