@@ -691,7 +691,10 @@ def test_bad_corpus_files(case: BadInput, tmp_path: Path, rag_home: Path, monkey
         assert {p.abstract for p in papers.values()} == {"Later wins.", "Second."}
     if case.name == "payload.jsonl":
         (paper,) = papers.values()
-        assert paper.abstract == PAYLOAD and paper.title == "<b>Injected</b> <script>alert(1)</script>"
+        # stored and returned as data, byte for byte, except that HTML entities are decoded at load
+        # time (issue 16: "&#8221;" in imports is a quote mark); the web page escapes what it shows
+        stored = PAYLOAD.replace("&lt;b&gt;", "<b>")
+        assert paper.abstract == stored and paper.title == "<b>Injected</b> <script>alert(1)</script>"
         hit = json.loads(cli("search", "ignore previous instructions system prompt", "--json").out)[0]
-        assert hit["snippet"] == PAYLOAD  # stored and returned as data, byte for byte
+        assert hit["snippet"] == stored
         assert not list(tmp_path.rglob("PWNED"))
