@@ -600,7 +600,7 @@ class Answerer:
         best-supporting numbered paper replaces them (``answer.attribute``); else it is unsupported.
         """
         threshold = self.settings.answer.support_threshold
-        out = []
+        out: list[tuple[AnswerSentence, str, list[Evidence]]] = []
         for sentence in answer_sentences(text):
             written = [n for n in dict.fromkeys(sentence_citations(sentence)) if n in by_number]
             claim = strip_citations(sentence).strip("\u201c\u201d\" ")

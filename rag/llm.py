@@ -176,10 +176,10 @@ def guarded(deltas: Iterable[str], to_error: Callable[[Exception], BackendError 
     except BackendError as err:
         raise _interrupted(err, "".join(parts)) from err
     except Exception as exc:
-        err = to_error(exc)
-        if err is None:
+        mapped = to_error(exc)
+        if mapped is None:
             raise
-        raise _interrupted(err, "".join(parts)) from exc
+        raise _interrupted(mapped, "".join(parts)) from exc
 
 
 def spellings(options: Sequence[str]) -> list[str]:
@@ -672,7 +672,7 @@ def make_backend(name: str, settings: LLMSettings) -> Backend:
     """The backend called ``name`` (ollama | openai | llamacpp), configured but not checked."""
     if name not in BACKENDS:
         raise ValueError(f"unknown LLM backend {name!r}; expected one of {', '.join(BACKENDS)}")
-    return BACKENDS[name](settings)  # type: ignore[no-any-return]
+    return BACKENDS[name](settings)
 
 
 def select_backend(settings: LLMSettings) -> tuple[Backend | None, list[str]]:
