@@ -206,6 +206,11 @@ def pick(reply: str, options: Sequence[str]) -> str | None:
 # --------------------------------------------------------------------------- ollama
 
 
+def served_model(settings: LLMSettings, default: str) -> str:
+    """The model an HTTP backend asks its server for: ``model`` unless it names a local file or bundled model."""
+    return settings.model if settings.model and not models.is_local_model(settings.model) else default
+
+
 def _ollama_name(name: str) -> str:
     """Ollama's implicit tag: ``llama3.2`` is ``llama3.2:latest``."""
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
@@ -219,13 +224,9 @@ class OllamaBackend:
 
     def __init__(self, settings: LLMSettings) -> None:
         self.url = settings.ollama_url.rstrip("/")
-        self.model = settings.model if settings.model and not models.is_local_model(settings.model) \
-            else settings.ollama_model
-        self.context_window = settings.num_ctx
-        self.keep_alive = settings.keep_alive
-        self.timeout_s = settings.timeout_s
-        self.seed = settings.seed
-        self.max_new_tokens = settings.max_new_tokens
+        self.model = served_model(settings, settings.ollama_model)
+        self.context_window, self.keep_alive = settings.num_ctx, settings.keep_alive
+        self.timeout_s, self.seed, self.max_new_tokens = settings.timeout_s, settings.seed, settings.max_new_tokens
         self._clients: dict[float, Any] = {}
 
     @property
@@ -358,13 +359,9 @@ class OpenAIBackend:
 
     def __init__(self, settings: LLMSettings) -> None:
         self.base_url = settings.openai_base_url.rstrip("/")
-        self.model = settings.model if settings.model and not models.is_local_model(settings.model) \
-            else settings.openai_model
-        self.context_window = settings.context_window
-        self.api_key = settings.openai_api_key
-        self.timeout_s = settings.timeout_s
-        self.seed = settings.seed
-        self.max_new_tokens = settings.max_new_tokens
+        self.model = served_model(settings, settings.openai_model)
+        self.context_window, self.api_key = settings.context_window, settings.openai_api_key
+        self.timeout_s, self.seed, self.max_new_tokens = settings.timeout_s, settings.seed, settings.max_new_tokens
         self.served: list[str] = []  # model ids the server listed at check()
         self._client_obj: Any = None
 
