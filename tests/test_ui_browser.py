@@ -121,10 +121,15 @@ def test_ask_then_expand_a_card_to_see_the_evidence(page, tmp_path: Path) -> Non
     card = page.locator("#chat .rag-card").first
     assert "PLaMo-100B" in card.locator(".rag-title").inner_text()
     assert not card.locator("mark").first.is_visible()  # collapsed until asked for
-    card.locator("details summary").click()
+    card.locator("details:not(.rag-similar) summary").click()
     mark = card.locator("mark").first
     mark.wait_for(state="visible")
     assert "2 trillion tokens" in mark.inner_text()
+    similar = card.locator("details.rag-similar")
+    similar.locator("summary").click()
+    first_similar = similar.locator("li").first
+    first_similar.wait_for(state="visible")
+    assert "PLaMo-100B" not in first_similar.inner_text()  # the paper itself is never its own neighbour
     assert "answered by extractive" in page.locator("#chat .rag-meta").last.inner_text()
     shot = tmp_path / "answered-chat.png"
     page.screenshot(path=str(shot), full_page=True)
