@@ -523,7 +523,10 @@ def _load_llama(path: Path, n_ctx: int, threads: int, repack: bool, draft: int =
             if draft:
                 from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
+                # verifying drafted tokens needs the logits of every position: n_ctx x vocab floats
+                # (2.5 GB for Qwen's 152k vocabulary at n_ctx 4096), one reason it is off by default
                 extra["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=draft)
+                extra["logits_all"] = True
             with contextlib.nullcontext() if repack else no_extra_buffers():
                 # threads also bounds prompt evaluation (llama-cpp-python would use every core for it)
                 llama = Llama(model_path=key[0], n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,

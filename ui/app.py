@@ -400,7 +400,9 @@ class WebApp:
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3):
                     chatbot = gr.Chatbot(
-                        label="Chat", elem_id="chat", height=620, sanitize_html=True, allow_tags=False,
+                        # grows with the window; no floating "Chat" label over the scrolled text
+                        label="Chat", show_label=False, elem_id="chat", height="72vh", min_height=420,
+                        sanitize_html=True, allow_tags=False,
                         render_markdown=True, latex_delimiters=[], line_breaks=False, buttons=["copy"],
                         placeholder=f"**Ask about the {n_papers:,} papers in the index.**  \n"
                                     "Every claim in an answer cites its papers.",
