@@ -311,12 +311,12 @@ def answer_text(answer: Any) -> Any:
     return text
 
 
-def print_answer(answer: Any, streamed: str | None = None) -> None:
+def print_answer(answer: Any, streamed: str | None = None, seen: set[str] | None = None) -> None:
     """Flags, the checked answer (when it differs from what streamed or has flagged sentences),
     sources (cited first, with evidence) and small print, after the streamed text."""
     from rich.text import Text
 
-    for note in answer.notes:
+    for note in [n for n in answer.notes if seen is None or n not in seen]:  # a chat says each note once
         console.print(Text.assemble(("note: ", "yellow"), note))
     if answer.incomplete:
         console.print(Text.assemble(("incomplete answer: ", "red"), answer.error or "the backend stopped"))
@@ -342,7 +342,7 @@ def print_answer(answer: Any, streamed: str | None = None) -> None:
                    f"first token {t.get('ttft_s', 0):.2f}s · total {t.get('total_s', 0):.2f}s", style="dim"))
 
 
-def stream_to_terminal(events: Any, as_json: bool, lines: bool = False) -> Any:
+def stream_to_terminal(events: Any, as_json: bool, lines: bool = False, seen: set[str] | None = None) -> Any:
     answer: Any = None
     streamed = ""
     for event in events:
@@ -356,7 +356,9 @@ def stream_to_terminal(events: Any, as_json: bool, lines: bool = False) -> Any:
         emit_json(answer.as_dict(), lines=lines)
     else:
         sys.stdout.write("\n")
-        print_answer(answer, streamed)
+        print_answer(answer, streamed, seen)
+        if seen is not None:
+            seen.update(answer.notes)
     return answer
 
 
@@ -396,6 +398,7 @@ def chat(
     from rag.chat import Conversation
 
     conversation = Conversation(Answerer(answer_settings(backend, model)))
+    seen: set[str] = set()  # notes already shown in this conversation
     interactive = sys.stdin.isatty()
     if interactive and not as_json:
         console.print("Ask about the papers. Commands: /new, /md FILE, /bib FILE, /quit")
@@ -418,7 +421,7 @@ def chat(
             console.print(Text(f"wrote {arg or f'conversation.{command[1:]}'}"))
         else:
             try:
-                stream_to_terminal(conversation.stream(line, k=k), as_json=as_json, lines=True)
+                stream_to_terminal(conversation.stream(line, k=k), as_json=as_json, lines=True, seen=seen)
             except RagError as err:  # a bad question must not end the conversation
                 if as_json:
                     emit_json({"question": line, "error": err.user_message()}, lines=True)

@@ -234,3 +234,12 @@ def test_the_ollama_path_answers_with_real_generations_behind_the_wire_format(bu
     assert check["format"] == {"type": "string", "enum": ["yes", "Yes", "YES", "no", "No", "NO"]}
     assert body["options"]["num_ctx"] == 8192
     assert "146" in answer.answer and answer.citations[0].paper.title.startswith("Skywork-MoE")
+
+
+def test_cli_chat_says_each_note_once(index) -> None:  # type: ignore[no-untyped-def]
+    with OllamaStandIn(reply="ZQRT runs three times faster than dense attention [1].") as server:
+        env = {"RAG_LLM__BACKEND": "ollama", "RAG_LLM__OLLAMA_URL": server.url}
+        result = run_cli("chat", input="How much faster is ZQRT?\nAnd than dense attention?\n", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("note: answering with Ollama model") == 1
+    assert result.stdout.count("ZQRT runs three times faster") >= 2
