@@ -266,9 +266,8 @@ def flagged_segments(answer: Answer) -> list[tuple[str, str | None]]:
 def marked_answer(answer: Answer, style: str = "plain") -> str:
     """The answer with each flagged sentence followed by a mark: ``plain`` ``[unsupported]``,
     ``markdown`` `` ⚠ *unsupported*``."""
-    mark = "{flag}" if style == "plain" else "\u26a0 *{flag}*"
-    return "".join(seg if flag is None else f"{seg} {mark.format(flag=flag) if style != 'plain' else f'[{flag}]'}"
-                   for seg, flag in flagged_segments(answer))
+    mark = "[{flag}]" if style == "plain" else "\u26a0 *{flag}*"
+    return "".join(seg if flag is None else f"{seg} {mark.format(flag=flag)}" for seg, flag in flagged_segments(answer))
 
 
 def is_english(text: str) -> bool:
@@ -532,19 +531,17 @@ class Answerer:
                 sentences.pop()  # drop whole sentences from the end, never cut one
             if not sentences:
                 break
+        # the instruction goes last, appended by `messages_for` (never substituted into text that
+        # holds abstracts, which may contain anything, "{instruction}" included)
         user = prompts.USER_TEMPLATE.format(sources="\n\n".join(sources), question=question, delimiter=delimiter,
-                                            instruction="{instruction}")
+                                            instruction="")
         return [Message("system", prompts.SYSTEM_PROMPT), *history], user
 
     @staticmethod
     def messages_for(parts: tuple[list[Message], str], instruction: str) -> list[Message]:
+        """The prompt parts with their final instruction: the check's or the answer's."""
         head, user = parts
-        return [*head, Message("user", user.replace("{instruction}", instruction))]
-
-    def messages(self, question: str, numbered: list[tuple[int, PaperHit]], llm: Backend,
-                 history: Sequence[Message] = ()) -> list[Message]:
-        """The answer prompt: system + (bounded) history + user message with the fenced sources."""
-        return self.messages_for(self.prompt_parts(question, numbered, llm, history), prompts.ANSWER_INSTRUCTION)
+        return [*head, Message("user", user + instruction)]
 
     def _source_text(self, hit: PaperHit) -> str:
         """The paper's best chunks in abstract order (the whole abstract when it is short)."""
