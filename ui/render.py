@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import nh3
 
 from rag.answer import Answer, AnswerSentence, Citation
+from rag.corpus import Paper
 from rag.retrieval import SCORE_SCALE, PaperHit
 
 ALLOWED_TAGS = {"div", "span", "p", "br", "a", "details", "summary", "mark", "small", "strong", "em",
@@ -164,17 +165,23 @@ def highlight(abstract: str, sentences: Iterable[str], titles: dict[str, str] | 
     return "".join(out)
 
 
+def folded_list(css: str, summary: str, items: list[str]) -> str:
+    """Papers as a list folded under ``summary`` (a ``<details>`` of class ``css``); empty when none."""
+    if not items:
+        return ""
+    return f'<details class="{css}"><summary>{summary} ({len(items)})</summary><ul>{"".join(items)}</ul></details>'
+
+
+def paper_item(label: str, paper: Paper, score: str, extra: str = "") -> str:
+    """One folded-list line: label and title, then the score, the first link and ``extra`` (HTML)."""
+    first = links_html(paper.links[:1])
+    return f'<li>{label}{esc(paper.title)} <small>· {score}{" · " + first if first else ""}{extra}</small></li>'
+
+
 def similar_html(hits: Sequence[PaperHit]) -> str:
     """The papers nearest to a cited one (`rag.library.similar_papers`), folded under the card."""
-    if not hits:
-        return ""
-    items = []
-    for h in hits:
-        first = links_html(h.paper.links[:1])
-        items.append(f'<li>{esc(h.paper.title)} <small>· similarity {h.score:.2f}{" · " + first if first else ""}'
-                     f' · <code>{esc(h.paper.id)}</code></small></li>')
-    return (f'<details class="rag-similar"><summary>Similar papers ({len(hits)})</summary>'
-            f'<ul>{"".join(items)}</ul></details>')
+    return folded_list("rag-similar", "Similar papers", [
+        paper_item("", h.paper, f"similarity {h.score:.2f}", f" · <code>{esc(h.paper.id)}</code>") for h in hits])
 
 
 def card_html(c: Citation, similar: Sequence[PaperHit] = ()) -> str:
@@ -202,15 +209,8 @@ def card_html(c: Citation, similar: Sequence[PaperHit] = ()) -> str:
 
 
 def also_html(citations: list[Citation]) -> str:
-    if not citations:
-        return ""
-    items = []
-    for c in citations:
-        first = links_html(c.paper.links[:1])
-        items.append(f'<li>[{c.number}] {esc(c.paper.title)} <small>· score {c.score:.3f}'
-                     f'{" · " + first if first else ""}</small></li>')
-    return (f'<details class="rag-also"><summary>Also retrieved, not cited ({len(citations)})</summary>'
-            f'<ul>{"".join(items)}</ul></details>')
+    return folded_list("rag-also", "Also retrieved, not cited", [
+        paper_item(f"[{c.number}] ", c.paper, f"score {c.score:.3f}") for c in citations])
 
 
 def sentence_html(s: AnswerSentence, cited: Iterable[int]) -> str:
