@@ -1,4 +1,4 @@
-"""The evaluation commands of ``rag``: ``eval run|compare|calibrate|retrieval`` and ``bench``.
+"""The evaluation commands of ``rag``: ``eval run|compare|rescore|calibrate|retrieval`` and ``bench``.
 
 `register_commands` adds them to the ``rag`` typer app. ``rag.cli`` calls it through the
 ``paper_rag.commands`` entry point (pyproject.toml), so the core library never imports ``eval``.
@@ -69,6 +69,26 @@ def eval_compare(
     for line in result["settings_diff"]:
         console.print(f"settings differ: {line}", markup=False, highlight=False)
     console.print(f"wrote {plot}", markup=False, highlight=False)
+
+
+@eval_app.command("rescore")
+def eval_rescore(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `rag eval run`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="The new run folder.")],
+    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of Settings overrides.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json.")] = False,
+) -> None:
+    """Re-check a run's recorded answers with the current answer checks (no LLM): a new run folder."""
+    from eval.report import summary_table
+    from eval.rescore import rescore_run
+    from rag.settings import load_settings
+
+    outcome = rescore_run(run, out_dir, load_settings(config))
+    if as_json:
+        emit_json(outcome.summary)
+        return
+    out.print(summary_table(outcome.summary))
+    console.print(f"{outcome.computed} answers re-checked; wrote {outcome.out}", markup=False, highlight=False)
 
 
 @eval_app.command("calibrate")

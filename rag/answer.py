@@ -32,7 +32,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,11 @@ MAX_QUESTION_CHARS = 2000
 _PLACEHOLDER = re.compile(r"\[(?:n|N|x|X|\?|\.\.\.|number)\]")  # a template's marker copied literally
 _CITATION = re.compile(r"\[(?:(?:source|paper|ref)\s*)?(\d+(?:\s*(?:[,;]|[-–])\s*\d+)*)\]", re.I)
 _WORD = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
+# a sentence whose citation markers all come at its end ("... 146B parameters [1][2].")
+_TRAILING_MARKERS = re.compile(r"[^\[]*?(?:\s*\[\d+\])+\s*[.!?\u3002]?\s*")
+# citation markers in the place of a noun: after a verb or preposition, or in a list of them
+_NOUN_MARKERS = re.compile(r"(\b(?:is|are|was|were|in|by|see|from|and|or|called|titled|namely)\s+)"
+                           r"((?:\[\d+\](?:\s*,\s*(?:and\s+)?|\s+(?:and|or)\s+)?)+)", re.I)
 
 
 def _stopwords() -> frozenset[str]:
@@ -62,6 +67,76 @@ def _stopwords() -> frozenset[str]:
 def content_words(text: str) -> set[str]:
     stop = _stopwords()
     return {w for w in _WORD.findall(text.lower()) if w not in stop and len(w) > 1}
+
+
+def stems(words: Iterable[str]) -> set[str]:
+    """Snowball stems (the lexical index's stemmer): "introduces" and "introduced" are one word."""
+    import Stemmer  # one per call: PyStemmer objects are not thread-safe, and making one is cheap
+
+    return set(Stemmer.Stemmer("english").stemWords(list(words)))
+
+
+def new_words(claim: str, given: str) -> set[str]:
+    """Stemmed content words of an answer sentence that the question (``given``) did not already
+    hold, without the words that only point at a paper or say yes/no: what the sentence adds.
+
+    >>> sorted(new_words("The AlgoPerf benchmark is introduced in [1].", "Which paper introduces AlgoPerf?"))
+    ['benchmark']
+    >>> sorted(new_words("Yes, there is work on that [2].", "Is there work on that?"))
+    []
+    """
+    return stems(content_words(strip_citations(claim))) - stems(content_words(given)) - _GIVEN_WORDS
+
+
+def numbers_in(text: str) -> set[str]:
+    """The numbers a text states, thousands separators dropped (citation markers are not numbers).
+
+    >>> sorted(numbers_in("It reaches 58.2% with 7,000 samples and 7 GPUs [2]."))
+    ['58.2', '7', '7000']
+    """
+    return {m.replace(",", "") for m in re.findall(r"(?<![\w.\[])\d+(?:,\d{3})*(?:\.\d+)?(?![\w\]])",
+                                                   _CITATION.sub(" ", text))}
+
+
+def anchors(text: str) -> set[str]:
+    """Names and numbers, which read the same in every language: tokens holding a digit or a
+    capital after their first letter ("33", "FINDAP", "Llama-Fin"), lower-cased.
+
+    >>> sorted(anchors("Le modèle Llama-Fin, évalué sur 33 jeux (FINDAP)."))
+    ['33', 'findap', 'llama-fin']
+    """
+    tokens = re.findall(r"[^\W_]+(?:[-.][^\W_]+)*", text)
+    return {t.lower() for t in tokens if any(c.isdigit() for c in t) or any(c.isupper() for c in t[1:])}
+
+
+def names_title(sentence: str, title: str) -> bool:
+    """The sentence names the paper: it holds most (60%) of the title's content words.
+
+    >>> names_title("It is called DenseNets Reloaded [1].", "DenseNets Reloaded: Paradigm Shift Beyond ResNets")
+    False
+    >>> names_title("This is SEED-GRPO: Semantic Entropy GRPO [1].", "SEED-GRPO: Semantic Entropy GRPO")
+    True
+    """
+    words = content_words(title)
+    return bool(words) and len(words & content_words(sentence)) >= 0.6 * len(words)
+
+
+def name_papers(sentence: str, titles: dict[int, str]) -> str:
+    """A sentence that uses a bare citation as a noun ("AlgoPerf is introduced in [1].", "... are [1]
+    and [2].") with each such paper's title written before its marker: a reader needs the name.
+
+    >>> name_papers("The benchmark is introduced in [1].", {1: "Benchmarking Training Algorithms"})
+    'The benchmark is introduced in \u201cBenchmarking Training Algorithms\u201d [1].'
+    >>> name_papers("They are [1], [2] and [3].", {1: "A", 2: "B", 3: "C"})
+    'They are \u201cA\u201d [1], \u201cB\u201d [2] and \u201cC\u201d [3].'
+    >>> name_papers("SetFit [1] needs no prompts.", {1: "Efficient Few-Shot Learning"})
+    'SetFit [1] needs no prompts.'
+    """
+    def titled(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        return f"\u201c{titles[n]}\u201d {m.group(0)}" if n in titles else m.group(0)
+
+    return _NOUN_MARKERS.sub(lambda m: m.group(1) + re.sub(r"\[(\d+)\]", titled, m.group(2)), sentence)
 
 
 # ------------------------------------------------------------------ result objects
@@ -288,7 +363,13 @@ def is_english(text: str) -> bool:
 
 # Words of a sentence that only points at a paper ("This is described in [1].")
 _POINTER_WORDS = frozenset(["described", "discussed", "proposed", "presented", "introduced", "mentioned", "shown",
+                            "demonstrated", "reported", "studied", "explored", "investigated", "addressed",
                             "paper", "papers", "work", "abstract", "abstracts", "study", "research", "source"])
+# Stems that add nothing to what a question said: pointing at a paper, yes/no, naming
+_GIVEN_WORDS = frozenset(stems([*_POINTER_WORDS, "yes", "no", "called", "named", "name", "titled", "title",
+                                "model", "method", "approach", "propose", "introduce", "present", "describe",
+                                "can", "could", "may", "might", "will", "would", "should", "must", "also", "from",
+                                "has", "have", "having", "had", "been", "being", "does", "did", "done"]))
 
 # English function and question words: a question with none of them among its words is not English
 _ENGLISH = frozenset([
@@ -414,13 +495,14 @@ class Answerer:
         answer.notes += result.notices
         answer.timings["retrieval_s"] = t_retrieved - started
         numbered = self._number(result.hits, numbers)
+        prompted = self.in_prompt(numbered)
 
         abstain, reason = self.should_abstain(result)
         text, delimiter = "", ""
         try:
             if not abstain and llm is not None:
                 delimiter = f"SOURCE-{secrets.token_hex(4)}"
-                base = self.prompt_parts(question, numbered, llm, history, delimiter)
+                base = self.prompt_parts(question, prompted, llm, history, delimiter)
                 if cfg.answer.verify != "off" and llm.capable:
                     answer.verdict = llm.choose(self.messages_for(base, prompts.CHECK_INSTRUCTION), ["yes", "no"])
                     answer.timings["verify_s"] = time.perf_counter() - t_retrieved
@@ -439,7 +521,7 @@ class Answerer:
                             answer.notes.append("generation stopped: the model was repeating itself")
                             break
             elif not abstain:
-                text = self._extractive(question, numbered)
+                text = self._extractive(question, prompted)
                 answer.timings["ttft_s"] = time.perf_counter() - started
                 yield Event("token", text)
         except BackendError as err:
@@ -451,7 +533,7 @@ class Answerer:
             yield Event("token", answer.answer)
         else:
             answer.timings.setdefault("ttft_s", time.perf_counter() - started)
-            self._finish(answer, text, numbered, delimiter)
+            self._finish(answer, text, numbered, delimiter, prompted)
         if numbers is not None:
             numbers.update({c.paper.id: c.number for c in answer.citations})
         answer.timings["total_s"] = time.perf_counter() - started
@@ -481,6 +563,12 @@ class Answerer:
             return True, (f"best passage similarity {c.dense_top:.2f} < {cfg.abstain_threshold:.2f} and the top "
                           f"paper holds {c.coverage:.0%} of the question's terms (< {cfg.abstain_coverage:.0%})")
         return False, None
+
+    def in_prompt(self, numbered: list[tuple[int, PaperHit]]) -> list[tuple[int, PaperHit]]:
+        """The numbered papers that go into the prompt: those scoring at least
+        ``answer.context_min_score`` of the best one (a distant fifth paper only invites a citation)."""
+        top = max((hit.score for _, hit in numbered), default=0.0)
+        return [(n, hit) for n, hit in numbered if hit.score >= self.settings.answer.context_min_score * top]
 
     @staticmethod
     def _abstain(answer: Answer, reason: str | None, numbered: list[tuple[int, PaperHit]]) -> None:
@@ -567,18 +655,25 @@ class Answerer:
         picked.sort(key=lambda i: (candidates[i][0], i))  # group by paper, abstract order
         return " ".join(f"\u201c{candidates[i][1].rstrip()}\u201d [{candidates[i][0]}]" for i in picked)
 
-    def _finish(self, answer: Answer, text: str, numbered: list[tuple[int, PaperHit]], delimiter: str = "") -> None:
-        by_number = {n: hit for n, hit in numbered}
+    def _finish(self, answer: Answer, text: str, numbered: list[tuple[int, PaperHit]], delimiter: str = "",
+                prompted: list[tuple[int, PaperHit]] | None = None) -> None:
+        """Scrub, parse and check the model's text into ``answer``: the ``prompted`` papers (all
+        numbered ones when None) were in the prompt and can be cited, the rest are only listed."""
+        by_number = dict(numbered if prompted is None else prompted)
         text, answer.removed = scrub(text, delimiter)
         clean, _, invalid = parse_citations(text, list(by_number))
         answer.invalid_citations = invalid
-        checked = self._check_sentences(clean, by_number)
+        checked = self._check_sentences(clean, by_number, given=f"{answer.question}\n{answer.query}")
         answer.sentences = [s for s, _, _ in checked]
-        if answer.sentences and not any(s.claim for s in answer.sentences) and not answer.incomplete:
+        if not answer.incomplete and (
+                answer.sentences and not any(s.claim or s.citations and not says_no_answer(s.text)
+                                             for s in answer.sentences)
+                or answer.sentences and says_no_answer(answer.sentences[0].text)):
+            # only "not stated" sentences, or one first: the answer to what was asked is that it is not there
             self._abstain(answer, "the model said the papers do not answer it", numbered)
             return
-        for s, original, _ in checked:  # re-attributed sentences carry their new markers in the text
-            if s.attributed:
+        for s, original, _ in checked:  # re-attributed and named sentences replace what the model wrote
+            if s.text != original:
                 clean = clean.replace(original, s.text, 1)
         answer.answer = clean
         cited = list(dict.fromkeys(n for s in answer.sentences for n in s.citations))
@@ -589,39 +684,61 @@ class Answerer:
         answer.citations = [citations[n] for n in cited]
         answer.also_retrieved = [Citation(n, h.paper, False, h.score) for n, h in numbered if n not in citations]
 
-    def _check_sentences(self, text: str, by_number: dict[int, PaperHit]
+    def _check_sentences(self, text: str, by_number: dict[int, PaperHit], given: str = ""
                          ) -> list[tuple[AnswerSentence, str, list[Evidence]]]:
         """Each sentence scored against the numbered papers: (checked sentence, as written, its evidence).
 
-        A sentence keeps the citations the model wrote when one of them supports it; otherwise the
+        ``given`` is what the user asked (the question, a line break, the retrieval query). A sentence that adds no word
+        to it (a restatement, "Yes.", "This is described in [1].") or says the abstracts do not hold
+        something is no claim: kept, not checked, its bare markers named by title. A claim is scored
+        on the words it adds (`support_scores`); a number it adds must be in the paper; a claim in
+        another language is also scored by its names and numbers found in the paper (`anchors`). A
+        claim keeps the citations the model wrote when one of them supports it; otherwise the
         best-supporting numbered paper replaces them (``answer.attribute``); else it is unsupported.
         """
         threshold = self.settings.answer.support_threshold
+        english = is_english(given.split("\n")[0])
+        titles = {n: hit.paper.title for n, hit in by_number.items()}
         out: list[tuple[AnswerSentence, str, list[Evidence]]] = []
         for sentence in answer_sentences(text):
             written = [n for n in dict.fromkeys(sentence_citations(sentence)) if n in by_number]
             claim = strip_citations(sentence).strip("\u201c\u201d\" ")
-            if not (content_words(claim) - _POINTER_WORDS) or says_no_answer(claim):
-                # "This is described in [2]." points at a paper and claims nothing: kept, not checked
-                no_claim = AnswerSentence(sentence, written, True, 0.0, claim=False)
-                out.append((no_claim, sentence, []))
+            added = new_words(claim, given)
+            if not added or says_no_answer(claim):
+                shown = name_papers(sentence, titles) if not says_no_answer(claim) else sentence
+                out.append((AnswerSentence(shown, written, True, 0.0, claim=False), sentence, []))
                 continue
+            numbers = numbers_in(claim) - numbers_in(given)
+            names = set() if english and is_english(claim) else anchors(claim)
             best: dict[int, tuple[float, str]] = {}
             for n, hit in by_number.items():
                 if n in written or self.settings.answer.attribute:
                     paper_sentences = split_sentences(hit.paper.abstract) or [hit.paper.abstract]
-                    scores = self.support_scores([claim], paper_sentences)[0]
+                    if names_title(claim, hit.paper.title):  # "It is called DenseNets Reloaded [1]."
+                        paper_sentences = [hit.paper.title, *paper_sentences]
+                    scores = self.support_scores([claim], paper_sentences, added=[added])[0]
+                    if names:
+                        scores = np.maximum(scores, [len(names & anchors(ps)) / len(names) for ps in paper_sentences])
+                    if numbers:  # a number the paper does not hold is not supported by it
+                        held = numbers_in(f"{hit.paper.title} {hit.paper.abstract}")
+                        scores = scores * (len(numbers & held) / len(numbers))
                     i = int(np.argmax(scores))
                     best[n] = (float(scores[i]), paper_sentences[i])
-            numbers, attributed = written, False
-            if not any(best[n][0] >= threshold for n in written) and best:
-                top = max(best, key=lambda n: best[n][0])
-                if best[top][0] >= threshold:
-                    numbers, attributed = [top], True
-            score = max((best[n][0] for n in numbers), default=0.0)
-            shown = with_citations(sentence, numbers) if attributed else sentence
-            evidence = [Evidence(n, by_number[n].paper.id, best[n][1], round(best[n][0], 4), shown) for n in numbers]
-            out.append((AnswerSentence(shown, numbers, score >= threshold, round(score, 4), attributed=attributed),
+            cites, attributed = written, False
+            supporting = [n for n in written if best[n][0] >= threshold]
+            if _TRAILING_MARKERS.fullmatch(sentence) or not written:
+                # markers only at the end can be corrected: the unsupported ones dropped when another
+                # supports the sentence, all replaced by the best-supporting paper when none does
+                if supporting and supporting != written:
+                    cites, attributed = supporting, True
+                elif not supporting and best:
+                    top = max(best, key=lambda n: best[n][0])
+                    if best[top][0] >= threshold:
+                        cites, attributed = [top], True
+            score = max((best[n][0] for n in cites), default=0.0)
+            shown = with_citations(sentence, cites) if attributed else sentence
+            evidence = [Evidence(n, by_number[n].paper.id, best[n][1], round(best[n][0], 4), shown) for n in cites]
+            out.append((AnswerSentence(shown, cites, score >= threshold, round(score, 4), attributed=attributed),
                         sentence, evidence))
         return out
 
@@ -636,8 +753,10 @@ class Answerer:
             self._vectors.popitem(last=False)
         return np.stack([self._vectors[t] for t in texts])
 
-    def support_scores(self, claims: list[str], sentences: list[str]) -> np.ndarray:
-        """claims x sentences: 0.6 * cosine + 0.4 * share of the claim's content words in the sentence.
+    def support_scores(self, claims: list[str], sentences: list[str],
+                       added: Sequence[set[str]] | None = None) -> np.ndarray:
+        """claims x sentences: 0.6 * cosine + 0.4 * share of the claim's content words in the sentence
+        (with ``added``, one set of stemmed words per claim: the share of those, stemmed, instead).
 
         Quoting a sentence scores 1.0; a paraphrase scores on its cosine; an unrelated
         sentence scores near 0.
@@ -645,8 +764,10 @@ class Answerer:
         cos = self._encode(claims) @ self._encode(sentences).T
         overlap = np.zeros_like(cos)
         sentence_words = [content_words(s) for s in sentences]
+        if added is not None:
+            sentence_words = [stems(w) for w in sentence_words]
         for i, claim in enumerate(claims):
-            words = content_words(claim)
+            words = added[i] if added is not None else content_words(claim)
             if words:
                 overlap[i] = [len(words & sw) / len(words) for sw in sentence_words]
         return 0.6 * np.clip(cos, 0, 1) + 0.4 * overlap

@@ -214,7 +214,11 @@ class AnswerSettings(Group):
     support_threshold: float = Field(
         0.45, description="An answer sentence whose best evidence scores below this is marked unsupported."
     )
-    max_context_papers: int = Field(5, ge=1, description="Papers placed in the prompt.")
+    max_context_papers: int = Field(5, ge=1, description="Papers retrieved for an answer.")
+    context_min_score: float = Field(
+        0.25, ge=0.0, le=1.0, description="Of those, the papers scoring at least this share of the best one's "
+        "retrieval score go into the prompt; the others are listed as also retrieved."
+    )
     verify: Literal["abstain", "flag", "off"] = Field(
         "abstain", description="Before answering, a capable model says whether the abstracts state the answer "
         "(one word, sharing the answer's prompt prefix). abstain: a 'no' ends in the abstention phrase; flag: the "

@@ -81,6 +81,64 @@ def test_the_models_own_not_stated_is_an_abstention(index, embedder) -> None:  #
     assert "model said" in (answer.abstain_reason or "") and answer.also_retrieved
 
 
+def test_a_first_sentence_saying_it_is_not_stated_abstains_despite_context(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    reply = ("The GPU count is not specified in the abstracts. ZQRT runs three times faster than dense "
+             "attention [1].")
+    answer = ask(index, embedder, ScriptedBackend(reply), "How many GPUs were used to build ZQRT?")
+    assert answer.abstained and answer.answer == prompts.ABSTAIN_PHRASE
+
+
+def test_a_restatement_is_no_claim_and_a_bare_citation_gets_its_title(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    def reply(messages):  # type: ignore[no-untyped-def]
+        user = messages[-1].content
+        n = user[user.index(ZQRT) - 3]
+        return f"Yes, there is a library of sparse kernels for attention. This is described in [{n}]."
+
+    answer = ask(index, embedder, ScriptedBackend(reply), "Is there a library of sparse kernels for attention?")
+    n = number_of(answer, ZQRT)
+    assert not answer.abstained and [s.claim for s in answer.sentences] == [False, False]
+    assert answer.answer.endswith(f"This is described in \u201c{ZQRT}\u201d [{n}].")
+    assert marked_answer(answer) == answer.answer  # nothing flagged: neither sentence claims anything
+    assert [c.paper.title for c in answer.citations] == [ZQRT]
+
+
+def test_a_number_the_cited_paper_does_not_hold_is_unsupported(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    # every word but the number is in ZQRT's abstract: word overlap alone would call it supported
+    reply = "ZQRT runs 7 times faster than dense attention [1]."
+    answer = ask(index, embedder, ScriptedBackend(reply), "How much faster is ZQRT than dense attention?")
+    assert [s.supported for s in answer.sentences] == [False]
+    assert marked_answer(answer).endswith("[unsupported]")
+
+
+def test_a_wrong_extra_citation_is_dropped_when_another_supports_the_sentence(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    def reply(messages):  # type: ignore[no-untyped-def]
+        user = messages[-1].content
+        return (f"ZQRT runs three times faster than dense attention [{user[user.index(ZQRT) - 3]}]"
+                f"[{user[user.index(KVLOG) - 3]}].")
+
+    answer = ask(index, embedder, ScriptedBackend(reply), "How much faster is ZQRT, and what does KVLOG record?")
+    assert answer.sentences[0].citations == [number_of(answer, ZQRT)] and answer.sentences[0].supported
+    assert [c.paper.title for c in answer.citations] == [ZQRT]
+
+
+def test_a_claim_in_another_language_is_checked_by_its_names_and_numbers(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    reply = "Le serveur KVLOG enregistre les états du cache clé-valeur."
+    backend = ScriptedBackend(lambda m: "What does KVLOG record?" if "Translate" in m[-1].content else reply)
+    answer = ask(index, embedder, backend, "Qu'est-ce que KVLOG enregistre ?")
+    assert answer.sentences[0].supported and answer.sentences[0].citations == [number_of(answer, KVLOG)]
+
+
+def test_papers_far_below_the_best_stay_out_of_the_prompt(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    backend = ScriptedBackend("ZQRT runs three times faster than dense attention [1].")
+    answer = ask(index, embedder, backend, "How much faster is ZQRT than dense attention?")
+    prompt = backend.calls[-1][1][-1].content
+    top = max(h["score"] for h in answer.retrieved)
+    for hit in answer.retrieved:
+        assert (hit["title"] in prompt) == (hit["score"] >= 0.25 * top), hit
+    assert any(hit["title"] not in prompt for hit in answer.retrieved)
+    assert len(answer.citations) + len(answer.also_retrieved) == len(answer.retrieved)
+
+
 def test_a_no_verdict_abstains_before_generating(index, embedder) -> None:  # type: ignore[no-untyped-def]
     backend = ScriptedBackend("ZQRT was trained on 512 GPUs [1].", verdict="no")
     answer = ask(index, embedder, backend, "How many GPUs were used to build ZQRT?")

@@ -1,0 +1,91 @@
+"""Re-check a finished run's answers under the current answer checks, without asking the LLM again.
+
+``rescore_run(src, out, settings)`` reads ``src/results.jsonl`` and writes a new run folder ``out``
+(results, summary, report) in which every generated answer went through today's
+`rag.answer.Answerer` finishing steps again (leak scrub, citation parsing, the sentence support
+check and re-attribution, naming bare citations, the model's own abstention) and, under
+``answer.verify = abstain``, a recorded "no" verdict abstains. So a change to those steps is
+measured on the same generations in seconds, and `rag eval compare SRC OUT` tests it pairwise.
+
+What it cannot redo, and keeps as recorded: retrieval, the retrieval gate, the verdict itself,
+the generated text (the recorded text already had invalid markers removed: their count is kept),
+and timings. A change to anything the model sees (prompt, context, decoding) needs ``rag eval run``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from eval.datasets import load_dataset, resolve_gold
+from eval.results import ResultsWriter, read_results
+from eval.run import RunOutcome, manifest, question_record, settings_record
+from rag.answer import Answer, Answerer
+from rag.errors import InputError
+from rag.retrieval import PaperHit
+from rag.settings import Settings
+
+GATE_REASONS = ("best passage similarity", "no paper matched")  # abstentions decided before any generation
+
+
+def recheck(answerer: Answerer, recorded: dict[str, Any]) -> dict[str, Any]:
+    """One recorded answer (``Answer.as_dict()``) finished again by the current code."""
+    if recorded.get("error") or (recorded.get("abstained") and str(recorded.get("abstain_reason") or "")
+                                 .startswith(GATE_REASONS)):
+        return recorded
+    papers = answerer.retriever.index().papers
+    listed = sorted([*recorded["citations"], *recorded["also_retrieved"]], key=lambda c: c["number"])
+    numbered = [(c["number"], PaperHit(papers[c["paper_id"]], c["score"], None, None, None, None)) for c in listed]
+    answer = Answer(question=recorded["question"], query=recorded["query"], verdict=recorded.get("verdict"),
+                    incomplete=recorded.get("incomplete", False))
+    if answer.verdict == "no" and answerer.settings.answer.verify == "abstain":
+        answerer._abstain(answer, "the model found that no retrieved abstract states the answer", numbered)
+    elif not recorded.get("abstained"):
+        answerer._finish(answer, recorded["answer"], numbered, prompted=answerer.in_prompt(numbered))
+    else:  # the model's own abstention: its text is gone, the decision stands
+        return recorded
+    checked = answer.as_dict()
+    keys = ("answer", "abstained", "abstain_reason", "citations", "also_retrieved", "sentences", "removed")
+    return {**recorded, **{k: checked[k] for k in keys},
+            "invalid_citations": recorded.get("invalid_citations", 0) + checked["invalid_citations"]}
+
+
+def rescore_run(src: Path, out: Path, settings: Settings) -> RunOutcome:
+    """Write ``out`` (a run folder) from ``src``'s generations, re-checked under ``settings``."""
+    from eval.report import summarize, write_report
+
+    src, out = Path(src), Path(out)
+    if not (src / "run.json").exists():
+        raise InputError(f"{src} is not a run folder (no run.json)", "pass a folder written by `rag eval run`")
+    if out.resolve() == src.resolve():
+        raise InputError("the output folder is the run being rescored", "pass another --out")
+    stored = json.loads((src / "run.json").read_text(encoding="utf-8"))
+    answerer = Answerer(settings)
+    dataset = resolve_gold(load_dataset(stored["dataset"]["name"], settings), answerer.retriever.index().papers)
+    if dataset.fingerprint != stored["dataset"].get("fingerprint"):
+        raise InputError(f"the dataset {dataset.name!r} changed since {src} was run (fingerprint "
+                         f"{stored['dataset'].get('fingerprint')} then, {dataset.fingerprint} now)",
+                         "rescore a run of the current dataset, or run it again with `rag eval run`")
+    record = settings_record(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.jsonl").unlink(missing_ok=True)
+    wanted = manifest(dataset, settings, stored.get("judge"))
+    (out / "run.json").write_text(json.dumps({**wanted, "rescored_from": str(src)}, indent=2), encoding="utf-8")
+    questions = {q.id: q for q in dataset.questions}
+    writer = ResultsWriter(out / "results.jsonl")
+    computed = 0
+    try:
+        for rid, r in read_results(src / "results.jsonl").items():
+            if r.get("answer") is None or rid not in questions:
+                continue
+            writer.write([question_record(questions[rid], recheck(answerer, r["answer"]), record, r.get("judge"))])
+            computed += 1
+    finally:
+        writer.close()
+    summary = summarize(out, dataset, settings, wanted, computed=computed)
+    write_report(out, summary)
+    return RunOutcome(out, computed, 0, 0, summary)
+
+
+__all__ = ["recheck", "rescore_run"]
