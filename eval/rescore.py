@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from eval.datasets import load_dataset, resolve_gold
+from eval.datasets import Dataset, load_dataset, resolve_gold
 from eval.results import ResultsWriter, read_results
 from eval.run import RunOutcome, manifest, question_record, settings_record
 from rag.answer import Answer, Answerer
@@ -51,8 +51,9 @@ def recheck(answerer: Answerer, recorded: dict[str, Any]) -> dict[str, Any]:
             "invalid_citations": recorded.get("invalid_citations", 0) + checked["invalid_citations"]}
 
 
-def rescore_run(src: Path, out: Path, settings: Settings) -> RunOutcome:
-    """Write ``out`` (a run folder) from ``src``'s generations, re-checked under ``settings``."""
+def rescore_run(src: Path, out: Path, settings: Settings, dataset: Dataset | None = None) -> RunOutcome:
+    """Write ``out`` (a run folder) from ``src``'s generations, re-checked under ``settings``
+    (``dataset``: the run's questions, by default loaded by the name in its run.json)."""
     from eval.report import summarize, write_report
 
     src, out = Path(src), Path(out)
@@ -62,7 +63,8 @@ def rescore_run(src: Path, out: Path, settings: Settings) -> RunOutcome:
         raise InputError("the output folder is the run being rescored", "pass another --out")
     stored = json.loads((src / "run.json").read_text(encoding="utf-8"))
     answerer = Answerer(settings)
-    dataset = resolve_gold(load_dataset(stored["dataset"]["name"], settings), answerer.retriever.index().papers)
+    dataset = resolve_gold(dataset or load_dataset(stored["dataset"]["name"], settings),
+                           answerer.retriever.index().papers)
     if dataset.fingerprint != stored["dataset"].get("fingerprint"):
         raise InputError(f"the dataset {dataset.name!r} changed since {src} was run (fingerprint "
                          f"{stored['dataset'].get('fingerprint')} then, {dataset.fingerprint} now)",

@@ -322,6 +322,29 @@ def test_rerun_with_other_settings_is_refused_naming_the_difference(runs: dict[s
     assert again.computed == 0 and again.skipped == 7
 
 
+def test_rescore_under_the_same_settings_changes_nothing_and_a_stricter_check_flags_more(
+        runs: dict[str, Any], tmp_path: Path) -> None:
+    from eval.rescore import rescore_run
+
+    def lines(folder: Path) -> dict[str, dict[str, Any]]:
+        return {r["id"]: r for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines())}
+
+    a = runs["root"] / "A"
+    same = rescore_run(a, tmp_path / "same", runs["settings_a"], runs["dataset"])
+    assert same.computed == 7 and (tmp_path / "same" / "report.md").is_file()
+    before, after = lines(a), lines(tmp_path / "same")
+    for rid, r in before.items():
+        assert after[rid]["answer"]["answer"] == r["answer"]["answer"], rid
+        assert after[rid]["metrics"]["correct"] == r["metrics"]["correct"], rid
+    strict = runs["settings_a"].model_copy(update={"answer": runs["settings_a"].answer.model_copy(
+        update={"support_threshold": 1.01})})
+    rescore_run(a, tmp_path / "strict", strict, runs["dataset"])
+    flagged = [s for r in lines(tmp_path / "strict").values() for s in r["answer"]["sentences"] if not s["supported"]]
+    assert flagged and len(flagged) > sum(not s["supported"] for r in before.values() for s in r["answer"]["sentences"])
+    with pytest.raises(InputError, match="not a run folder"):
+        rescore_run(tmp_path, tmp_path / "x", runs["settings_a"], runs["dataset"])
+
+
 def test_compare_two_runs(runs: dict[str, Any], tmp_path: Path) -> None:
     result, plot = write_comparison(runs["root"] / "A", runs["root"] / "B")
     assert plot == runs["root"] / "B" / "compare.png" and plot.read_bytes().startswith(PNG)
