@@ -1,4 +1,4 @@
-"""The evaluation commands of ``rag``: ``eval run|compare|rescore|calibrate|retrieval`` and ``bench``.
+"""The evaluation commands of ``rag``: ``eval run|compare|rescore|context|calibrate|retrieval`` and ``bench``.
 
 `register_commands` adds them to the ``rag`` typer app. ``rag.cli`` calls it through the
 ``paper_rag.commands`` entry point (pyproject.toml), so the core library never imports ``eval``.
@@ -89,6 +89,36 @@ def eval_rescore(
         return
     out.print(summary_table(outcome.summary))
     console.print(f"{outcome.computed} answers re-checked; wrote {outcome.out}", markup=False, highlight=False)
+
+
+@eval_app.command("context")
+def eval_context(
+    dataset: Annotated[str, typer.Argument(help="dev or a JSON Lines question set with gold papers.")],
+    budgets: Annotated[str, typer.Option(help="Prompt budgets (tokens) to compare.")] = "600,800,1000,1400",
+    config: Annotated[Path | None, typer.Option(help="JSON or TOML file of Settings overrides.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sweep as JSON.")] = False,
+) -> None:
+    """What each prompt budget keeps: prompt tokens, gold papers and expected strings in the prompt (no LLM)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from eval.context import context_sweep
+    from eval.datasets import load_dataset
+    from rag.settings import load_settings
+
+    cfg = load_settings(config)
+    sizes = [int(b) for b in budgets.split(",") if b.strip()]
+    result = context_sweep(load_dataset(dataset, cfg), cfg, sizes)
+    if as_json:
+        emit_json(result)
+        return
+    table = Table("budget", "tokens median", "tokens p90", "a gold paper", "every gold paper", "an expected string",
+                  title=Text(f"prompt budget on {result['dataset']} ({result['tokenizer']} tokens)"))
+    for r in result["budgets"]:
+        table.add_row(str(r["budget"]), f"{r['tokens_median']:.0f}", f"{r['tokens_p90']:.0f}",
+                      f"{r['gold_in_prompt']:.3f}", f"{r['all_gold_in_prompt']:.3f}",
+                      "-" if r["answer_in_prompt"] is None else f"{r['answer_in_prompt']:.3f}")
+    out.print(table)
 
 
 @eval_app.command("calibrate")

@@ -345,6 +345,17 @@ def test_rescore_under_the_same_settings_changes_nothing_and_a_stricter_check_fl
         rescore_run(tmp_path, tmp_path / "x", runs["settings_a"], runs["dataset"])
 
 
+def test_context_sweep_keeps_less_at_a_smaller_budget(runs: dict[str, Any]) -> None:
+    from eval.context import Tokenizer, context_sweep
+
+    result = context_sweep(runs["dataset"], runs["settings_a"], [120, 2000], Tokenizer("approximate"))
+    small, large = result["budgets"]
+    assert small["questions"] == large["questions"] == 4  # the answerable first turns
+    assert small["tokens_median"] < large["tokens_median"] <= 2000
+    assert large["gold_in_prompt"] == 1.0 and small["gold_in_prompt"] <= large["gold_in_prompt"]
+    assert small["answer_in_prompt"] < large["answer_in_prompt"] == 1.0
+
+
 def test_compare_two_runs(runs: dict[str, Any], tmp_path: Path) -> None:
     result, plot = write_comparison(runs["root"] / "A", runs["root"] / "B")
     assert plot == runs["root"] / "B" / "compare.png" and plot.read_bytes().startswith(PNG)
