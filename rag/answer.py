@@ -51,6 +51,8 @@ MAX_QUESTION_CHARS = 2000
 _PLACEHOLDER = re.compile(r"\[(?:n|N|x|X|\?|\.\.\.|number)\]")  # a template's marker copied literally
 _CITATION = re.compile(r"\[(?:(?:source|paper|ref)\s*)?(\d+(?:\s*(?:[,;]|[-–])\s*\d+)*)\]", re.I)
 _WORD = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
+_ASKS_FOR_PAPERS = re.compile(r"\b(?:which|what)\s+(?:\w+\s+)?(?:papers?|works?|stud(?:y|ies)|articles?|"
+                              r"publications?)\b|\bis\s+there\s+(?:a|any)\s+(?:paper|work|study|research)\b", re.I)
 # a sentence whose citation markers all come at its end ("... 146B parameters [1][2].")
 _TRAILING_MARKERS = re.compile(r"[^\[]*?(?:\s*\[\d+\])+\s*[.!?\u3002]?\s*")
 # citation markers in the place of a noun: after a verb or preposition, or in a list of them
@@ -119,6 +121,33 @@ def names_title(sentence: str, title: str) -> bool:
     """
     words = content_words(title)
     return bool(words) and len(words & content_words(sentence)) >= 0.6 * len(words)
+
+
+def asks_for_papers(question: str) -> bool:
+    """The question asks which paper or papers (its answer is a title).
+
+    >>> asks_for_papers("Which paper proposes SetFit?"), asks_for_papers("What does SetFit propose?")
+    (True, False)
+    """
+    return bool(_ASKS_FOR_PAPERS.search(question))
+
+
+def title_markers(sentence: str, titles: dict[int, str]) -> str:
+    """The first marker of each paper in ``titles`` that follows a name ("SetFit [1]") preceded by
+    the paper's title in parentheses; markers after other words are left alone.
+
+    >>> title_markers("SetFit [1] needs no prompts [1].", {1: "Efficient Few-Shot Learning"})
+    'SetFit (\u201cEfficient Few-Shot Learning\u201d) [1] needs no prompts [1].'
+    >>> title_markers("It builds on Gaussian Splatting [1].", {1: "Efficient Few-Shot Learning"})
+    'It builds on Gaussian Splatting [1].'
+    """
+    for n, title in titles.items():
+        for m in re.finditer(rf"([^\s\[\]()]+)\s*\[{n}\]", sentence):
+            if anchors(m.group(1)):  # a name: "SetFit", "CSQ", "Meta-DMoE", not "Splatting" or "2021)"
+                at = m.end(1)
+                sentence = f"{sentence[:at]} (\u201c{title}\u201d){sentence[at:]}"
+                break
+    return sentence
 
 
 def name_papers(sentence: str, titles: dict[int, str]) -> str:
@@ -699,6 +728,7 @@ class Answerer:
         threshold = self.settings.answer.support_threshold
         english = is_english(given.split("\n")[0])
         titles = {n: hit.paper.title for n, hit in by_number.items()}
+        named: set[int] = set()  # papers whose title the answer already gave
         out: list[tuple[AnswerSentence, str, list[Evidence]]] = []
         for sentence in answer_sentences(text):
             written = [n for n in dict.fromkeys(sentence_citations(sentence)) if n in by_number]
@@ -737,6 +767,10 @@ class Answerer:
                         cites, attributed = [top], True
             score = max((best[n][0] for n in cites), default=0.0)
             shown = with_citations(sentence, cites) if attributed else sentence
+            if asks_for_papers(given.split("\n")[0]):  # "Which paper proposes SetFit?" is answered by a title
+                unnamed = {n: titles[n] for n in cites if n not in named and not names_title(shown, titles[n])}
+                shown = title_markers(shown, unnamed)
+                named.update(cites)
             evidence = [Evidence(n, by_number[n].paper.id, best[n][1], round(best[n][0], 4), shown) for n in cites]
             out.append((AnswerSentence(shown, cites, score >= threshold, round(score, 4), attributed=attributed),
                         sentence, evidence))

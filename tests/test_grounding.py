@@ -102,6 +102,18 @@ def test_a_restatement_is_no_claim_and_a_bare_citation_gets_its_title(index, emb
     assert [c.paper.title for c in answer.citations] == [ZQRT]
 
 
+def test_which_paper_is_answered_with_the_papers_title(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    def reply(messages):  # type: ignore[no-untyped-def]
+        user = messages[-1].content
+        return f"ZQRT [{user[user.index(ZQRT) - 3]}] speeds up attention on long sequences."
+
+    answer = ask(index, embedder, ScriptedBackend(reply), "Which paper introduces the ZQRT kernels?")
+    assert answer.answer.startswith(f"ZQRT (\u201c{ZQRT}\u201d) [{number_of(answer, ZQRT)}] speeds up")
+    assert answer.sentences[0].supported and marked_answer(answer) == answer.answer
+    plain = ask(index, embedder, ScriptedBackend(reply), "What does ZQRT speed up?")
+    assert ZQRT not in plain.answer  # only a "which paper" question asks for the title
+
+
 def test_a_number_the_cited_paper_does_not_hold_is_unsupported(index, embedder) -> None:  # type: ignore[no-untyped-def]
     # every word but the number is in ZQRT's abstract: word overlap alone would call it supported
     reply = "ZQRT runs 7 times faster than dense attention [1]."
