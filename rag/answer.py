@@ -112,7 +112,7 @@ def anchors(text: str) -> set[str]:
 
 
 def names_title(sentence: str, title: str) -> bool:
-    """The sentence names the paper: it holds most (60%) of the title's content words.
+    """The sentence names the paper: it holds 80% of the title's content words.
 
     >>> names_title("It is called DenseNets Reloaded [1].", "DenseNets Reloaded: Paradigm Shift Beyond ResNets")
     False
@@ -120,7 +120,7 @@ def names_title(sentence: str, title: str) -> bool:
     True
     """
     words = content_words(title)
-    return bool(words) and len(words & content_words(sentence)) >= 0.6 * len(words)
+    return bool(words) and len(words & content_words(sentence)) >= 0.8 * len(words)
 
 
 def asks_for_papers(question: str) -> bool:
