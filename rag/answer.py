@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -360,6 +361,7 @@ class Answerer:
         self._backend_resolved = backend is not None
         self._notes: list[str] = []
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._vectors_lock = threading.Lock()  # the cache is shared by the threads answering at once
 
     # ---------------------------------------------------------- backends
 
@@ -628,13 +630,14 @@ class Answerer:
     # ---------------------------------------------------------- scoring
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
-        if missing:
-            for text, vector in zip(missing, self.embedder.encode(missing)):
-                self._vectors[text] = vector
-        while len(self._vectors) > 20_000:
-            self._vectors.popitem(last=False)
-        return np.stack([self._vectors[t] for t in texts])
+        with self._vectors_lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+            if missing:
+                for text, vector in zip(missing, self.embedder.encode(missing)):
+                    self._vectors[text] = vector
+            while len(self._vectors) > 20_000:
+                self._vectors.popitem(last=False)
+            return np.stack([self._vectors[t] for t in texts])
 
     def support_scores(self, claims: list[str], sentences: list[str]) -> np.ndarray:
         """claims x sentences: 0.6 * cosine + 0.4 * share of the claim's content words in the sentence.

@@ -17,6 +17,10 @@ an ONNX export of the model is cached: the same vectors, 17x faster for one quer
 process that only searches never imports torch. The torch model writes that export the
 first time it embeds on a CPU.
 
+One `Embedder` may be shared by threads (the web app's sessions): ``encode`` runs one call at a
+time per instance (torch modules and sentence-transformers' shared tokenizer are not safe to call
+from two threads at once); token counting needs no lock (each thread has its own tokenizer).
+
 Left out: caching vectors (the store skips unchanged chunks instead) and remote APIs.
 """
 
@@ -87,6 +91,7 @@ class Embedder:
         self.pipelined = not self.settings.device.startswith("cpu") and self.settings.backend == "torch"
         self._local = threading.local()
         self._export_tried = False
+        self._lock = threading.RLock()  # one encode at a time (see the module docstring)
 
     @property
     def name(self) -> str:
@@ -278,7 +283,15 @@ class Embedder:
 
     def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text (in input order), embedded in batches
-        of ``batch_size`` longest first."""
+        of ``batch_size`` longest first. Threads sharing this embedder take turns."""
+        with self._lock:
+            return self._encode(texts, on_batch)
+
+    def warm(self) -> None:
+        """Load the model now rather than in the first user's request."""
+        self.encode(["warm up"])
+
+    def _encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
         if self._use_onnx(len(texts)):
             vectors = self._encode_onnx(texts)
             if on_batch:

@@ -11,12 +11,15 @@ generation changes, which is how a long-lived process sees papers that another p
 ingested. A search that finds the collection gone under it (a ``rag ingest --rebuild``
 swapped in a new one) reopens the index and runs once more, so readers never see a
 rebuild as an error; Chroma chunks the lexical index does not know yet (written since it
-was loaded) are left out until the next reload. Left out: prompting and answering (`rag.answer`).
+was loaded) are left out until the next reload. One `Retriever` may be shared by threads: the
+reload happens under its lock, once, while the other threads wait for it.
+Left out: prompting and answering (`rag.answer`).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -270,6 +273,7 @@ class Retriever:
         self._index: LexicalIndex | None = None
         self._stamp: Any = None
         self._checked_at = 0.0
+        self._lock = threading.RLock()  # one reload at a time; searches read the index it leaves
 
     # ---------------------------------------------------------- freshness
 
@@ -283,6 +287,16 @@ class Retriever:
 
     def index(self) -> LexicalIndex:
         """The lexical index, reloaded if another process (or a server client) wrote since."""
+        with self._lock:
+            return self._current_index()
+
+    def refresh(self) -> LexicalIndex:
+        """The lexical index, checked for new papers now (after an upload) rather than within ``refresh_interval_s``."""
+        with self._lock:
+            self._checked_at = float("-inf")
+            return self._current_index()
+
+    def _current_index(self) -> LexicalIndex:
         now = time.monotonic()
         if self._index is not None and now - self._checked_at < self.refresh_interval_s:
             return self._index
@@ -309,7 +323,8 @@ class Retriever:
 
     def reopen(self) -> None:
         """Forget the open index so that the next `index` call opens it afresh."""
-        self._stamp, self._checked_at = object(), float("-inf")
+        with self._lock:
+            self._stamp, self._checked_at = object(), float("-inf")
 
     def search(self, query: str, k: int | None = None, filters: Filters | None = None,
                fusion: str | None = None, dense_weight: float | None = None) -> SearchResult:

@@ -1,7 +1,7 @@
 """The Gradio web chat: a thin layer of event handlers over `rag.chat.Conversation`.
 
-`WebApp` holds what is shared between users (one `AnswererPool`: models load once, made
-thread-safe in `ui.shared`; the feedback log; an export folder) and one method per UI
+`WebApp` holds what is shared between users (one `ui.shared.AnswererPool`: models load once,
+each guarding itself against threads; the feedback log; an export folder) and one method per UI
 event. Per-user state is a `ui.state.Session` in a ``gr.State``, never a module global.
 Handlers are plain methods so tests call them directly (``tests/test_ui.py``); `build`
 wires them to components, `launch_options` holds the security-relevant launch settings.
