@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from rag.retrieval import low_confidence
+
 RETRIEVAL = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 LATENCY = ("retrieval_s", "ttft_s", "total_s")
 MEANS = (*RETRIEVAL, "answer_match", "citation_precision", "citation_recall", "invalid_citations",
@@ -221,7 +223,7 @@ def abstention_sweep(dense_top: Sequence[float], coverage: Sequence[float], has_
     out = []
     for t in thresholds:
         for cov in coverages:
-            abstain = empty | ((d < t) & (c < cov))
+            abstain = empty | low_confidence(d, c, t, cov)
             tp = int((abstain & unans).sum())
             p = tp / abstain.sum() if abstain.any() else 0.0
             r = tp / unans.sum() if unans.any() else 0.0

@@ -14,9 +14,9 @@ model runs the previous one. On a CPU, sentence-transformers' own ``encode`` is 
 (the model, not tokenization, is the bottleneck there); both give the same vectors.
 
 Small batches (a query, an answer's sentences) go through `rag.onnx_encoder` instead when
-an ONNX export of the model is cached: the same vectors, 17x faster for one query here, and a
-process that only searches never imports torch. The torch model writes that export the
-first time it embeds on a CPU.
+an ONNX export of the model is cached: the same vectors, far faster for one query (README,
+Performance), and a process that only searches never imports torch. The torch model writes
+that export the first time it embeds on a CPU.
 
 One `Embedder` may be shared by threads (the web app's sessions): ``encode`` runs one call at a
 time per instance (torch modules and sentence-transformers' shared tokenizer are not safe to call
@@ -249,7 +249,7 @@ class Embedder:
             return None
 
     def _use_onnx(self, n: int) -> bool:
-        """Small batches (a query: 17x faster than torch here) go to ONNX Runtime when an export exists."""
+        """Small batches (a query: far faster than torch) go to ONNX Runtime when an export exists."""
         return 0 < n <= ONNX_MAX_TEXTS and self._onnx is not None
 
     def _encode_onnx(self, texts: Sequence[str], encoder: Any = None) -> np.ndarray:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -157,6 +157,17 @@ class Confidence:
         return dict(self.__dict__)
 
 
+def low_confidence(dense_top: Any, coverage: Any, threshold: float, min_coverage: float) -> Any:
+    """The calibrated abstention rule: the best passage is far from the query (cosine below
+    ``threshold``) and the top paper holds few of its terms (share below ``min_coverage``).
+    `rag.answer.Answerer.should_abstain` applies it to one `Confidence`; `eval.metrics` to numpy arrays.
+
+    >>> low_confidence(0.2, 0.1, 0.3, 0.5), low_confidence(0.2, 0.9, 0.3, 0.5)
+    (True, False)
+    """
+    return (dense_top < threshold) & (coverage < min_coverage)
+
+
 @dataclass
 class SearchResult:
     query: str
@@ -167,11 +178,22 @@ class SearchResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def clean_query(query: str) -> tuple[str, list[str]]:
-    """Strip, drop control characters, truncate. Raises `InputError` on an empty query."""
+def clean_query(query: str, noun: Literal["query", "question"] = "query") -> tuple[str, list[str]]:
+    """(text, notices): stripped, control characters dropped; raises `InputError` if nothing is left.
+
+    A query longer than ``MAX_QUERY_CHARS`` is truncated with a notice; a ``question`` (what
+    `rag.answer` answers) is refused instead, since an answer to part of a question misleads.
+
+    >>> clean_query("  a\tquery ")
+    ('a query', [])
+    """
     text = clean_text(query)
     if not text:
-        raise InputError("the query is empty", "type a question or some keywords")
+        fix = "type a question about the papers" if noun == "question" else "type a question or some keywords"
+        raise InputError(f"the {noun} is empty", fix)
+    if noun == "question" and len(text) > MAX_QUERY_CHARS:
+        raise InputError(f"the question is {len(text):,} characters long (limit {MAX_QUERY_CHARS:,})",
+                         "ask a shorter question; put long text in a corpus file instead")
     notices = []
     if len(text) > MAX_QUERY_CHARS:
         notices.append(f"query truncated from {len(text):,} to {MAX_QUERY_CHARS:,} characters")

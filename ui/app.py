@@ -36,7 +36,7 @@ import gradio as gr
 
 from rag.answer import clean_question
 from rag.bundled import DEV_SET, bundled_file
-from rag.corpus import clean_text
+from rag.corpus import FORMATS, clean_text
 from rag.environment import GRADIO, set_defaults
 from rag.errors import EmptyIndexError, RagError
 from rag.ingest import record_lines
@@ -52,7 +52,7 @@ from ui.uploads import ingest_uploads, summary_text
 
 log = logging.getLogger(__name__)
 DEV_QUESTIONS = bundled_file(DEV_SET)  # the example questions
-UPLOAD_TYPES = [".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".bib"]
+UPLOAD_TYPES = list(FORMATS)  # the corpus formats rag can load, as the file picker offers them
 STREAM_EVERY_S = 0.04  # at most ~25 chat updates a second while tokens arrive
 SETTINGS_KEY = "paper-rag-settings"
 
