@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,11 @@ def _col(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows], dtype=float)
 
 
+def _percentile(x: np.ndarray, q: float, idx: np.ndarray) -> np.ndarray:
+    """The ``q``-th percentile of ``x`` over each row of ``idx`` (resampled question indices), NaNs ignored."""
+    return np.asarray(np.nanpercentile(x[idx], q, axis=-1))
+
+
 def _ratio(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """sum(num)/sum(den) over each row of ``idx`` (resampled question indices); NaN when den is 0."""
     n, d = num[idx].sum(axis=-1), den[idx].sum(axis=-1)
@@ -133,7 +139,7 @@ def _statistics(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[Callable[[np.
         defined = ~np.isnan(x)
         if defined.any():
             num, den = np.nan_to_num(x), defined.astype(float)
-            stats[key] = (lambda idx, num=num, den=den: _ratio(num, den, idx), defined)
+            stats[key] = (partial(_ratio, num, den), defined)
     ans = _col(rows, "answerable")
     abst = _col(rows, "abstained")
     corr = _col(rows, "correct")
@@ -165,8 +171,7 @@ def _statistics(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[Callable[[np.
         defined = ~np.isnan(x)
         if defined.any():
             for name, q in (("median", 50), ("p95", 95)):
-                stats[f"{key}.{name}"] = (
-                    lambda idx, x=x, q=q: np.nanpercentile(x[idx], q, axis=-1), defined)
+                stats[f"{key}.{name}"] = (partial(_percentile, x, q), defined)
     return stats
 
 

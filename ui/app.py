@@ -250,10 +250,9 @@ class WebApp:
     def facets(self, refresh: bool = False) -> dict[str, Any]:
         """Which filters the corpus supports: year range, authors present, categories."""
         try:
-            papers = (self.pool.retriever.refresh() if refresh else self.pool.retriever.index()).papers.values()
+            papers = list((self.pool.retriever.refresh() if refresh else self.pool.retriever.index()).papers.values())
         except RagError:
             papers = []
-        papers = list(papers)
         years = sorted({p.year for p in papers if p.year})
         dated = sum(1 for p in papers if p.year is not None)
         return {"years": (years[0], years[-1]) if years else None, "authors": any(p.authors for p in papers),
@@ -454,9 +453,9 @@ class WebApp:
                                                 elem_id="remove-ids")
                         remove_btn = gr.Button("Remove from corpus", size="sm", variant="stop", elem_id="remove-btn")
 
-            panel = [backend, model, k, dense_weight, temperature, year_from, year_to, author, category]
+            panel: list[Any] = [backend, model, k, dense_weight, temperature, year_from, year_to, author, category]
             filters = [filters_box, year_from, year_to, author, category]
-            ask_args = {"fn": self.ask, "inputs": [question, session, *panel],
+            ask_args: dict[str, Any] = {"fn": self.ask, "inputs": [question, session, *panel],
                         "outputs": [chatbot, question, md_dl, bib_dl, session],
                         "concurrency_limit": s.ui.concurrency, "concurrency_id": "answer",
                         "show_progress": "hidden"}
