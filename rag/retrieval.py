@@ -12,7 +12,9 @@ ingested. A search that finds the collection gone under it (a ``rag ingest --reb
 swapped in a new one) reopens the index and runs once more, so readers never see a
 rebuild as an error; Chroma chunks the lexical index does not know yet (written since it
 was loaded) are left out until the next reload. One `Retriever` may be shared by threads: the
-reload happens under its lock, once, while the other threads wait for it.
+reload happens under its lock, once, while the other threads wait for it. Several retrievers of
+one data home in a process (a second reader, a test) replace Chroma's per-path client cache one at a
+time.
 Left out: prompting and answering (`rag.answer`).
 """
 
@@ -45,6 +47,7 @@ SCORE_SCALE = ("the ranking score, comparable within one search only: weighted f
                "a paper that contains every method name the query quotes, so a top paper can score up to 1.2; rrf "
                "gives about 0.01-0.03, dense the cosine similarity, lexical the raw BM25 score")
 IN_FILTER_LIMIT = 5000  # above this many allowed papers, filter after retrieval instead of in Chroma
+_CHROMA_SWAP = threading.Lock()  # one replacement of Chroma's per-path system cache at a time, process-wide
 
 
 @dataclass(frozen=True)
@@ -481,10 +484,13 @@ def _index_vanished(err: BaseException) -> bool:
 
 
 def _fresh_local_client(settings: Settings) -> Any:
-    """A new embedded client that re-reads the database (Chroma caches one system per path)."""
+    """A new embedded client that re-reads the database. Chroma caches one system per path for the
+    whole process: a retriever creating its client while another clears that cache finds none
+    (``KeyError: '<home>/chroma'``), so the swaps take turns."""
     from chromadb.api.shared_system_client import SharedSystemClient
 
-    SharedSystemClient.clear_system_cache()
     from rag.store import make_client
 
-    return make_client(settings)
+    with _CHROMA_SWAP:
+        SharedSystemClient.clear_system_cache()
+        return make_client(settings)

@@ -1,8 +1,9 @@
 """The objects the web app and the API share between threads guard themselves.
 
 `Embedder.encode` lets one thread at a time into the model; a fresh `Retriever` hit by many
-threads loads its lexical index once and hands every thread the same one. Each test starts its
-threads at a barrier, so without the class's lock the calls overlap and the test fails.
+threads loads its lexical index once and hands every thread the same one; retrievers of one data
+home reopening at once take turns with Chroma's process-wide client cache. Each test starts its
+threads at a barrier, so without the lock the calls overlap and the test fails.
 """
 
 from __future__ import annotations
@@ -92,3 +93,23 @@ def test_threads_opening_a_retriever_load_its_lexical_index_once(bundled_copy: P
     assert len({id(index) for index in indexes}) == 1
     assert len(indexes[0].papers) == 184
     assert retriever.refresh() is indexes[0]  # nothing new was written: the same index, checked now
+
+
+
+def test_retrievers_of_one_home_reopening_at_once_take_turns(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Chroma caches one system per data home for the whole process; a retriever that reopens clears it
+    and makes a new client. Several doing so at once (readers after a rebuild) must not find it missing."""
+    from rag.retrieval import Retriever
+
+    settings = Settings(home=bundled_copy)
+    readers = [Retriever(settings, embedder=embedder) for _ in range(THREADS)]
+    for reader in readers:
+        reader.index()
+
+    def reopen_and_read(i: int) -> int:
+        for _ in range(3):
+            readers[i].reopen()
+            count = len(readers[i].index().papers)
+        return count
+
+    assert run_together(reopen_and_read) == [184] * THREADS
