@@ -35,7 +35,7 @@ test-fast: setup        # the pure logic and rag/'s doctests: no model, server o
 lint: setup
 	$(BIN)/ruff check rag ui eval tests
 	$(BIN)/lint-imports
-	$(BIN)/mypy            # rag/ ([tool.mypy] in pyproject.toml)
+	$(BIN)/mypy            # rag/, ui/, eval/ ([tool.mypy] in pyproject.toml); make test runs it too
 
 clean:
 	rm -rf $(VENV) .pytest_cache

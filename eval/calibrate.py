@@ -105,8 +105,11 @@ def recommendation(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _columns(points: list[dict[str, Any]]) -> tuple[list[Any], ...]:
-    return tuple([p[k] for p in points] for k in ("dense_top", "coverage", "has_hits", "unanswerable"))
+def _columns(points: list[dict[str, Any]]) -> tuple[list[float], list[float], list[bool], list[bool]]:
+    """The sweep's four inputs: dense_top, coverage, has_hits, unanswerable."""
+    dense, coverage, hits, unanswerable = ([p[k] for p in points]
+                                           for k in ("dense_top", "coverage", "has_hits", "unanswerable"))
+    return dense, coverage, hits, unanswerable
 
 
 __all__ = ["recommendation", "grid_table", "COVERAGES", "THRESHOLDS", "calibrate", "collect"]

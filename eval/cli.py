@@ -190,7 +190,7 @@ def bench(
 
     run_bench(out=out_dir, scale=parse_sizes(scale), quick=quick, device=device, rounds=rounds, console=console,
               server_scale=parse_sizes(server_scale) if server_scale else None,
-              skip=parse_steps(only) if only else ())
+              skip=sorted(parse_steps(only)) if only else ())
 
 
 def register_commands(app: typer.Typer) -> None:

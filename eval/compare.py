@@ -116,7 +116,7 @@ def compare_runs(a: Path, b: Path) -> dict[str, Any]:
                 else None for x in (a, b)]
     return {"a": str(a), "b": str(b), "shared": len(shared), "only_a": len(run_a) - len(shared),
             "only_b": sum(q not in run_a for q in run_b), "metrics": rows,
-            "settings_diff": diff_records(*settings, labels=("in A", "in B")) if all(settings) else []}
+            "settings_diff": diff_records(settings[0], settings[1], labels=("in A", "in B")) if all(settings) else []}
 
 
 def plot_comparison(result: dict[str, Any], path: Path) -> None:

@@ -117,8 +117,6 @@ def parse_record(record: dict[str, Any], where: str, default_id: str) -> Item:
 
 def feedback_item(record: dict[str, Any], where: str, rid: str) -> Item:
     """A web-chat feedback line -> `Item` (see the module docstring for the rules)."""
-    from rag.prompts import ABSTAIN_PHRASE
-
     rating = str(record.get("rating", "")).lower()
     if rating not in ("up", "down"):
         raise InputError(f"{where}: `rating` must be \"up\" or \"down\", not {record.get('rating')!r}",
@@ -127,7 +125,7 @@ def feedback_item(record: dict[str, Any], where: str, rid: str) -> Item:
     gold: list[str] | None = None
     if rating == "up" and cited:
         gold = list(dict.fromkeys(cited))
-    elif rating == "up" and ABSTAIN_PHRASE.lower().rstrip(".") in str(record.get("answer", "")).lower():
+    elif rating == "up" and record.get("abstained") is True:  # as rag.answer decided it, not by its wording
         gold = []  # a thumbs-up abstention: the user agrees the papers do not answer it
     rtype = f"feedback-{rating}"
     q = _question({"question": record.get("question"), "gold": gold}, where, id=rid, type=rtype, item=rid)

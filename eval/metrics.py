@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
+
+from rag.retrieval import low_confidence
 
 RETRIEVAL = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 LATENCY = ("retrieval_s", "ttft_s", "total_s")
@@ -116,6 +119,11 @@ def _col(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows], dtype=float)
 
 
+def _percentile(x: np.ndarray, q: float, idx: np.ndarray) -> np.ndarray:
+    """The ``q``-th percentile of ``x`` over each row of ``idx`` (resampled question indices), NaNs ignored."""
+    return np.asarray(np.nanpercentile(x[idx], q, axis=-1))
+
+
 def _ratio(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """sum(num)/sum(den) over each row of ``idx`` (resampled question indices); NaN when den is 0."""
     n, d = num[idx].sum(axis=-1), den[idx].sum(axis=-1)
@@ -131,7 +139,7 @@ def _statistics(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[Callable[[np.
         defined = ~np.isnan(x)
         if defined.any():
             num, den = np.nan_to_num(x), defined.astype(float)
-            stats[key] = (lambda idx, num=num, den=den: _ratio(num, den, idx), defined)
+            stats[key] = (partial(_ratio, num, den), defined)
     ans = _col(rows, "answerable")
     abst = _col(rows, "abstained")
     corr = _col(rows, "correct")
@@ -163,8 +171,7 @@ def _statistics(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[Callable[[np.
         defined = ~np.isnan(x)
         if defined.any():
             for name, q in (("median", 50), ("p95", 95)):
-                stats[f"{key}.{name}"] = (
-                    lambda idx, x=x, q=q: np.nanpercentile(x[idx], q, axis=-1), defined)
+                stats[f"{key}.{name}"] = (partial(_percentile, x, q), defined)
     return stats
 
 
@@ -221,7 +228,7 @@ def abstention_sweep(dense_top: Sequence[float], coverage: Sequence[float], has_
     out = []
     for t in thresholds:
         for cov in coverages:
-            abstain = empty | ((d < t) & (c < cov))
+            abstain = empty | low_confidence(d, c, t, cov)
             tp = int((abstain & unans).sum())
             p = tp / abstain.sum() if abstain.any() else 0.0
             r = tp / unans.sum() if unans.any() else 0.0

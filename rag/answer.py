@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,14 +41,23 @@ import numpy as np
 
 from rag import prompts
 from rag.chunking import chunk_index, split_sentences
-from rag.corpus import Paper, clean_text
+from rag.corpus import Paper
 from rag.embeddings import Embedder
-from rag.errors import BackendError, InputError
+from rag.errors import BackendError
 from rag.llm import Backend, Message, StreamInterrupted
-from rag.retrieval import Confidence, Filters, PaperHit, Retriever, SearchResult
+from rag.retrieval import (
+    MAX_QUERY_CHARS,
+    Confidence,
+    Filters,
+    PaperHit,
+    Retriever,
+    SearchResult,
+    clean_query,
+    low_confidence,
+)
 from rag.settings import Settings
 
-MAX_QUESTION_CHARS = 2000
+MAX_QUESTION_CHARS = MAX_QUERY_CHARS  # one limit for what is searched and what is answered
 _PLACEHOLDER = re.compile(r"\[(?:n|N|x|X|\?|\.\.\.|number)\]")  # a template's marker copied literally
 _CITATION = re.compile(r"\[(?:(?:source|paper|ref)\s*)?(\d+(?:\s*(?:[,;]|[-–])\s*\d+)*)\]", re.I)
 _WORD = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
@@ -264,13 +274,8 @@ class Event:
 
 
 def clean_question(question: str) -> str:
-    text = clean_text(question)
-    if not text:
-        raise InputError("the question is empty", "type a question about the papers")
-    if len(text) > MAX_QUESTION_CHARS:
-        raise InputError(f"the question is {len(text):,} characters long (limit {MAX_QUESTION_CHARS:,})",
-                         "ask a shorter question; put long text in a corpus file instead")
-    return text
+    """`rag.retrieval.clean_query`'s rules for a question: empty or too long is an `InputError`."""
+    return clean_query(question, "question")[0]
 
 
 def parse_citations(text: str, valid: Sequence[int]) -> tuple[str, list[int], int]:
@@ -470,6 +475,7 @@ class Answerer:
         self._backend_resolved = backend is not None
         self._notes: list[str] = []
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._vectors_lock = threading.Lock()  # the cache is shared by the threads answering at once
 
     # ---------------------------------------------------------- backends
 
@@ -588,7 +594,7 @@ class Answerer:
         if not result.hits:
             return True, result.empty_because or "no paper matched"
         c, cfg = result.confidence, self.settings.answer
-        if c.dense_top < cfg.abstain_threshold and c.coverage < cfg.abstain_coverage:
+        if low_confidence(c.dense_top, c.coverage, cfg.abstain_threshold, cfg.abstain_coverage):
             return True, (f"best passage similarity {c.dense_top:.2f} < {cfg.abstain_threshold:.2f} and the top "
                           f"paper holds {c.coverage:.0%} of the question's terms (< {cfg.abstain_coverage:.0%})")
         return False, None
@@ -779,13 +785,14 @@ class Answerer:
     # ---------------------------------------------------------- scoring
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
-        if missing:
-            for text, vector in zip(missing, self.embedder.encode(missing)):
-                self._vectors[text] = vector
-        while len(self._vectors) > 20_000:
-            self._vectors.popitem(last=False)
-        return np.stack([self._vectors[t] for t in texts])
+        with self._vectors_lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+            if missing:
+                for text, vector in zip(missing, self.embedder.encode(missing)):
+                    self._vectors[text] = vector
+            while len(self._vectors) > 20_000:
+                self._vectors.popitem(last=False)
+            return np.stack([self._vectors[t] for t in texts])
 
     def support_scores(self, claims: list[str], sentences: list[str],
                        added: Sequence[set[str]] | None = None) -> np.ndarray:

@@ -493,7 +493,10 @@ def main() -> None:
     """Entry point: runs the app and turns user errors (ours, usage, settings) into one line each, exit 2."""
     from pydantic import ValidationError
 
+    from rag.environment import COMMANDS, set_defaults
+
     debug = os.environ.get("RAG_DEBUG") == "1"
+    set_defaults(COMMANDS)  # Hugging Face offline, Chroma telemetry off (the subcommands' own children inherit it)
     load_commands()
     try:
         from rag.settings import check_environment

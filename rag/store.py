@@ -68,7 +68,6 @@ from rag.errors import (
 )
 from rag.settings import CHUNKER_VERSION, Settings
 
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 log = logging.getLogger(__name__)
 
 PAGE = 2000  # rows per Chroma get/upsert call (Chroma caps batch sizes)

@@ -1,6 +1,7 @@
-"""The layers hold: import-linter's contracts (pyproject.toml), and ui/eval commands arriving by entry point.
+"""The layers hold: import-linter's contracts (pyproject.toml), and ui/eval commands arriving by entry point;
+the types check (mypy).
 
-Fast: no model, no index.
+Fast: no model, no index (mypy, a minute or two without its cache, is left out of `make test-fast`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ def test_import_contracts_are_kept() -> None:
     proc = subprocess.run([str(BIN / "lint-imports")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 broken" in proc.stdout
+
+
+@pytest.mark.heavy
+def test_types_check() -> None:
+    """`mypy` ([tool.mypy] in pyproject.toml: rag, ui, eval) finds no error and no `type: ignore` it does not need."""
+    proc = subprocess.run([str(BIN / "mypy")], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("Success: no issues found")
 
 
 def test_rag_help_lists_the_commands_ui_and_eval_register() -> None:

@@ -196,14 +196,17 @@ def test_feedback_export_is_a_dataset(tmp_path: Path) -> None:
          "citations": [{"number": 1, "paper_id": "title:707d1597fdca15a7", "title": "Nyonic"}]},
         {"question": "Is it good?", "answer": "Yes [1]", "rating": "down", "citations": [{"paper_id": "p"}]},
         {"question": "Bread?", "answer": "The provided papers do not answer this question.", "rating": "up",
-         "citations": []},
+         "citations": [], "abstained": True},
+        {"question": "Toast?", "answer": "The abstracts do not mention toast.", "rating": "up", "citations": [],
+         "abstained": False},
     ])
     data = read_jsonl(path)
     assert data.source == "feedback"
-    up, down, abstention = data.questions
+    up, down, abstention, uncited = data.questions
     assert up.gold == ["title:707d1597fdca15a7"] and up.type == "feedback-up"
     assert down.gold is None and down.type == "feedback-down" and down.question == "Is it good?"
     assert abstention.gold == [] and abstention.answerable is False
+    assert uncited.gold is None  # neither cited papers nor an abstention: nothing known
 
 
 def test_bad_dataset_lines_name_the_line(tmp_path: Path) -> None:

@@ -161,3 +161,18 @@ def test_author_filter_ignores_accents_and_case() -> None:
         assert matches(paper), name
     (_, matches), = Filters(author="Scholz").checks()
     assert not matches(paper)
+
+
+def test_a_long_query_is_truncated_and_a_long_question_refused() -> None:
+    from rag.answer import MAX_QUESTION_CHARS, clean_question
+    from rag.errors import InputError
+    from rag.retrieval import MAX_QUERY_CHARS, clean_query
+
+    text, notices = clean_query("why " * 1000)
+    assert len(text) == MAX_QUERY_CHARS and notices == [f"query truncated from 3,999 to {MAX_QUERY_CHARS:,} characters"]
+    with pytest.raises(InputError, match=f"the question is 3,999 characters long \\(limit {MAX_QUESTION_CHARS:,}\\)"):
+        clean_question("why " * 1000)
+    with pytest.raises(InputError, match="the query is empty"):
+        clean_query(" \x00 ")
+    with pytest.raises(InputError, match="the question is empty"):
+        clean_question(" \x00 ")

@@ -74,3 +74,12 @@ def test_a_config_file_typo_names_the_nearest_field(tmp_path: Path) -> None:
     config.write_text(json.dumps({"llm": {"backnd": "extractive"}}))
     with pytest.raises(InputError, match=r"unknown setting 'llm.backnd' \(did you mean 'llm.backend'\?\)"):
         load_settings(config, base=Settings())
+
+
+def test_every_backend_name_has_a_backend_or_a_rule() -> None:
+    """`rag.llm.BACKENDS` builds every named backend except the two decided by rule (auto picks, extractive quotes)."""
+    from rag.llm import BACKENDS
+    from rag.settings import BACKEND_NAMES
+
+    assert sorted(BACKENDS) == sorted(set(BACKEND_NAMES) - {"auto", "extractive"})
+    assert Settings(llm={"backend": BACKEND_NAMES[-1]}).llm.backend == BACKEND_NAMES[-1]

@@ -57,6 +57,7 @@ from ui.service import (
     TooLargeError,
     sources_markdown,
 )
+from ui.shared import AnswererPool
 
 log = logging.getLogger("paper_rag.api")
 
@@ -162,9 +163,7 @@ def from_validation(err: ValidationError) -> APIError:
 def create_app(settings: Settings, answerer: Answerer | None = None, service: PaperService | None = None) -> FastAPI:
     """The API app. ``answerer`` replaces the configured default (tests pass one with a scripted backend)."""
     if service is None:
-        service = PaperService(settings)
-        if answerer is not None:
-            service.pool._answerers[None] = answerer  # noqa: SLF001 - the pool's default slot
+        service = PaperService(settings, pool=AnswererPool(settings, answerer=answerer) if answerer else None)
     limit = int(settings.api.max_body_mb * 1024 * 1024)
     token = settings.api.token
     app = FastAPI(title="paper-rag", summary="Cited answers over research-paper abstracts (OpenAI-compatible).",

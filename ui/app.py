@@ -1,7 +1,7 @@
 """The Gradio web chat: a thin layer of event handlers over `rag.chat.Conversation`.
 
-`WebApp` holds what is shared between users (one `AnswererPool`: models load once, made
-thread-safe in `ui.shared`; the feedback log; an export folder) and one method per UI
+`WebApp` holds what is shared between users (one `ui.shared.AnswererPool`: models load once,
+each guarding itself against threads; the feedback log; an export folder) and one method per UI
 event. Per-user state is a `ui.state.Session` in a ``gr.State``, never a module global.
 Handlers are plain methods so tests call them directly (``tests/test_ui.py``); `build`
 wires them to components, `launch_options` holds the security-relevant launch settings.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import shutil
 import tempfile
@@ -33,28 +32,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local-first app
+import gradio as gr
 
-import gradio as gr  # noqa: E402
-
-from rag.answer import clean_question  # noqa: E402
-from rag.bundled import DEV_SET, bundled_file  # noqa: E402
-from rag.corpus import clean_text  # noqa: E402
-from rag.errors import EmptyIndexError, RagError  # noqa: E402
-from rag.ingest import record_lines  # noqa: E402
-from rag.ingest import stats as index_stats  # noqa: E402
-from rag.retrieval import field_count  # noqa: E402
-from rag.settings import Settings  # noqa: E402
-from ui import render  # noqa: E402
-from ui.feedback import FeedbackLog, feedback_record  # noqa: E402
-from ui.guard import HostPolicy, RequestGuard  # noqa: E402
-from ui.shared import AnswererPool  # noqa: E402
-from ui.state import BACKENDS, MAX_K, ChatSettings, Session, TurnRecord  # noqa: E402
-from ui.uploads import ingest_uploads, summary_text  # noqa: E402
+from rag.answer import clean_question
+from rag.bundled import DEV_SET, bundled_file
+from rag.corpus import FORMATS, clean_text
+from rag.environment import GRADIO, set_defaults
+from rag.errors import EmptyIndexError, RagError
+from rag.ingest import record_lines
+from rag.ingest import stats as index_stats
+from rag.retrieval import field_count
+from rag.settings import Settings
+from ui import render
+from ui.feedback import FeedbackLog, feedback_record
+from ui.guard import HostPolicy, RequestGuard
+from ui.shared import AnswererPool
+from ui.state import BACKENDS, MAX_K, ChatSettings, Session, TurnRecord
+from ui.uploads import ingest_uploads, summary_text
 
 log = logging.getLogger(__name__)
 DEV_QUESTIONS = bundled_file(DEV_SET)  # the example questions
-UPLOAD_TYPES = [".txt", ".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".bib"]
+UPLOAD_TYPES = list(FORMATS)  # the corpus formats rag can load, as the file picker offers them
 STREAM_EVERY_S = 0.04  # at most ~25 chat updates a second while tokens arrive
 SETTINGS_KEY = "paper-rag-settings"
 
@@ -252,10 +250,9 @@ class WebApp:
     def facets(self, refresh: bool = False) -> dict[str, Any]:
         """Which filters the corpus supports: year range, authors present, categories."""
         try:
-            papers = (self.pool.retriever.refresh() if refresh else self.pool.retriever.index()).papers.values()
+            papers = list((self.pool.retriever.refresh() if refresh else self.pool.retriever.index()).papers.values())
         except RagError:
             papers = []
-        papers = list(papers)
         years = sorted({p.year for p in papers if p.year})
         dated = sum(1 for p in papers if p.year is not None)
         return {"years": (years[0], years[-1]) if years else None, "authors": any(p.authors for p in papers),
@@ -382,6 +379,7 @@ class WebApp:
     # ---------------------------------------------------------- the page
 
     def build(self) -> gr.Blocks:
+        set_defaults(GRADIO)  # no calls home from a local-first app (the Blocks below say so too)
         s = self.settings
         defaults = ChatSettings.defaults(s)
         try:
@@ -455,9 +453,9 @@ class WebApp:
                                                 elem_id="remove-ids")
                         remove_btn = gr.Button("Remove from corpus", size="sm", variant="stop", elem_id="remove-btn")
 
-            panel = [backend, model, k, dense_weight, temperature, year_from, year_to, author, category]
+            panel: list[Any] = [backend, model, k, dense_weight, temperature, year_from, year_to, author, category]
             filters = [filters_box, year_from, year_to, author, category]
-            ask_args = {"fn": self.ask, "inputs": [question, session, *panel],
+            ask_args: dict[str, Any] = {"fn": self.ask, "inputs": [question, session, *panel],
                         "outputs": [chatbot, question, md_dl, bib_dl, session],
                         "concurrency_limit": s.ui.concurrency, "concurrency_id": "answer",
                         "show_progress": "hidden"}

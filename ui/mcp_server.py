@@ -36,6 +36,12 @@ from ui.service import ChatMessage, NotFoundError, PaperService
 
 DEFAULT_HTTP_PORT = 8001
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+# the tools' shared parameters, described once
+PaperId = Annotated[str, Field(description="A paper id from search results, e.g. arxiv:2406.06563.")]
+Count = Annotated[int, Field(ge=1, le=100, description="Number of papers.")]
+Year = Annotated[str | None, Field(description="Year or range: 2024, 2023..2025, 2023.., ..2020.")]
+Author = Annotated[str | None, Field(description="Author name (substring, any case).")]
+Category = Annotated[str | None, Field(description="Category, e.g. cs.CL.")]
 
 
 # ------------------------------------------------------------------ structured results
@@ -149,10 +155,10 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
     @server.tool(annotations=READ_ONLY)
     def search_papers(
         query: Annotated[str, Field(description="Keywords, a title, or a question.")],
-        k: Annotated[int, Field(ge=1, le=100, description="Number of papers.")] = 5,
-        year: Annotated[str | None, Field(description="Year or range: 2024, 2023..2025, 2023.., ..2020.")] = None,
-        author: Annotated[str | None, Field(description="Author name (substring, any case).")] = None,
-        category: Annotated[str | None, Field(description="Category, e.g. cs.CL.")] = None,
+        k: Count = 5,
+        year: Year = None,
+        author: Author = None,
+        category: Category = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
         """Ranked papers for a query (hybrid dense + BM25 search), with scores and the best snippet."""
         data = _call(service.search, query, k, year, author, category)
@@ -173,19 +179,18 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
         return _result(service.answer_dict(answer), service.answer_text(answer, markdown=True))
 
     @server.tool(annotations=READ_ONLY)
-    def get_paper(id: Annotated[str, Field(description="A paper id from search results, e.g. arxiv:2406.06563.")]
-                  ) -> Annotated[CallToolResult, PaperOut]:
+    def get_paper(id: PaperId) -> Annotated[CallToolResult, PaperOut]:
         """One paper's record: title, abstract, authors, year, links."""
         paper = _call(service.paper, id)
         return _result(service.paper_dict(paper), render_paper(paper))
 
     @server.tool(annotations=READ_ONLY)
     def similar_papers(
-        id: Annotated[str, Field(description="A paper id from search results, e.g. arxiv:2406.06563.")],
-        k: Annotated[int, Field(ge=1, le=100, description="Number of papers.")] = 5,
-        year: Annotated[str | None, Field(description="Year or range: 2024, 2023..2025, 2023.., ..2020.")] = None,
-        author: Annotated[str | None, Field(description="Author name (substring, any case).")] = None,
-        category: Annotated[str | None, Field(description="Category, e.g. cs.CL.")] = None,
+        id: PaperId,
+        k: Count = 5,
+        year: Year = None,
+        author: Author = None,
+        category: Category = None,
     ) -> Annotated[CallToolResult, SimilarOutput]:
         """Papers nearest to one paper by its stored abstract vectors (the paper itself excluded), best first."""
         data = _call(service.similar, id, k, year, author, category)

@@ -37,11 +37,11 @@ from rag.chat import Conversation, Turn, paper_bibtex
 from rag.corpus import Paper, clean_text
 from rag.errors import InputError, RagError
 from rag.retrieval import Filters
-from rag.settings import Settings
+from rag.settings import BACKEND_NAMES, Settings
 from ui.shared import AnswererPool
 
 DEFAULT_MODEL = "paper-rag"
-BACKENDS = ("auto", "ollama", "openai", "llamacpp", "extractive")
+BACKENDS = BACKEND_NAMES
 ROLES = ("system", "developer", "user", "assistant")
 SOURCES_HEADING = "**Sources**"
 NEAREST_HEADING = "**Nearest papers** (none cited)"

@@ -19,11 +19,10 @@ from typing import Any
 
 from rag.answer import Answer, Answerer
 from rag.chat import Conversation
-from rag.llm import BACKENDS as LLM_BACKENDS
 from rag.retrieval import Filters
-from rag.settings import Settings
+from rag.settings import BACKEND_NAMES, Settings
 
-BACKENDS = ["auto", *LLM_BACKENDS, "extractive"]
+BACKENDS = list(BACKEND_NAMES)
 MAX_K = 20
 _MODEL_NAME = re.compile(r"^[\w.:/@+-]{1,200}$")
 
