@@ -84,7 +84,7 @@ def context_sweep(dataset: Dataset, settings: Settings, budgets: Sequence[int],
             head, user = answerer.prompt_parts(q.question, numbered, backend)  # type: ignore[arg-type]
             messages = Answerer.messages_for((head, user), prompts.ANSWER_INSTRUCTION)
             tokens.append(sum(tokenizer.count_tokens(m.content) for m in messages))
-            held = [papers[g].title in user for g in q.gold if g in papers]
+            held = [papers[g].title in user for g in q.gold or [] if g in papers]
             gold.append(any(held))
             every.append(all(held))
             if q.answers:
