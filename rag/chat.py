@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag import prompts
-from rag.answer import Answer, Answerer, Event, content_words, marked_answer, one_line_reply
+from rag.answer import Answer, Answerer, Event, marked_answer, one_line_reply
 from rag.corpus import Paper
 from rag.errors import BackendError
 from rag.llm import Backend, Message, approx_tokens
 from rag.retrieval import query_names
+from rag.support import content_words
 
 _FOLLOW_UP = re.compile(
     r"\b(it|its|they|them|their|this|that|these|those|the paper|the method|the model|the authors|"

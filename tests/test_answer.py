@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from rag import prompts
-from rag.answer import Answerer, answer_sentences, parse_citations, repeats_itself
+from rag.answer import Answerer, parse_citations, repeats_itself
 from rag.chat import Conversation, paper_bibtex, rule_condense
 from rag.corpus import load_file
 from rag.errors import InputError
 from rag.ingest import Ingestor
 from rag.settings import Settings
+from rag.support import answer_sentences
 
 from .conftest import FIXTURES, run_cli
 from .ollama_standin import OllamaStandIn
@@ -81,9 +82,9 @@ def test_evidence_on_a_hand_checked_example(hybrid_index: Settings, embedder) ->
     assert best.sentence == "ZQRT runs three times faster than dense attention."
     assert best.score > 0.9 and all(s.supported for s in answer.sentences)
     # a paraphrase is supported, an unrelated claim is not
-    scores = answerer.support_scores(["ZQRT is about three times quicker than ordinary attention.",
-                                      "Bananas are rich in potassium."],
-                                     ["ZQRT runs three times faster than dense attention."])
+    scores = answerer.support.support_scores(["ZQRT is about three times quicker than ordinary attention.",
+                                              "Bananas are rich in potassium."],
+                                             ["ZQRT runs three times faster than dense attention."])
     threshold = hybrid_index.answer.support_threshold
     assert scores[0, 0] >= threshold > scores[1, 0]
 

@@ -31,9 +31,10 @@ from urllib.parse import urlsplit
 
 import nh3
 
-from rag.answer import Answer, AnswerSentence, Citation
+from rag.answer import Answer, Citation
 from rag.corpus import Paper
 from rag.retrieval import SCORE_SCALE, PaperHit
+from rag.support import AnswerSentence
 
 ALLOWED_TAGS = {"div", "span", "p", "br", "a", "details", "summary", "mark", "small", "strong", "em",
                 "ol", "ul", "li", "code"}

@@ -1,0 +1,379 @@
+"""Answer sentences checked against the abstracts: what a sentence claims, which numbered paper
+supports it, and the abstract sentence that is its evidence.
+
+An answer is cut into sentences, each keeping the citation markers written after its full stop.
+A sentence claims the words it adds to the question, stemmed ("introduced" is "introduces"); one
+that adds none (a restatement, "Yes.", a pointer such as "This is described in [1].") or says the
+abstracts do not hold something is no claim: kept, not checked, its bare markers named by title.
+A claim is scored against every sentence of each numbered abstract: embedding cosine blended with
+the share of its added words found there (local and deterministic, no LLM judge). A number it adds
+must be in the paper; a claim in another language is also scored by its names and numbers
+(`anchors`: they read the same in every language); a claim that names a paper's title may be
+supported by the title. A claim keeps the markers the model wrote when one of them supports it;
+markers only at its end are corrected (``answer.attribute``): the unsupported ones dropped when
+another supports it, all replaced by the best-supporting paper when none does; else it is marked
+unsupported. When the question asks which paper, each cited paper's first mention gets its title.
+
+Left out: generation, prompts and abstention from retrieval (`rag.answer`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rag import prompts
+from rag.chunking import split_sentences
+from rag.corpus import Paper
+from rag.embeddings import Embedder
+from rag.settings import AnswerSettings
+
+# a citation marker: "[1]", "[2, 3]", "[1-4]", "[source 2]"; group 1 holds the numbers
+CITATION_MARKER = re.compile(r"\[(?:(?:source|paper|ref)\s*)?(\d+(?:\s*(?:[,;]|[-–])\s*\d+)*)\]", re.I)
+_WORD = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
+_ASKS_FOR_PAPERS = re.compile(r"\b(?:which|what)\s+(?:\w+\s+)?(?:papers?|works?|stud(?:y|ies)|articles?|"
+                              r"publications?)\b|\bis\s+there\s+(?:a|any)\s+(?:paper|work|study|research)\b", re.I)
+# a sentence whose citation markers all come at its end ("... 146B parameters [1][2].")
+_TRAILING_MARKERS = re.compile(r"[^\[]*?(?:\s*\[\d+\])+\s*[.!?\u3002]?\s*")
+# citation markers in the place of a noun: after a verb or preposition, or in a list of them
+_NOUN_MARKERS = re.compile(r"(\b(?:is|are|was|were|in|by|see|from|and|or|called|titled|namely)\s+)"
+                           r"((?:\[\d+\](?:\s*,\s*(?:and\s+)?|\s+(?:and|or)\s+)?)+)", re.I)
+
+
+# ------------------------------------------------------------------ words
+
+
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def content_words(text: str) -> set[str]:
+    stop = _stopwords()
+    return {w for w in _WORD.findall(text.lower()) if w not in stop and len(w) > 1}
+
+
+def stems(words: Iterable[str]) -> set[str]:
+    """Snowball stems (the lexical index's stemmer): "introduces" and "introduced" are one word."""
+    import Stemmer  # one per call: PyStemmer objects are not thread-safe, and making one is cheap
+
+    return set(Stemmer.Stemmer("english").stemWords(list(words)))
+
+
+def new_words(claim: str, given: str) -> set[str]:
+    """Stemmed content words of an answer sentence that the question (``given``) did not already
+    hold, without the words that only point at a paper or say yes/no: what the sentence adds.
+
+    >>> sorted(new_words("The AlgoPerf benchmark is introduced in [1].", "Which paper introduces AlgoPerf?"))
+    ['benchmark']
+    >>> sorted(new_words("Yes, there is work on that [2].", "Is there work on that?"))
+    []
+    """
+    return stems(content_words(strip_citations(claim))) - stems(content_words(given)) - _GIVEN_WORDS
+
+
+def numbers_in(text: str) -> set[str]:
+    """The numbers a text states, thousands separators dropped (citation markers are not numbers).
+
+    >>> sorted(numbers_in("It reaches 58.2% with 7,000 samples and 7 GPUs [2]."))
+    ['58.2', '7', '7000']
+    """
+    return {m.replace(",", "") for m in re.findall(r"(?<![\w.\[])\d+(?:,\d{3})*(?:\.\d+)?(?![\w\]])",
+                                                   CITATION_MARKER.sub(" ", text))}
+
+
+def anchors(text: str) -> set[str]:
+    """Names and numbers, which read the same in every language: tokens holding a digit or a
+    capital after their first letter ("33", "FINDAP", "Llama-Fin"), lower-cased.
+
+    >>> sorted(anchors("Le modèle Llama-Fin, évalué sur 33 jeux (FINDAP)."))
+    ['33', 'findap', 'llama-fin']
+    """
+    tokens = re.findall(r"[^\W_]+(?:[-.][^\W_]+)*", text)
+    return {t.lower() for t in tokens if any(c.isdigit() for c in t) or any(c.isupper() for c in t[1:])}
+
+
+def is_english(text: str) -> bool:
+    """Whether a question reads as English (function words), so retrieval with an English embedder works.
+
+    >>> is_english("How many parameters does Skywork-MoE have?"), is_english("Wie viele Parameter hat Skywork-MoE?")
+    (True, False)
+    >>> is_english("UNICE 论文一共收集了多少张 HDR 原始图像？")
+    False
+    """
+    if re.search(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u0400-\u04ff\u0600-\u06ff]", text):
+        return False
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    if len(words) < 3:
+        return True
+    return sum(w in _ENGLISH for w in words) / len(words) >= 0.1
+
+
+# Words of a sentence that only points at a paper ("This is described in [1].")
+_POINTER_WORDS = frozenset(["described", "discussed", "proposed", "presented", "introduced", "mentioned", "shown",
+                            "demonstrated", "reported", "studied", "explored", "investigated", "addressed",
+                            "paper", "papers", "work", "abstract", "abstracts", "study", "research", "source"])
+# Stems that add nothing to what a question said: pointing at a paper, yes/no, naming
+_GIVEN_WORDS = frozenset(stems([*_POINTER_WORDS, "yes", "no", "called", "named", "name", "titled", "title",
+                                "model", "method", "approach", "propose", "introduce", "present", "describe",
+                                "can", "could", "may", "might", "will", "would", "should", "must", "also", "from",
+                                "has", "have", "having", "had", "been", "being", "does", "did", "done"]))
+
+# English function and question words: a question with none of them among its words is not English
+_ENGLISH = frozenset([
+    "the", "a", "an", "of", "in", "on", "for", "to", "what", "which", "who", "how", "why", "when", "where",
+    "does", "do", "did", "is", "are", "was", "were", "and", "or", "with", "by", "from", "that", "this",
+    "these", "those", "many", "much", "it", "its", "can", "than", "between", "about", "any", "there",
+])
+
+
+# ------------------------------------------------------------------ sentences and their markers
+
+
+def answer_sentences(text: str) -> list[str]:
+    """Sentences of an answer, each keeping the citation markers written after its full stop.
+
+    >>> answer_sentences("A holds. [1] B holds [2]. C.")
+    ['A holds. [1]', 'B holds [2].', 'C.']
+    """
+    out: list[str] = []
+    for sentence in split_sentences(text):
+        lead = re.match(r"^((?:\[[^\]]*\]\s*)+)(.*)$", sentence)
+        # markers before a new sentence belong to the previous one; before a verb ("[1] proposes
+        # X") they are this sentence's subject
+        if lead and out and CITATION_MARKER.fullmatch(lead.group(1).split()[0]) and not lead.group(2)[:1].islower():
+            out[-1] = f"{out[-1]} {lead.group(1).strip()}"
+            sentence = lead.group(2).strip()
+        if sentence:
+            out.append(sentence)
+    return out
+
+
+def sentence_citations(sentence: str) -> list[int]:
+    return [int(n) for m in CITATION_MARKER.finditer(sentence) for n in re.findall(r"\d+", m.group(1))]
+
+
+def strip_citations(sentence: str) -> str:
+    return re.sub(r"\s+([.,;:!?])", r"\1", " ".join(CITATION_MARKER.sub(" ", sentence).split()))
+
+
+def says_no_answer(sentence: str) -> bool:
+    """The sentence says the abstracts do not hold something (and so makes no claim).
+
+    >>> says_no_answer("The abstract does not mention the learning rate."), says_no_answer("It uses 8 GPUs [1].")
+    (True, False)
+    """
+    return prompts.ABSTAIN_PHRASE.lower().rstrip(".") in sentence.lower() or bool(prompts.NO_ANSWER.search(sentence))
+
+
+def with_citations(sentence: str, numbers: Sequence[int]) -> str:
+    """The sentence with its citation markers replaced by ``numbers``, placed before the final stop.
+
+    >>> with_citations("It has 146B parameters [2].", [1]), with_citations("It works", [3, 4])
+    ('It has 146B parameters [1].', 'It works [3][4]')
+    """
+    body = strip_citations(sentence)
+    end = body[-1] if body and body[-1] in ".!?。" else ""
+    marks = "".join(f"[{n}]" for n in numbers)
+    return f"{body[: len(body) - len(end)].rstrip()} {marks}{end}" if marks else body
+
+
+def names_title(sentence: str, title: str) -> bool:
+    """The sentence names the paper: it holds 80% of the title's content words.
+
+    >>> names_title("It is called DenseNets Reloaded [1].", "DenseNets Reloaded: Paradigm Shift Beyond ResNets")
+    False
+    >>> names_title("This is SEED-GRPO: Semantic Entropy GRPO [1].", "SEED-GRPO: Semantic Entropy GRPO")
+    True
+    """
+    words = content_words(title)
+    return bool(words) and len(words & content_words(sentence)) >= 0.8 * len(words)
+
+
+def asks_for_papers(question: str) -> bool:
+    """The question asks which paper or papers (its answer is a title).
+
+    >>> asks_for_papers("Which paper proposes SetFit?"), asks_for_papers("What does SetFit propose?")
+    (True, False)
+    """
+    return bool(_ASKS_FOR_PAPERS.search(question))
+
+
+def title_markers(sentence: str, titles: dict[int, str]) -> str:
+    """The first marker of each paper in ``titles`` that follows a name ("SetFit [1]") preceded by
+    the paper's title in parentheses; markers after other words are left alone.
+
+    >>> title_markers("SetFit [1] needs no prompts [1].", {1: "Efficient Few-Shot Learning"})
+    'SetFit (\u201cEfficient Few-Shot Learning\u201d) [1] needs no prompts [1].'
+    >>> title_markers("It builds on Gaussian Splatting [1].", {1: "Efficient Few-Shot Learning"})
+    'It builds on Gaussian Splatting [1].'
+    """
+    for n, title in titles.items():
+        for m in re.finditer(rf"([^\s\[\]()]+)\s*\[{n}\]", sentence):
+            if anchors(m.group(1)):  # a name: "SetFit", "CSQ", "Meta-DMoE", not "Splatting" or "2021)"
+                at = m.end(1)
+                sentence = f"{sentence[:at]} (\u201c{title}\u201d){sentence[at:]}"
+                break
+    return sentence
+
+
+def name_papers(sentence: str, titles: dict[int, str]) -> str:
+    """A sentence that uses a bare citation as a noun ("AlgoPerf is introduced in [1].", "... are [1]
+    and [2].") with each such paper's title written before its marker: a reader needs the name.
+
+    >>> name_papers("The benchmark is introduced in [1].", {1: "Benchmarking Training Algorithms"})
+    'The benchmark is introduced in \u201cBenchmarking Training Algorithms\u201d [1].'
+    >>> name_papers("They are [1], [2] and [3].", {1: "A", 2: "B", 3: "C"})
+    'They are \u201cA\u201d [1], \u201cB\u201d [2] and \u201cC\u201d [3].'
+    >>> name_papers("SetFit [1] needs no prompts.", {1: "Efficient Few-Shot Learning"})
+    'SetFit [1] needs no prompts.'
+    """
+    def titled(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        return f"\u201c{titles[n]}\u201d {m.group(0)}" if n in titles else m.group(0)
+
+    return _NOUN_MARKERS.sub(lambda m: m.group(1) + re.sub(r"\[(\d+)\]", titled, m.group(2)), sentence)
+
+
+# ------------------------------------------------------------------ result objects
+
+
+@dataclass
+class Evidence:
+    number: int
+    paper_id: str
+    sentence: str          # the abstract sentence that supports the answer sentence
+    score: float
+    answer_sentence: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class AnswerSentence:
+    text: str
+    citations: list[int]
+    supported: bool
+    score: float  # best evidence score (0 when nothing is cited)
+    attributed: bool = False  # the citations were set by the evidence check, not written by the model
+    claim: bool = True        # False: the sentence says the abstracts do not hold something
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# ------------------------------------------------------------------ the check
+
+
+class SupportChecker:
+    """Checks answer sentences against the numbered papers' abstracts with one embedder, keeping
+    the vectors of the sentences it has seen (bounded, under its own lock: the threads answering
+    at once share it)."""
+
+    def __init__(self, settings: AnswerSettings, embedder: Embedder) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._vectors_lock = threading.Lock()
+
+    def check(self, text: str, by_number: Mapping[int, Paper], given: str = ""
+              ) -> list[tuple[AnswerSentence, str, list[Evidence]]]:
+        """Each sentence of ``text`` scored against the numbered papers: (checked sentence, as written, its evidence).
+
+        ``given`` is what the user asked (the question, a line break, the retrieval query). A sentence that adds no word
+        to it (a restatement, "Yes.", "This is described in [1].") or says the abstracts do not hold
+        something is no claim: kept, not checked, its bare markers named by title. A claim is scored
+        on the words it adds (`support_scores`); a number it adds must be in the paper; a claim in
+        another language is also scored by its names and numbers found in the paper (`anchors`). A
+        claim keeps the citations the model wrote when one of them supports it; otherwise the
+        best-supporting numbered paper replaces them (``answer.attribute``); else it is unsupported.
+        """
+        threshold = self.settings.support_threshold
+        english = is_english(given.split("\n")[0])
+        titles = {n: paper.title for n, paper in by_number.items()}
+        named: set[int] = set()  # papers whose title the answer already gave
+        out: list[tuple[AnswerSentence, str, list[Evidence]]] = []
+        for sentence in answer_sentences(text):
+            written = [n for n in dict.fromkeys(sentence_citations(sentence)) if n in by_number]
+            claim = strip_citations(sentence).strip("\u201c\u201d\" ")
+            added = new_words(claim, given)
+            if not added or says_no_answer(claim):
+                shown = name_papers(sentence, titles) if not says_no_answer(claim) else sentence
+                out.append((AnswerSentence(shown, written, True, 0.0, claim=False), sentence, []))
+                continue
+            numbers = numbers_in(claim) - numbers_in(given)
+            names = set() if english and is_english(claim) else anchors(claim)
+            best: dict[int, tuple[float, str]] = {}
+            for n, paper in by_number.items():
+                if n in written or self.settings.attribute:
+                    paper_sentences = split_sentences(paper.abstract) or [paper.abstract]
+                    if names_title(claim, paper.title):  # "It is called DenseNets Reloaded [1]."
+                        paper_sentences = [paper.title, *paper_sentences]
+                    scores = self.support_scores([claim], paper_sentences, added=[added])[0]
+                    if names:
+                        scores = np.maximum(scores, [len(names & anchors(ps)) / len(names) for ps in paper_sentences])
+                    if numbers:  # a number the paper does not hold is not supported by it
+                        held = numbers_in(f"{paper.title} {paper.abstract}")
+                        scores = scores * (len(numbers & held) / len(numbers))
+                    i = int(np.argmax(scores))
+                    best[n] = (float(scores[i]), paper_sentences[i])
+            cites, attributed = written, False
+            supporting = [n for n in written if best[n][0] >= threshold]
+            if _TRAILING_MARKERS.fullmatch(sentence) or not written:
+                # markers only at the end can be corrected: the unsupported ones dropped when another
+                # supports the sentence, all replaced by the best-supporting paper when none does
+                if supporting and supporting != written:
+                    cites, attributed = supporting, True
+                elif not supporting and best:
+                    top = max(best, key=lambda n: best[n][0])
+                    if best[top][0] >= threshold:
+                        cites, attributed = [top], True
+            score = max((best[n][0] for n in cites), default=0.0)
+            shown = with_citations(sentence, cites) if attributed else sentence
+            if asks_for_papers(given.split("\n")[0]):  # "Which paper proposes SetFit?" is answered by a title
+                unnamed = {n: titles[n] for n in cites if n not in named and not names_title(shown, titles[n])}
+                shown = title_markers(shown, unnamed)
+                named.update(cites)
+            evidence = [Evidence(n, by_number[n].id, best[n][1], round(best[n][0], 4), shown) for n in cites]
+            out.append((AnswerSentence(shown, cites, score >= threshold, round(score, 4), attributed=attributed),
+                        sentence, evidence))
+        return out
+
+    # ---------------------------------------------------------- scoring
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        with self._vectors_lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+            if missing:
+                for text, vector in zip(missing, self.embedder.encode(missing)):
+                    self._vectors[text] = vector
+            while len(self._vectors) > 20_000:
+                self._vectors.popitem(last=False)
+            return np.stack([self._vectors[t] for t in texts])
+
+    def support_scores(self, claims: list[str], sentences: list[str],
+                       added: Sequence[set[str]] | None = None) -> np.ndarray:
+        """claims x sentences: 0.6 * cosine + 0.4 * share of the claim's content words in the sentence
+        (with ``added``, one set of stemmed words per claim: the share of those, stemmed, instead).
+
+        Quoting a sentence scores 1.0; a paraphrase scores on its cosine; an unrelated
+        sentence scores near 0.
+        """
+        cos = self._encode(claims) @ self._encode(sentences).T
+        overlap = np.zeros_like(cos)
+        sentence_words = [content_words(s) for s in sentences]
+        if added is not None:
+            sentence_words = [stems(w) for w in sentence_words]
+        for i, claim in enumerate(claims):
+            words = added[i] if added is not None else content_words(claim)
+            if words:
+                overlap[i] = [len(words & sw) / len(words) for sw in sentence_words]
+        return 0.6 * np.clip(cos, 0, 1) + 0.4 * overlap
