@@ -18,10 +18,11 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from rag.answer import Answer, AnswerSentence, Citation, Evidence
+from rag.answer import Answer, Citation
 from rag.corpus import Paper, load_bibtex
 from rag.ingest import Ingestor
 from rag.settings import Settings
+from rag.support import AnswerSentence, Evidence
 from rag.testing import ScriptedBackend
 from tests.conftest import free_port
 from ui import app as app_module

@@ -5,7 +5,7 @@ once. Each shared class guards itself, so nothing here reaches into another obje
 
 - `rag.embeddings.Embedder.encode` runs one call at a time per embedder (the model and its
   tokenizer are not safe to call from two threads at once);
-- `rag.answer.Answerer` keeps its sentence-vector cache under its own lock;
+- `rag.support.SupportChecker` (an `Answerer`'s `.support`) keeps its sentence-vector cache under its own lock;
 - `rag.retrieval.Retriever.index` / ``refresh`` reload the lexical index and Chroma client under
   its lock, once, when another process ingests;
 - `rag.llm.LlamaCppBackend.stream` generates under a per-model lock (one KV cache).
