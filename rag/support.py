@@ -79,14 +79,20 @@ def new_words(claim: str, given: str) -> set[str]:
     return stems(content_words(strip_citations(claim))) - stems(content_words(given)) - _GIVEN_WORDS
 
 
+_ENUMERATOR = re.compile(r"(?m)^\s*\d{1,2}[.)](?=\s|$)")  # "2." opening a list item
+
+
 def numbers_in(text: str) -> set[str]:
-    """The numbers a text states, thousands separators dropped (citation markers are not numbers).
+    """The numbers a text states, thousands separators dropped (citation markers and list
+    enumerators are not numbers).
 
     >>> sorted(numbers_in("It reaches 58.2% with 7,000 samples and 7 GPUs [2]."))
     ['58.2', '7', '7000']
+    >>> numbers_in("BEAT: Balanced Tuning [3]\\n4.")
+    set()
     """
-    return {m.replace(",", "") for m in re.findall(r"(?<![\w.\[])\d+(?:,\d{3})*(?:\.\d+)?(?![\w\]])",
-                                                   CITATION_MARKER.sub(" ", text))}
+    text = _ENUMERATOR.sub(" ", CITATION_MARKER.sub(" ", text))
+    return {m.replace(",", "") for m in re.findall(r"(?<![\w.\[])\d+(?:,\d{3})*(?:\.\d+)?(?![\w\]])", text)}
 
 
 def anchors(text: str) -> set[str]:
@@ -309,7 +315,7 @@ class SupportChecker:
                 shown = name_papers(sentence, titles) if not says_no_answer(claim) else sentence
                 out.append((AnswerSentence(shown, written, True, 0.0, claim=False), sentence, []))
                 continue
-            numbers = numbers_in(claim) - numbers_in(given)
+            numbers = numbers_in(sentence) - numbers_in(given)
             names = set() if english and is_english(claim) else anchors(claim)
             best: dict[int, tuple[float, str]] = {}
             for n, paper in by_number.items():
