@@ -42,7 +42,7 @@ _ASKS_FOR_PAPERS = re.compile(r"\b(?:which|what)\s+(?:\w+\s+)?(?:papers?|works?|
 # a sentence whose citation markers all come at its end ("... 146B parameters [1][2].")
 _TRAILING_MARKERS = re.compile(r"[^\[]*?(?:\s*\[\d+\])+\s*[.!?\u3002]?\s*")
 # citation markers in the place of a noun: after a verb or preposition, or in a list of them
-_NOUN_MARKERS = re.compile(r"(\b(?:is|are|was|were|in|by|see|from|and|or|called|titled|namely)\s+)"
+_NOUN_MARKERS = re.compile(r"(\b(?:is|are|was|were|in|of|by|see|from|and|or|called|titled|namely)\s+)"
                            r"((?:\[\d+\](?:\s*,\s*(?:and\s+)?|\s+(?:and|or)\s+)?)+)", re.I)
 
 
