@@ -119,7 +119,7 @@ def test_throughput_measures_onnx_runtime_on_our_export(tmp_path: Path, embedder
 @pytest.mark.heavy
 def test_llm_prompt_sweep_builds_prompts_of_the_asked_sizes() -> None:
     pytest.importorskip("llama_cpp")
-    from eval.bench_llm import prompt_sweep
+    from eval.bench.llm import prompt_sweep
     from rag.settings import LLMSettings
 
     got = prompt_sweep((150, 300), runs=1, settings=LLMSettings(model="smollm2-135m"))
