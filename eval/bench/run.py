@@ -68,18 +68,22 @@ def machine() -> dict[str, Any]:
 
 
 
+MODEL_FREE = {"scale", "llm"}  # steps that need no embedder in this process (scale runs its own children)
 STEPS = ("first_ingest", "reingest", "retrieval", "cold_start", "llm", "scale", "throughput", "tokenization", "api")
 
 
 def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_000), quick: bool = False,
               device: str | None = None, corpus: Sequence[str | Path] | None = None, rounds: int = 3,
               n_queries: int = 50, skip: Sequence[str] = (), tokenize_texts: int | None = None,
-              server_scale: Sequence[int] | None = None, console: Any | None = None) -> dict[str, Any]:
+              server_scale: Sequence[int] | None = None, console: Any | None = None, store_only: bool = False,
+              table: bool = True) -> dict[str, Any]:
     """Run the measurements and write ``bench.json`` and ``bench.png`` into ``out``.
 
     ``quick`` skips the scale step and the throughput sweep (and tokenizes 4,000 abstracts
     instead of 20,000). ``skip`` names steps (see `STEPS`) to leave out. A step that fails is
-    recorded with its error and the run goes on.
+    recorded with its error and the run goes on. ``store_only``: the scale step writes
+    pseudo-vectors instead of running the model. ``table=False`` leaves the table unprinted
+    (``rag bench --json`` prints `json_summary` instead).
     """
     from rich.console import Console
 
@@ -111,11 +115,12 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     def save() -> None:
         json_path.write_text(json.dumps(results, indent=2, default=str))
 
-    log(f"loading the embedder on {base.embedding.device}")
-    t0 = time.perf_counter()
     embedder = Embedder(base.embedding)
-    embedder.model  # noqa: B018 - loaded once, outside every timing
-    results["model_load_s"] = time.perf_counter() - t0
+    if set(STEPS) - skip - MODEL_FREE:
+        log(f"loading the embedder on {base.embedding.device}")
+        t0 = time.perf_counter()
+        embedder.model  # noqa: B018 - loaded once, outside every timing
+        results["model_load_s"] = time.perf_counter() - t0
     queries = bench_queries(n_queries, corpus_paths[0] if corpus_paths[0].suffix == ".jsonl" else BUNDLED)
     steps = results["steps"]
 
@@ -164,14 +169,15 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
             save()
 
         step("scale", lambda: bench_scale(base, work, scale, queries[:30], server_scale, log=log,
-                                               on_point=on_point))
+                                          on_point=on_point, store_only=store_only))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         results["finished"] = time.strftime("%Y%m%d-%H%M%S")
         results["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         save()
     plot(results, png_path)
-    print_table(results, console)
+    if table:
+        print_table(results, console)
     console.print(f"wrote {json_path} and {png_path}", highlight=False)
     results["run_dir"] = str(run_dir)
     return results
@@ -185,3 +191,27 @@ def _throughput_sample(embedder: Any, base: Settings, corpus: Sequence[Path], n:
     return random.Random(0).sample(texts, min(n, len(texts)))
 
 
+SCALE_KEYS = ("papers", "chunks", "seconds", "ingest_peak_rss_mb", "reader_rss_mb", "disk_mb", "retrieval_ms_p50",
+              "retrieval_ms_p95")
+
+
+def json_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """What ``rag bench --json`` prints: per scale point `SCALE_KEYS` (and its mode and disk by
+    component), per other step that ran its ``ours``, ``baseline``, ``ratio`` and ``target``."""
+    out: dict[str, Any] = {}
+    for name, step in results["steps"].items():
+        if step.get("skipped"):
+            continue
+        if name == "scale":
+            out["scale"] = [{**{k: p.get(k) for k in SCALE_KEYS}, "mode": p.get("mode"),
+                             "store_only": p.get("store_only", False),
+                             "disk_mb_by_part": {k: round(v / 2**20, 1)
+                                                 for k, v in p.get("disk_parts_bytes", {}).items()},
+                             "reader_rss_mb_by_stage": {k: round(v / 2**20, 1)
+                                                        for k, v in p.get("reader_rss_bytes", {}).items()}}
+                            for p in step.get("points", [])]
+            if step.get("error"):
+                out["scale_error"] = step["error"]
+        else:
+            out[name] = {k: step.get(k) for k in ("ours", "baseline", "ratio", "target", "error") if k in step}
+    return out

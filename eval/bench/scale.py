@@ -2,8 +2,9 @@
 
 `bench_scale`: synthetic arXiv corpora (`eval.synthetic`) ingested by a child process (embedded
 Chroma, and a ``chroma run`` server at the chosen sizes): papers/s, peak RSS, size on disk, warm
-retrieval latency; `project` fits a line to them and projects it to 2.5M abstracts. Run as
-``python -m eval.bench.scale --child SPEC`` it is that child. Left out: small-corpus latency
+retrieval latency in a fresh reader process (`eval.bench.scale_child`), disk by component
+(`disk_parts`); `project` fits a line to them and projects it to 2.5M abstracts. ``store_only``
+writes pseudo-vectors instead of running the model. Left out: small-corpus latency
 (`eval.bench.retrieval`).
 """
 
@@ -14,14 +15,13 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eval.bench.figures import BIN, Log, bench_settings, du, fmt_bytes, loadavg, median, p95, table_row
+from eval.bench.figures import BIN, Log, du, fmt_bytes, loadavg, median, p95, table_row
 from rag.settings import Settings
 from rag.testing import free_port, stop_process, wait_for_http
 
@@ -74,82 +74,30 @@ class _PeakRSS:
         self._thread.join()
 
 
-def _peak_rss_self() -> int | None:
-    """This process's peak resident memory (VmHWM, Linux). Not ``ru_maxrss`` of a child: on
-    Linux a forked child inherits its parent's high-water mark through exec."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _run_child(spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], int]:
-    """Run `_scale_child` in a fresh interpreter; its result and peak RSS in bytes (its own
-    VmHWM where the OS has one, else sampled from here)."""
+def _run_child(kind: str, spec: dict[str, Any], work: Path) -> tuple[dict[str, Any], int]:
+    """Run `eval.bench.scale_child` (``ingest`` or ``reader``) in a fresh interpreter; its figures
+    and peak RSS in bytes (its own VmHWM where the OS has one, else sampled from here)."""
     spec_path = work / f"child-{spec['label']}.json"
     spec_path.write_text(json.dumps(spec))
-    proc = subprocess.Popen([sys.executable, "-m", "eval.bench.scale", "--child", str(spec_path)])
+    proc = subprocess.Popen([sys.executable, "-m", "eval.bench.scale_child", kind, str(spec_path)])
     with _PeakRSS(proc.pid, interval=0.5) as sampler:
         proc.wait()
     if proc.returncode != 0:
-        raise RuntimeError(f"scale child {spec['label']} exited with {proc.returncode}")
-    result = json.loads(Path(spec["result"]).read_text())
+        raise RuntimeError(f"scale {kind} child {spec['label']} exited with {proc.returncode}")
+    result = json.loads(Path(spec["result"]).with_suffix(f".{kind}.json").read_text())
     result["sampled_peak_rss_bytes"] = sampler.peak
     return result, int(result.get("peak_rss_bytes") or sampler.peak)
 
 
-def _scale_child(spec_path: str) -> None:
-    """Child side of `bench_scale`: load the model, ingest, time warm retrieval, write JSON."""
-    from rag.embeddings import Embedder
-    from rag.ingest import Ingestor
-    from rag.retrieval import Retriever
-
-    spec = json.loads(Path(spec_path).read_text())
-    base = Settings.model_validate(spec["settings"])
-    settings = bench_settings(base, Path(spec["home"]), spec.get("chroma_url"))
-    start = time.perf_counter()
-    embedder = Embedder(settings.embedding)
-    embedder.model  # noqa: B018 - load now, outside the ingest timing
-    load_s = time.perf_counter() - start
-    import psutil
-
-    rss_after_load = psutil.Process().memory_info().rss  # the fixed part: interpreter, torch, model
-    state = {"total": 0, "done": 0, "next": 0.0, "t0": time.perf_counter()}
-
-    def on_start(total: int) -> None:
-        state.update(total=total, t0=time.perf_counter())
-
-    def on_embedded(n: int) -> None:
-        state["done"] += n
-        if state["total"] and state["done"] / state["total"] >= state["next"]:
-            rate = state["done"] / max(1e-9, time.perf_counter() - state["t0"])
-            print(f"  [{spec['label']}] {state['done']}/{state['total']} chunks embedded, {rate:.1f} chunks/s",
-                  file=sys.stderr, flush=True)
-            state["next"] += 0.1
-
-    summary = Ingestor(settings, embedder=embedder).run([spec["corpus"]], on_start=on_start, on_embedded=on_embedded)
-    retriever = Retriever(settings, embedder=embedder)
-    queries = spec["queries"]
-    for q in queries[:3]:
-        retriever.search(q)
-    latencies, stages = [], {}
-    for _ in range(spec.get("passes", 2)):
-        for q in queries:
-            t = time.perf_counter()
-            result = retriever.search(q)
-            latencies.append(time.perf_counter() - t)
-            for key, value in result.timings.items():
-                stages.setdefault(key, []).append(value)
-    Path(spec["result"]).write_text(json.dumps({
-        "load_model_s": load_s, "rss_after_load_bytes": rss_after_load, "ingest_s": summary.seconds,
-        "papers": summary.papers_total,
-        "chunks": summary.chunks_total, "chunks_embedded": summary.chunks_embedded, "rejected": summary.rejected,
-        "retrieval_s": latencies, "stages_median_ms": {k: round(median(v) * 1000, 3) for k, v in stages.items()},
-        "peak_rss_bytes": _peak_rss_self(),
-    }))
+def disk_parts(home: Path, collection: str) -> dict[str, int]:
+    """Bytes on disk by component: Chroma's HNSW segments, Chroma's SQLite (with its WAL), the
+    BM25 index and the paper catalogue (``catalogue.sqlite3`` in the lexical folder)."""
+    chroma, lexical = home / "chroma", home / "lexical" / collection
+    sqlite = sum(p.stat().st_size for p in chroma.glob("chroma.sqlite3*")) if chroma.is_dir() else 0
+    hnsw = sum(du(p) for p in chroma.iterdir() if p.is_dir()) if chroma.is_dir() else 0
+    catalogue = sum(p.stat().st_size for p in lexical.glob("catalogue.sqlite3*")) if lexical.is_dir() else 0
+    return {"chroma_hnsw": hnsw, "chroma_sqlite": sqlite, "lexical": du(lexical) - catalogue,
+            "catalogue": catalogue, "other": du(home) - hnsw - sqlite - du(lexical)}
 
 
 def _fit(xs: Sequence[float], ys: Sequence[float], at: float) -> tuple[float, float, float]:
@@ -191,12 +139,14 @@ def project(points: Sequence[dict[str, Any]], target: int = PROJECT_TARGET) -> d
 
 def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Sequence[str],
                 server_sizes: Sequence[int] | None = None, log: Log = print,
-                on_point: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Ingest synthetic corpora of each size (embedded, and served at ``server_sizes``,
-    default the smallest size) in a child process; throughput, memory, disk, latency."""
+                on_point: Callable[[dict[str, Any]], None] | None = None, store_only: bool = False) -> dict[str, Any]:
+    """Ingest synthetic corpora of each size (embedded, and served at ``server_sizes``, default
+    the smallest size, none when ``store_only``) in a child process, then open each in a fresh
+    reader process; throughput, memory, disk, latency. ``store_only``: pseudo-vectors instead
+    of the model (`rag.testing.HashEmbedder`), so large sizes take minutes."""
     from eval.synthetic import generate
 
-    server_sizes = list(server_sizes) if server_sizes is not None else [min(sizes)]
+    server_sizes = list(server_sizes) if server_sizes is not None else ([] if store_only else [min(sizes)])
     points: list[dict[str, Any]] = []
     for n in sizes:
         corpus = generate(n, work / f"synthetic-{n}.jsonl")
@@ -205,8 +155,9 @@ def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Seque
             home = work / f"scale-{label}"
             shutil.rmtree(home, ignore_errors=True)
             spec = {"label": label, "home": str(home), "corpus": str(corpus), "queries": list(queries),
-                    "settings": json.loads(base.model_dump_json()), "result": str(work / f"result-{label}.json")}
-            log(f"scale: {n:,} papers, {mode} Chroma (child process)")
+                    "settings": json.loads(base.model_dump_json()), "result": str(work / f"result-{label}.json"),
+                    "store_only": store_only}
+            log(f"scale: {n:,} papers, {mode} Chroma{', store only' if store_only else ''} (child processes)")
             server, server_peak, server_path = None, None, work / f"chroma-server-{n}"
             load_before = loadavg()
             try:
@@ -214,16 +165,24 @@ def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Seque
                     shutil.rmtree(server_path, ignore_errors=True)
                     server, spec["chroma_url"] = _start_chroma(server_path, work / f"chroma-{n}.log")
                     with _PeakRSS(server.pid) as sampler:
-                        result, child_peak = _run_child(spec, work)
+                        result, child_peak = _run_child("ingest", spec, work)
+                        reader, _ = _run_child("reader", spec, work)
                     server_peak = sampler.peak
                 else:
-                    result, child_peak = _run_child(spec, work)
+                    result, child_peak = _run_child("ingest", spec, work)
+                    reader, _ = _run_child("reader", spec, work)
             finally:
                 if server is not None:
                     stop_process(server, grace=15)
             disk = du(home) + (du(server_path) if mode == "server" else 0)
-            lat = result["retrieval_s"]
-            point = {"papers": n, "mode": mode, "chunks": result["chunks"], "ingest_s": result["ingest_s"],
+            parts = disk_parts(home, base.store.collection)
+            lat = reader["retrieval_s"]
+            reader_rss = reader["rss_bytes"]["first_query"]
+            point = {"papers": n, "chunks": result["chunks"], "seconds": round(result["ingest_s"], 2),
+                     "ingest_peak_rss_mb": round(child_peak / 2**20, 1), "reader_rss_mb": round(reader_rss / 2**20, 1),
+                     "disk_mb": round(disk / 2**20, 1), "retrieval_ms_p50": round(median(lat) * 1000, 2),
+                     "retrieval_ms_p95": round(p95(lat) * 1000, 2),
+                     "mode": mode, "store_only": store_only, "ingest_s": result["ingest_s"],
                      "papers_per_s": n / result["ingest_s"],
                      "chunks_per_s": result["chunks_embedded"] / result["ingest_s"],
                      "load_model_s": result["load_model_s"], "peak_rss_bytes": child_peak,
@@ -231,11 +190,16 @@ def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Seque
                      "sampled_peak_rss_bytes": result.get("sampled_peak_rss_bytes"),
                      "server_peak_rss_bytes": server_peak, "disk_bytes": disk,
                      "retrieval_median_ms": median(lat) * 1000, "retrieval_p95_ms": p95(lat) * 1000,
-                     "stages_median_ms": result["stages_median_ms"], "rejected": result["rejected"],
+                     "stages_median_ms": reader["stages_median_ms"], "rejected": result["rejected"],
+                     "disk_parts_bytes": parts, "disk_bytes_per_paper": disk / n,
+                     "reader_rss_bytes": reader["rss_bytes"], "reader_first_query_s": reader["first_query_s"],
+                     "reader_onnx_queries": reader["onnx_queries"], "reader_peak_rss_bytes": reader["peak_rss_bytes"],
                      "loadavg_1min": [load_before, loadavg()]}
             points.append(point)
             log(f"scale: {label}: {point['papers_per_s']:.1f} papers/s, peak RSS {fmt_bytes(child_peak)}, "
-                f"disk {fmt_bytes(disk)}, retrieval {point['retrieval_median_ms']:.1f} ms median")
+                f"reader RSS {fmt_bytes(reader_rss)}, disk {fmt_bytes(disk)} "
+                f"({', '.join(f'{k} {fmt_bytes(v)}' for k, v in parts.items())}), "
+                f"retrieval {point['retrieval_median_ms']:.1f} ms median")
             if on_point:
                 on_point(point)
             shutil.rmtree(home, ignore_errors=True)
@@ -245,8 +209,10 @@ def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Seque
     for p in points:
         rss = fmt_bytes(p["peak_rss_bytes"]) + (f" + server {fmt_bytes(p['server_peak_rss_bytes'])}"
                                                  if p["server_peak_rss_bytes"] else "")
-        rows.append(table_row(f"scale {p['papers']:,} papers ({p['mode']})", f"{p['papers_per_s']:.1f} papers/s",
-                              f"RSS {rss}, disk {fmt_bytes(p['disk_bytes'])}, retrieval "
+        what = p["mode"] + (", store only" if p.get("store_only") else "")
+        rows.append(table_row(f"scale {p['papers']:,} papers ({what})", f"{p['papers_per_s']:.1f} papers/s",
+                              f"RSS {rss}, reader {fmt_bytes(p['reader_rss_bytes']['first_query'])}, "
+                              f"disk {fmt_bytes(p['disk_bytes'])}, retrieval "
                               f"{p['retrieval_median_ms']:.0f}/{p['retrieval_p95_ms']:.0f} ms (median/p95), "
                               f"load {'->'.join(str(x) for x in p['loadavg_1min'])}", None, "-",
                               "info"))
@@ -257,10 +223,3 @@ def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Seque
                               f"{fmt_bytes(projection['peak_rss_bytes']['projected'])}", None, "-", "info"))
     return {"sizes": list(sizes), "server_sizes": server_sizes, "points": points, "projection": projection,
             "rows": rows}
-
-
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        _scale_child(sys.argv[2])
