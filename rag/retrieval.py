@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -401,9 +401,9 @@ class Retriever:
         if filters is None or not filters.checks():
             return None, None
         papers = index.papers
-        allowed = set(papers)
+        allowed: set[str] | None = None
         for name, description, predicate in filters.field_checks():
-            allowed = {pid for pid in allowed if predicate(papers[pid])}
+            allowed = passing(papers, predicate, allowed)
             if not allowed:
                 if name is None:
                     return allowed, f"no paper matches the filter {description}"
@@ -434,6 +434,11 @@ class Retriever:
             coverage=round(coverage, 4),
             agree=top_d is not None and top_d == top_l,
         )
+
+
+def passing(papers: Mapping[str, Paper], predicate: Callable[[Paper], bool], within: set[str] | None) -> set[str]:
+    """Ids of the papers ``predicate`` accepts among ``within`` (None: all), in one pass over the catalogue."""
+    return {pid for pid, paper in papers.items() if (within is None or pid in within) and predicate(paper)}
 
 
 def _index_vanished(err: BaseException) -> bool:

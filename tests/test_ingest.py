@@ -156,3 +156,34 @@ def test_cli_ingest_and_stats(tmp_path: Path) -> None:
 def test_cli_bad_paths_are_one_clear_line(args: list[str], message: str) -> None:
     result = run_cli("ingest", *args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_streamed_ingest_equals_one_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 7 papers: duplicates across batches are merged (later record wins, counted once),
+    the index equals a one-batch ingest's, and re-ingesting embeds nothing. No model: hash vectors."""
+    import rag.ingest
+    from rag.lexical import LexicalIndex
+    from rag.testing import HashEmbedder
+
+    records = [json.loads(line) for line in BUNDLED.read_text(encoding="utf-8").splitlines()[:30]]
+    later = {**records[2], "abstract": records[2]["abstract"] + " A sentence added later."}
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in [*records, later]), encoding="utf-8")
+
+    def ingest(home: str, batch: int) -> tuple[dict[str, object], Settings]:
+        monkeypatch.setattr(rag.ingest, "INGEST_BATCH", batch)
+        settings = Settings(home=tmp_path / home)
+        return Ingestor(settings, embedder=HashEmbedder(settings.embedding)).run([corpus]).as_dict(), settings
+
+    streamed, settings = ingest("streamed", 7)
+    whole, whole_settings = ingest("whole", 1000)
+    for key in ("new", "merged", "papers_total", "chunks_total"):
+        assert streamed[key] == whole[key], key
+    assert (streamed["new"], streamed["merged"], streamed["papers_total"]) == (30, 1, 30)
+    assert stored_chunks(settings) == stored_chunks(whole_settings)
+    index = LexicalIndex.load(settings.lexical_dir)
+    assert index is not None and len(index.papers) == 30
+    paper = next(p for p in index.papers.values() if p.title == later["title"])
+    assert paper.abstract.endswith("A sentence added later.")  # the later record won
+    again, _ = ingest("streamed", 7)
+    assert (again["chunks_embedded"], again["unchanged"], again["new"]) == (0, 30, 0)

@@ -98,7 +98,7 @@ def test_lexical_index_survives_a_restart_and_follows_updates(tmp_path: Path, em
 def test_damaged_lexical_index_is_rebuilt_from_chroma(embedder) -> None:  # type: ignore[no-untyped-def]
     settings = Settings()
     Ingestor(settings, embedder=embedder).run([HYBRID])
-    (settings.lexical_dir / "chunks.jsonl").write_text("garbage\n")
+    (settings.lexical_dir / "catalogue.sqlite3").write_text("garbage\n")
     assert LexicalIndex.load(settings.lexical_dir) is None
     assert Retriever(settings, embedder=embedder).search("PLNX").hits[0].paper.title.startswith("PLNX")
     assert LexicalIndex.load(settings.lexical_dir) is not None
