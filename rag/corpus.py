@@ -90,8 +90,8 @@ class Paper:
         """
         paper = cls.__new__(cls)
         for f in fields(cls):
-            value = record[f.name] if f.name in record else (
-                f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc]
+            factory: Any = f.default_factory
+            value = record[f.name] if f.name in record else (f.default if f.default is not MISSING else factory())
             setattr(paper, f.name, value)
         paper.id = paper_id
         return paper

@@ -102,7 +102,7 @@ class LexicalIndex:
                              for cid, doc, m in rows))
         scratch.execute("CREATE INDEX by_paper ON raw (pid, idx)")
         writer, bm25 = CatalogueWriter(folder / FILE), BM25Writer(folder / "bm25")
-        stemmer, pending = _stemmer(), []
+        stemmer, pending = _stemmer(), list[str]()
 
         def flush() -> None:
             bm25.add(tokenize(pending, stemmer))
@@ -119,7 +119,8 @@ class LexicalIndex:
             if len(pending) >= TOKENIZE_BATCH:
                 flush()
 
-        current, parts = None, []
+        current: str | None = None
+        parts: list[tuple[str, str | None, dict[str, Any]]] = []
         for pid, cid, doc, meta in scratch.execute("SELECT pid, id, doc, meta FROM raw ORDER BY pid, idx"):
             if pid != current and parts:
                 paper(current, parts)  # type: ignore[arg-type]
@@ -186,8 +187,8 @@ class LexicalIndex:
         if allowed is not None:
             scores = np.where(allowed, scores, 0.0)
         n = min(n, len(scores))
-        top = np.argpartition(-scores, n - 1)[:n]
-        top = [int(i) for i in top[np.argsort(-scores[top], kind="stable")] if scores[i] > 0]
+        part = np.argpartition(-scores, n - 1)[:n]
+        top = [int(i) for i in part[np.argsort(-scores[part], kind="stable")] if scores[i] > 0]
         ids = self.catalogue.chunk_ids_at(top)
         return [(ids[i], float(scores[i])) for i in top]
 

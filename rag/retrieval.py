@@ -185,7 +185,7 @@ def query_names(query: str) -> list[str]:
     return list(dict.fromkeys(m.group(0) for m in _NAME.finditer(query)))
 
 
-def name_bonus(fused: dict[str, float], papers: dict[str, Paper], names: list[str]) -> dict[str, float]:
+def name_bonus(fused: dict[str, float], papers: Mapping[str, Paper], names: list[str]) -> dict[str, float]:
     """Add ``NAME_BOOST`` x (share of the query's names the paper contains verbatim) x the best score.
 
     BM25 splits "DRA-GRPO" into "dra" and "grpo", so a paper about SEED-GRPO matches as well

@@ -119,11 +119,11 @@ class HashEmbedder(Embedder):
         return self._name or f"hash-{self._dim}"
 
     @property
-    def dim(self) -> int:  # type: ignore[override]
+    def dim(self) -> int:
         return self._dim
 
     @property
-    def model(self) -> Any:  # type: ignore[override]
+    def model(self) -> Any:
         raise RuntimeError("HashEmbedder has no model: it stands in for one")
 
     def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:

@@ -17,7 +17,7 @@ from rag.lexical import LexicalIndex
 from rag.retrieval import Filters, Retriever, fuse
 from rag.settings import Settings
 
-from .conftest import FIXTURES, run_cli
+from .conftest import BUNDLED, FIXTURES, run_cli
 
 HYBRID = FIXTURES / "hybrid.jsonl"
 # Acronym-only queries (no meaning to embed) and paraphrases (no shared words).
@@ -161,3 +161,27 @@ def test_author_filter_ignores_accents_and_case() -> None:
         assert matches(paper), name
     (_, matches), = Filters(author="Scholz").checks()
     assert not matches(paper)
+
+
+def test_bm25_written_in_batches_scores_as_bm25s_own_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rag.bm25_writer` against the reference: bm25s indexing the same tokens at once."""
+    import bm25s
+    import numpy as np
+
+    import rag.bm25_writer
+    from rag.bm25_writer import BM25Writer
+    from rag.lexical import _stemmer, tokenize
+
+    records = [json.loads(line) for line in BUNDLED.read_text(encoding="utf-8").splitlines()]
+    tokens = tokenize([f"{r['title']}. {r['abstract']}" for r in records], _stemmer())
+    reference = bm25s.BM25()
+    reference.index(tokens, show_progress=False)
+    monkeypatch.setattr(rag.bm25_writer, "BLOCK", 1000)  # many blocks in `finish`, as at a million chunks
+    writer = BM25Writer(tmp_path / "bm25")
+    for start in range(0, len(tokens), 50):
+        writer.add(tokens[start:start + 50])
+    assert writer.finish() == len(tokens)
+    ours = bm25s.BM25.load(str(tmp_path / "bm25"), mmap=True)
+    for query in ["retrieval augmented generation", "mixture of experts routing", "speech recognition", "qwzx"]:
+        words = tokenize([query], _stemmer())[0]
+        assert np.allclose(ours.get_scores(words), reference.get_scores(words), atol=1e-5), query
