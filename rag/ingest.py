@@ -4,12 +4,13 @@
 (`rag.store.Store.swap_in`): a server answering questions meanwhile keeps answering from
 the old index. A damaged index (nothing can read it anyway) is dropped and rebuilt in place.
 
-Streamed: a first pass over the files finds which record of each paper is kept (the
-last) and what is rejected; then papers are read again, diffed against the store,
-chunked, embedded and written `INGEST_BATCH` at a time and forgotten, so memory does
-not grow with the corpus (kept throughout: each paper id with a number, and the reports
-of rejected and merged records). The lexical index is rebuilt from the store at the end, also streamed
-(`rag.lexical`).
+Streamed: one pass over the files parses every record, writes the good ones to a
+scratch file (system temp folder, deleted after) and finds which record of each paper is
+kept (the last); then papers are read back, diffed against the store, chunked, embedded
+and written `INGEST_BATCH` at a time and forgotten, so memory does not grow with the
+corpus (kept throughout: each paper id with two numbers, and the reports of rejected and
+merged records). The scratch file takes about the size of the input on disk. The
+lexical index is rebuilt from the store at the end, also streamed (`rag.lexical`).
 
 Idempotent: chunks whose content hash is already stored are not embedded again, a
 changed abstract replaces exactly its chunks (orphans deleted), and a paper whose
@@ -25,12 +26,15 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from rag.chunking import Chunk, Chunker
 from rag.corpus import LoadReport, Paper, load_items
@@ -139,11 +143,21 @@ class Ingestor:
         ``n`` more chunks embedded."""
         started = time.perf_counter()
         summary = IngestSummary()
-        kept = self._plan(paths, report, summary)
-        if strict and summary.errors:
-            raise InputError(
-                f"{len(summary.errors)} malformed record(s), nothing written (--strict); first: {summary.errors[0]}",
-                "fix the records listed, or drop --strict to ingest the good ones")
+        with tempfile.TemporaryFile(prefix="paper-rag-ingest-") as scratch:
+            kept = self._plan(paths, report, summary, scratch)
+            if strict and summary.errors:
+                raise InputError(
+                    f"{len(summary.errors)} malformed record(s), nothing written (--strict); "
+                    f"first: {summary.errors[0]}", "fix the records listed, or drop --strict to ingest the good ones")
+            self._ingest(self._batches(report, kept, scratch), rebuild, summary, on_start, on_embedded)
+        summary.merged, summary.rejected = len(summary.merges), len(summary.errors)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _ingest(self, batches: Iterator[list[Paper]], rebuild: bool, summary: IngestSummary,
+                on_start: Callable[[int], None] | None, on_embedded: Callable[[int], None] | None) -> None:
+        """Write the batches under the ingest lock, bracketed by a dirty/clean generation; the
+        lexical index refreshed after."""
         with ingest_lock(self.settings):
             if not rebuild:
                 with suppress(StoreError):  # an unreachable store is reported by the write itself
@@ -160,7 +174,7 @@ class Ingestor:
             # a "dirty-" generation: an earlier ingest died after writing; close it even if nothing is left to do
             interrupted = existed and target.generation().startswith("dirty-")
             write = _Write(target, identity, existed)
-            for papers in self._batches(paths, report, kept):
+            for papers in batches:
                 self._write_batch(write, papers, summary, on_start, on_embedded)
             if write.began or interrupted or not target.exists():
                 self._begin(write, embeds=False)
@@ -170,15 +184,13 @@ class Ingestor:
             index = refresh_lexical(self.store, self.settings)
             summary.papers_total, summary.chunks_total = len(index.papers), len(index)
             index.close()
-        summary.merged, summary.rejected = len(summary.merges), len(summary.errors)
-        summary.seconds = time.perf_counter() - started
-        return summary
 
     def _plan(self, paths: Iterable[str | Path] | None, report: LoadReport | None,
-              summary: IngestSummary) -> dict[str, int]:
-        """A first pass over the records (nothing kept but ids): which record of each paper is
-        kept (the last: ``{paper id: its position among the good records}``); rejected and merged
-        records go into ``summary``. Raises `CorpusError` on an unreadable file, before any write."""
+              summary: IngestSummary, scratch: IO[bytes]) -> dict[str, int]:
+        """Read every record once: the good ones go to ``scratch`` (pickled, in order), and what is
+        kept in memory is which record of each paper wins (the last: ``{paper id: its position
+        among the good records}``); rejected and merged records go into ``summary``. Raises
+        `CorpusError` on an unreadable file, before any write."""
         if report is not None:
             summary.errors, summary.merges = list(report.errors), list(report.merged)
             return {}
@@ -193,12 +205,14 @@ class Ingestor:
             if item.id in kept:
                 summary.merges.append((item.id, _name(sources, origin[item.id]), item.source or "?"))
             kept[item.id], origin[item.id] = position, sources.setdefault(item.source or "?", len(sources))
+            pickle.dump(item, scratch, protocol=pickle.HIGHEST_PROTOCOL)
             position += 1
+        scratch.seek(0)
         return kept
 
-    def _batches(self, paths: Iterable[str | Path] | None, report: LoadReport | None,
-                 kept: dict[str, int]) -> Iterator[list[Paper]]:
-        """The papers to write, `INGEST_BATCH` at a time, each id once (its last record, at its place)."""
+    def _batches(self, report: LoadReport | None, kept: dict[str, int], scratch: IO[bytes]) -> Iterator[list[Paper]]:
+        """The papers to write, `INGEST_BATCH` at a time, each id once (its last record, at its
+        place), read back from ``scratch``: parsing (LaTeX decoding above all) is paid once."""
         if report is not None:
             papers = list(report.papers.values())
             for start in range(0, len(papers), INGEST_BATCH):
@@ -206,9 +220,11 @@ class Ingestor:
             return
         batch: list[Paper] = []
         position = 0
-        for item in load_items(paths or []):
-            if isinstance(item, RecordError):
-                continue
+        while True:
+            try:
+                item: Paper = pickle.load(scratch)  # noqa: S301 - our own file, written above
+            except EOFError:
+                break
             if kept[item.id] == position:
                 batch.append(item)
             position += 1
