@@ -145,6 +145,20 @@ class Catalogue:
             raise KeyError(chunk_id)
         return paper.abstract[row[1]:row[1] + row[2]]
 
+    def texts(self, chunk_ids: Iterable[str]) -> dict[str, str]:
+        """``{chunk id: text}`` for those of ``chunk_ids`` in the catalogue, in one query."""
+        ids = list(dict.fromkeys(chunk_ids))
+        if not ids:
+            return {}
+        rows = self.all(TEXT.replace("SELECT ", "SELECT c.id, ", 1) + f" WHERE c.id IN ({','.join('?' * len(ids))})",
+                        ids)
+        out = {}
+        for cid, pid, start, length in rows:
+            paper = self.paper(pid)
+            if paper is not None:
+                out[cid] = paper.abstract[start:start + length]
+        return out
+
     def chunk_ids_at(self, rows: Iterable[int]) -> dict[int, str]:
         rows = [int(r) for r in rows]
         marks = ",".join("?" * len(rows))

@@ -173,6 +173,10 @@ class LexicalIndex:
     def text(self, chunk_id: str) -> str:
         return self.catalogue.text(chunk_id)
 
+    def texts(self, chunk_ids: Iterable[str]) -> dict[str, str]:
+        """The texts of those of ``chunk_ids`` this index holds (one catalogue query)."""
+        return self.catalogue.texts(chunk_ids)
+
     def search(self, query: str, n: int, allowed: np.ndarray | None = None) -> list[tuple[str, float]]:
         """Best chunks as (chunk id, BM25 score), score > 0 only, best first.
 

@@ -346,17 +346,16 @@ class Retriever:
         chunks: dict[str, ChunkHit] = {}
         dense_paper: dict[str, float] = {}
         lexical_paper: dict[str, float] = {}
-        dense_chunks = [(cid, score) for cid, score in dense_chunks if cid in index]  # written since it loaded
+        texts = index.texts([cid for cid, _ in dense_chunks + lexical_chunks])
+        dense_chunks = [(cid, score) for cid, score in dense_chunks if cid in texts]  # written since it loaded
         for cid, score in dense_chunks:
             pid = paper_of(cid)
-            chunks.setdefault(cid, ChunkHit(cid, index.text(cid))).dense = score
+            chunks.setdefault(cid, ChunkHit(cid, texts[cid])).dense = score
             dense_paper[pid] = max(dense_paper.get(pid, -1.0), score)
         for cid, score in lexical_chunks:
             pid = paper_of(cid)
-            chunks.setdefault(cid, ChunkHit(cid, index.text(cid))).lexical = score
+            chunks.setdefault(cid, ChunkHit(cid, texts[cid])).lexical = score
             lexical_paper[pid] = max(lexical_paper.get(pid, 0.0), score)
-        dense_paper = {p: s for p, s in dense_paper.items() if p in index.papers}
-        lexical_paper = {p: s for p, s in lexical_paper.items() if p in index.papers}
 
         fused = base = fuse(dense_paper, lexical_paper, fusion, weight, cfg.rrf_k)
         if fusion in ("weighted", "rrf"):
