@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 K1, B, DELTA = 1.5, 0.75, 0.5
-BLOCK = 1 << 20  # (document, term) pairs scored per step of `finish`
+BLOCK = 1 << 18  # (document, term) pairs scored per step of `finish` (~70 MB of numpy temporaries at 1 << 20)
 
 
 class BM25Writer:
