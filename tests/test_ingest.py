@@ -187,3 +187,45 @@ def test_a_streamed_ingest_equals_one_batch(tmp_path: Path, monkeypatch: pytest.
     assert paper.abstract.endswith("A sentence added later.")  # the later record won
     again, _ = ingest("streamed", 7)
     assert (again["chunks_embedded"], again["unchanged"], again["new"]) == (0, 30, 0)
+
+
+def test_an_index_written_before_text_was_stored_once_is_read_and_upgraded(tmp_path: Path) -> None:
+    """Chroma documents, a title on every chunk and a record without its abstract (the format
+    before): the lexical index reads them as they are; the next ingest rewrites the metadata
+    only (nothing embedded) and afterwards the same papers read the same."""
+    from rag.chunking import Chunker
+    from rag.lexical import refresh_lexical
+    from rag.store import IndexIdentity
+    from rag.testing import HashEmbedder
+
+    settings = Settings(home=tmp_path / "home")
+    emb = HashEmbedder(settings.embedding)
+    corpus = small_corpus(tmp_path, 5)
+    papers = list(load_paths([corpus]).papers.values())
+    chunks = Chunker(emb, settings.chunking.max_tokens).chunk(papers)
+    by_id = {p.id: p for p in papers}
+    store = Store(settings)
+    store.begin_write(IndexIdentity(emb.name, settings.chunking.version, emb.dim))
+    old_meta = []
+    for c in chunks:
+        paper = by_id[c.paper_id]
+        meta = {"paper_id": c.paper_id, "chunk": c.index, "hash": c.hash, "title": paper.title,
+                "n_chunks": sum(1 for x in chunks if x.paper_id == c.paper_id)}
+        if c.index == 0:
+            meta["paper"] = json.dumps({k: v for k, v in paper.to_dict().items()
+                                        if k != "abstract" and v not in (None, [], {})}, sort_keys=True)
+        old_meta.append(meta)
+    vectors = emb.encode([c.embed_text for c in chunks])
+    store.collection(create=True).upsert(ids=[c.id for c in chunks], embeddings=vectors,
+                                         documents=[c.text for c in chunks], metadatas=old_meta)
+    store.end_write()
+
+    before = refresh_lexical(store, settings)
+    assert {pid: p.abstract for pid, p in before.papers.items()} == {p.id: p.abstract for p in papers}
+    assert before.text(chunks[1].id) == chunks[1].text
+    summary = Ingestor(settings, embedder=emb).run([corpus])
+    assert (summary.chunks_embedded, summary.metadata_only, summary.new) == (0, 5, 0)
+    after = refresh_lexical(Store(settings), settings)
+    read_before = {pid: p.to_dict() for pid, p in before.papers.items()}
+    assert {pid: p.to_dict() for pid, p in after.papers.items()} == read_before
+    assert [after.text(c.id) for c in chunks] == [c.text for c in chunks]
