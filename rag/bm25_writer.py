@@ -69,6 +69,11 @@ class BM25Writer:
         self.doc_terms.extend(np.bincount(doc, minlength=len(docs)).tolist())
         self._pairs.write(np.stack([term, tf.astype(np.int32)], axis=1).astype(np.int32).tobytes())
 
+    def abandon(self) -> None:
+        """Close and remove the scratch file: an index of no documents is not written."""
+        self._pairs.close()
+        self._scratch.unlink(missing_ok=True)
+
     def finish(self) -> int:
         """Write ``data``/``indices``/``indptr`` (CSC over terms), ``vocab`` and ``params``; the number of documents."""
         self._pairs.close()

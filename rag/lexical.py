@@ -136,6 +136,8 @@ class LexicalIndex:
         writer.close()
         if writer.chunks:
             bm25.finish()
+        else:
+            bm25.abandon()
         (folder / "manifest.json").write_text(json.dumps(
             {"format": FORMAT, "generation": generation, "chunks": writer.chunks, "papers": writer.papers}))
         return cls(folder, generation)
