@@ -34,6 +34,18 @@ K1, B, DELTA = 1.5, 0.75, 0.5
 BLOCK = 1 << 18  # (document, term) pairs scored per step of `finish` (~70 MB of numpy temporaries at 1 << 20)
 
 
+def _release(*arrays: np.ndarray) -> None:
+    """Write memory-mapped arrays' pages to disk and drop them from this process's memory (the
+    scattered writes of `BM25Writer.finish` would otherwise keep the whole matrix resident)."""
+    import mmap
+
+    for mapped in arrays:
+        mapped.flush()  # type: ignore[attr-defined]
+        buffer = getattr(mapped, "_mmap", None)
+        if buffer is not None and hasattr(mmap, "MADV_DONTNEED"):
+            buffer.madvise(mmap.MADV_DONTNEED)
+
+
 class BM25Writer:
     """Collects documents (lists of tokens) in order; `finish` writes the index into ``folder``."""
 
@@ -115,8 +127,7 @@ class BM25Writer:
                 indices[where] = doc[order].astype(np.int32)
                 cursor[term_sorted[starts]] += runs
                 first_doc, done = last_doc, done + count
-        data.flush()
-        indices.flush()
+                _release(data, indices)
         del data, indices
         self._scratch.unlink()
         (self.folder / "vocab.index.json").write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
