@@ -129,7 +129,9 @@ def project(points: Sequence[dict[str, Any]], target: int = PROJECT_TARGET) -> d
             value = intercept + slope * target
         out[key] = {"slope_per_paper": slope, "intercept": intercept, "projected": value}
     seconds = out["ingest_s"]["projected"]
-    out["summary"] = (f"{target:,} abstracts on this machine: ingest ~{seconds / 3600:.0f} h "
+    what = "store only (no embedding; the model adds its time and ~0.5 GB)" if all(
+        p.get("store_only") for p in points) else "on this machine"
+    out["summary"] = (f"{target:,} abstracts {what}: ingest ~{seconds / 3600:.0f} h "
                       f"({seconds / 86400:.1f} days) at {1 / out['ingest_s']['slope_per_paper']:.1f} papers/s, "
                       f"~{fmt_bytes(out['disk_bytes']['projected'])} on disk, peak RSS "
                       f"~{fmt_bytes(out['peak_rss_bytes']['projected'])} (linear; HNSW inserts grow ~log N, "
