@@ -184,13 +184,21 @@ def bench(
     only: Annotated[str | None, typer.Option(
         help="Run only these steps, e.g. scale or cold_start,llm (first_ingest reingest retrieval cold_start llm "
              "tokenization throughput scale api).")] = None,
+    store_only: Annotated[bool, typer.Option(
+        "--store-only", help="Scale step: write pseudo-vectors seeded from each chunk's hash instead of running the "
+                             "model (measures the store, the lexical index and memory at large sizes in minutes).")]
+    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON (scale: one object per point) "
+                                                         "instead of the table.")] = False,
 ) -> None:
     """Measure ingest, re-ingest, retrieval, cold start, LLM, scale and throughput against baselines."""
-    from eval.bench import parse_sizes, parse_steps, run_bench
+    from eval.bench import json_summary, parse_sizes, parse_steps, run_bench
 
-    run_bench(out=out_dir, scale=parse_sizes(scale), quick=quick, device=device, rounds=rounds, console=console,
-              server_scale=parse_sizes(server_scale) if server_scale else None,
-              skip=sorted(parse_steps(only)) if only else ())
+    results = run_bench(out=out_dir, scale=parse_sizes(scale), quick=quick, device=device, rounds=rounds,
+                        console=console, server_scale=parse_sizes(server_scale) if server_scale else None,
+                        skip=sorted(parse_steps(only)) if only else (), store_only=store_only, table=not as_json)
+    if as_json:
+        emit_json(json_summary(results))
 
 
 def register_commands(app: typer.Typer) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def read_jsonl(path: Path, name: str | None = None) -> Dataset:
     return Dataset(name or str(path), source, items, _fingerprint(items))
 
 
-def gold_lookup(papers: dict[str, Any]) -> dict[str, list[str]]:
+def gold_lookup(papers: Mapping[str, Any]) -> dict[str, list[str]]:
     """Every key a question set may name a paper by -> the paper ids it matches.
 
     Keys: the paper id itself, ``arxiv:<id>``, ``doi:<doi>`` and ``title:<normalised title>``
@@ -197,7 +198,7 @@ def reference_keys(ref: str) -> list[str]:
             "title:" + normalise_title(ref)]
 
 
-def resolve_gold(dataset: Dataset, papers: dict[str, Any]) -> Dataset:
+def resolve_gold(dataset: Dataset, papers: Mapping[str, Any]) -> Dataset:
     """The dataset with gold papers given by id, exact title, arXiv id or DOI mapped to paper ids.
 
     Raises `InputError` naming file, line and reference for the first reference that matches no

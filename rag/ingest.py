@@ -4,6 +4,14 @@
 (`rag.store.Store.swap_in`): a server answering questions meanwhile keeps answering from
 the old index. A damaged index (nothing can read it anyway) is dropped and rebuilt in place.
 
+Streamed: one pass over the files parses every record, writes the good ones to a
+scratch file (system temp folder, deleted after) and finds which record of each paper is
+kept (the last); then papers are read back, diffed against the store, chunked, embedded
+and written `INGEST_BATCH` at a time and forgotten, so memory does not grow with the
+corpus (kept throughout: each paper id with two numbers, and the reports of rejected and
+merged records). The scratch file takes about the size of the input on disk. The
+lexical index is rebuilt from the store at the end, also streamed (`rag.lexical`).
+
 Idempotent: chunks whose content hash is already stored are not embedded again, a
 changed abstract replaces exactly its chunks (orphans deleted), and a paper whose
 metadata alone changed is updated without re-embedding. Writes are bracketed by the
@@ -18,22 +26,26 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from rag.chunking import Chunk, Chunker
-from rag.corpus import LoadReport, Paper, load_paths
+from rag.corpus import LoadReport, Paper, load_items
 from rag.embeddings import Embedder
 from rag.errors import InputError, LockedError, RecordError, StoreError
 from rag.lexical import refresh_lexical
 from rag.settings import Settings
-from rag.store import IndexIdentity, Store, as_store_error, chunk_metadata, local_index_problem, paper_metadata
+from rag.store import IndexIdentity, Store, as_store_error, chunk_metadatas, local_index_problem, paper_metadata
 
 EMBED_BATCH = 256  # chunks embedded and written per step: a crash loses at most this much work
+INGEST_BATCH = 2000  # papers loaded, diffed, chunked, embedded and written at a time, then forgotten
 
 
 SHOWN = 10  # repeated report lines of one kind shown before "... and N more"
@@ -96,6 +108,17 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
         lock.release()
 
 
+@dataclass
+class _Write:
+    """One ingest's progress through the store: what it opened, checked and counted so far."""
+
+    store: Store
+    identity: IndexIdentity
+    existed: bool
+    began: bool = False
+    to_embed: int = 0
+
+
 class Ingestor:
     """Runs one ingest. ``embedder`` can be shared to avoid reloading the model."""
 
@@ -114,51 +137,124 @@ class Ingestor:
         on_start: Callable[[int], None] | None = None,
         on_embedded: Callable[[int], None] | None = None,
     ) -> IngestSummary:
+        """Ingest ``paths`` (streamed, `INGEST_BATCH` papers at a time) or an already loaded ``report``.
+
+        ``on_start(n)``: ``n`` chunks to embed so far (called per batch, growing); ``on_embedded(n)``:
+        ``n`` more chunks embedded."""
         started = time.perf_counter()
-        if report is None:
-            report = load_paths(paths or [])
-        if strict and report.errors:
-            raise InputError(
-                f"{len(report.errors)} malformed record(s), nothing written (--strict); first: {report.errors[0]}",
-                "fix the records listed, or drop --strict to ingest the good ones")
-        summary = IngestSummary(merged=len(report.merged), rejected=len(report.errors),
-                                errors=report.errors, merges=report.merged)
+        summary = IngestSummary()
+        with tempfile.TemporaryFile(prefix="paper-rag-ingest-") as scratch:
+            kept = self._plan(paths, report, summary, scratch)
+            if strict and summary.errors:
+                raise InputError(
+                    f"{len(summary.errors)} malformed record(s), nothing written (--strict); "
+                    f"first: {summary.errors[0]}", "fix the records listed, or drop --strict to ingest the good ones")
+            self._ingest(self._batches(report, kept, scratch), rebuild, summary, on_start, on_embedded)
+        summary.merged, summary.rejected = len(summary.merges), len(summary.errors)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _ingest(self, batches: Iterator[list[Paper]], rebuild: bool, summary: IngestSummary,
+                on_start: Callable[[int], None] | None, on_embedded: Callable[[int], None] | None) -> None:
+        """Write the batches under the ingest lock, bracketed by a dirty/clean generation; the
+        lexical index refreshed after."""
         with ingest_lock(self.settings):
             if not rebuild:
                 with suppress(StoreError):  # an unreachable store is reported by the write itself
                     self.store.clean_leftovers()
-            self._write(list(report.papers.values()), summary, rebuild, on_start, on_embedded)
-        summary.seconds = time.perf_counter() - started
-        return summary
+            target = self.store
+            if rebuild and self._can_build_aside():
+                target = self.store.aside()
+            elif rebuild:
+                self.store.drop()
+            identity = IndexIdentity(self.embedder.name, self.settings.chunking.version)
+            existed = target.exists()
+            if existed:
+                target.check_identity(identity)
+            # a "dirty-" generation: an earlier ingest died after writing; close it even if nothing is left to do
+            interrupted = existed and target.generation().startswith("dirty-")
+            write = _Write(target, identity, existed)
+            for papers in batches:
+                self._write_batch(write, papers, summary, on_start, on_embedded)
+            if write.began or interrupted or not target.exists():
+                self._begin(write, embeds=False)
+                target.end_write()
+            if target is not self.store:
+                self.store.swap_in(target)
+            index = refresh_lexical(self.store, self.settings)
+            summary.papers_total, summary.chunks_total = len(index.papers), len(index)
+            index.close()
 
-    def _write(self, papers: list[Paper], summary: IngestSummary, rebuild: bool,
-               on_start: Callable[[int], None] | None, on_embedded: Callable[[int], None] | None) -> None:
-        store, identity = self.store, IndexIdentity(self.embedder.name, self.settings.chunking.version)
-        if rebuild and self._can_build_aside():
-            aside = store.aside()
-            Ingestor(self.settings, self.embedder, aside)._write(papers, summary, False, on_start, on_embedded)
-            store.swap_in(aside)
+    def _plan(self, paths: Iterable[str | Path] | None, report: LoadReport | None,
+              summary: IngestSummary, scratch: IO[bytes]) -> dict[str, int]:
+        """Read every record once: the good ones go to ``scratch`` (pickled, in order), and what is
+        kept in memory is which record of each paper wins (the last: ``{paper id: its position
+        among the good records}``); rejected and merged records go into ``summary``. Raises
+        `CorpusError` on an unreadable file, before any write."""
+        if report is not None:
+            summary.errors, summary.merges = list(report.errors), list(report.merged)
+            return {}
+        sources: dict[str, int] = {}
+        kept: dict[str, int] = {}
+        origin: dict[str, int] = {}  # paper id -> the file of its record kept so far, as a number in `sources`
+        position = 0
+        for item in load_items(paths or []):
+            if isinstance(item, RecordError):
+                summary.errors.append(item)
+                continue
+            if item.id in kept:
+                summary.merges.append((item.id, _name(sources, origin[item.id]), item.source or "?"))
+            kept[item.id], origin[item.id] = position, sources.setdefault(item.source or "?", len(sources))
+            pickle.dump(item, scratch, protocol=pickle.HIGHEST_PROTOCOL)
+            position += 1
+        scratch.seek(0)
+        return kept
+
+    def _batches(self, report: LoadReport | None, kept: dict[str, int], scratch: IO[bytes]) -> Iterator[list[Paper]]:
+        """The papers to write, `INGEST_BATCH` at a time, each id once (its last record, at its
+        place), read back from ``scratch``: parsing (LaTeX decoding above all) is paid once."""
+        if report is not None:
+            papers = list(report.papers.values())
+            for start in range(0, len(papers), INGEST_BATCH):
+                yield papers[start:start + INGEST_BATCH]
             return
-        if rebuild:
-            store.drop()
-        elif store.exists():
-            store.check_identity(identity)
-        cfg = self.settings.chunking
+        batch: list[Paper] = []
+        position = 0
+        while True:
+            try:
+                item: Paper = pickle.load(scratch)  # noqa: S301 - our own file, written above
+            except EOFError:
+                break
+            if kept[item.id] == position:
+                batch.append(item)
+            position += 1
+            if len(batch) >= INGEST_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _write_batch(self, write: _Write, papers: list[Paper], summary: IngestSummary,
+                     on_start: Callable[[int], None] | None, on_embedded: Callable[[int], None] | None) -> None:
+        """Chunk, diff against the store, embed and write one batch of papers."""
+        store, cfg = write.store, self.settings.chunking
         chunks = Chunker(self.embedder, cfg.max_tokens, cfg.include_title).chunk(papers)
         by_paper: dict[str, list[Chunk]] = {}
         for chunk in chunks:
             by_paper.setdefault(chunk.paper_id, []).append(chunk)
-        stored = store.hashes_for([p.id for p in papers]) if store.exists() else {}
+        stored = store.hashes_for([p.id for p in papers]) if write.existed or write.began else {}
 
-        to_embed: list[tuple[Chunk, Paper]] = []
-        meta_only: list[tuple[Chunk, Paper]] = []
+        to_embed: list[Chunk] = []
+        meta_only: list[Chunk] = []
         orphans: list[str] = []
+        metas: dict[str, dict[str, object]] = {}
         for paper in papers:
             mine, have = by_paper[paper.id], dict(stored.get(paper.id, {}))
             have_record = have.pop("paper", None)
             fresh = [c for c in mine if have.get(c.id) != c.hash]
             gone = [cid for cid in have if cid not in {c.id for c in mine}]
-            record_changed = have_record != paper_metadata(paper) or (have and len(have) != len(mine))
+            record_changed = have_record != paper_metadata(paper, " ".join(c.text for c in mine)) or (
+                have and len(have) != len(mine))
             if not have:
                 summary.new += 1
             elif fresh or gone or len(have) != len(mine):
@@ -170,22 +266,40 @@ class Ingestor:
             else:
                 summary.unchanged += 1
                 continue
-            to_embed += [(c, paper) for c in fresh]
-            meta_only += [(c, paper) for c in mine if c not in fresh]  # n_chunks / record may have changed
+            metas.update((c.id, m) for c, m in zip(mine, chunk_metadatas(mine, paper)))
+            to_embed += fresh
+            meta_only += [c for c in mine if c not in fresh]  # start, n_chunks or the record may have changed
             orphans += gone
+        if not (to_embed or meta_only or orphans):
+            return
+        self._begin(write, embeds=bool(to_embed))
+        write.to_embed += len(to_embed)
+        if on_start:
+            on_start(write.to_embed)
+        for start in range(0, len(to_embed), EMBED_BATCH):
+            part = to_embed[start:start + EMBED_BATCH]
+            vectors = self.embedder.encode([c.embed_text for c in part], on_batch=on_embedded)
+            store.upsert(part, vectors, [metas[c.id] for c in part])
+        if meta_only:
+            store.update_metadata([c.id for c in meta_only], [metas[c.id] for c in meta_only])
+        store.delete(orphans)
+        summary.chunks_embedded += len(to_embed)
+        summary.chunks_deleted += len(orphans)
 
-        # a "dirty-" generation: an earlier ingest died after writing; close it even if nothing is left to do
-        interrupted = store.exists() and store.generation().startswith("dirty-")
-        if to_embed or meta_only or orphans or interrupted or not store.exists():
-            embedded = self._embed_and_write(to_embed, by_paper, identity, on_start, on_embedded)
-            if meta_only:
-                store.update_metadata([c.id for c, _ in meta_only],
-                                      [chunk_metadata(c, p, len(by_paper[p.id])) for c, p in meta_only])
-            store.delete(orphans)
-            store.end_write()
-            summary.chunks_embedded, summary.chunks_deleted = embedded, len(orphans)
-        index = refresh_lexical(store, self.settings)
-        summary.papers_total, summary.chunks_total = len(index.papers), len(index)
+    def _begin(self, write: _Write, embeds: bool) -> None:
+        """Open the write (collection created, generation dirty) once; record the vector
+        dimension (loading the model) only once something is embedded."""
+        store = write.store
+        if embeds and write.identity.dim is None:
+            write.identity = IndexIdentity(write.identity.embedder, write.identity.chunker, self.embedder.dim)
+            if write.existed:
+                store.check_identity(write.identity)
+            if write.began:
+                store.begin_write(write.identity)
+        if not write.began:
+            store.collection(create=True)
+            store.begin_write(write.identity)
+            write.began = True
 
     def _can_build_aside(self) -> bool:
         """Whether a rebuild can keep the current index readable: it exists and is not damaged.
@@ -200,24 +314,9 @@ class Ingestor:
         except StoreError:  # unreadable in some other way: drop it, as before
             return False
 
-    def _embed_and_write(self, items: list[tuple[Chunk, Paper]], by_paper: dict[str, list[Chunk]],
-                         identity: IndexIdentity, on_start: Callable[[int], None] | None,
-                         on_embedded: Callable[[int], None] | None) -> int:
-        store = self.store
-        if items:
-            identity = IndexIdentity(identity.embedder, identity.chunker, self.embedder.dim)
-            if store.exists():
-                store.check_identity(identity)
-        store.collection(create=True)
-        store.begin_write(identity)
-        if on_start:
-            on_start(len(items))
-        for start in range(0, len(items), EMBED_BATCH):
-            batch = items[start:start + EMBED_BATCH]
-            vectors = self.embedder.encode([c.embed_text for c, _ in batch], on_batch=on_embedded)
-            store.upsert([c for c, _ in batch], vectors,
-                         [chunk_metadata(c, p, len(by_paper[p.id])) for c, p in batch])
-        return len(items)
+
+def _name(sources: dict[str, int], number: int) -> str:
+    return next(name for name, n in sources.items() if n == number)
 
 
 def stats(settings: Settings) -> dict[str, object]:

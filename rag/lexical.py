@@ -1,15 +1,18 @@
-"""The local side index: a bm25s lexical index plus the paper catalogue.
+"""The local side index: a bm25s lexical index plus the paper catalogue, both on disk.
 
 Chroma is the source of truth. This index is a cache of it, kept in
 ``$RAG_HOME/lexical/<collection>/`` and stamped with the collection's *generation*:
-built at ingest time, loaded once per process, and rebuilt from Chroma whenever its
+built at ingest time, opened once per process, and rebuilt from Chroma whenever its
 stamp differs from the collection's (after an ingest by another process, an
 interrupted ingest, or damaged files). It is never rebuilt per query.
 
 It holds what retrieval needs besides vectors: BM25 over each chunk's embedded text
-(title + sentences, English stop words removed, Snowball-stemmed), the chunk texts
-for snippets, and the papers (abstracts rebuilt from their chunks). Left out: dense
-retrieval and fusion (`rag.retrieval`).
+(title + sentences, English stop words removed, Snowball-stemmed; `rag.bm25_writer`, opened
+memory-mapped), and the catalogue (`rag.catalogue`: the papers, abstracts rebuilt from their
+chunks, and each chunk's place in its abstract, in SQLite). A reader keeps neither in memory:
+memory stays flat in corpus size, and so does building, which streams Chroma's chunks a page at a
+time through a scratch table (sorted there by paper) into both. Left out: dense retrieval and
+fusion (`rag.retrieval`).
 
 `refresh_lexical` is the one way to get the index for a store: the saved one while its stamp
 matches, else rebuilt from the store's chunks (ingest, removal and retrieval all call it).
@@ -21,15 +24,17 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
+import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.chunking import paper_of
-from rag.corpus import Paper
+from rag.bm25_writer import BM25Writer
+from rag.catalogue import FILE, Catalogue, CatalogueWriter, Papers
+from rag.store import unpack_record
 
 if TYPE_CHECKING:
     from rag.settings import Settings
@@ -37,7 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+TOKENIZE_BATCH = 2000  # chunk texts tokenized and written to the BM25 index at a time
 
 
 def _stemmer() -> Any:
@@ -53,106 +59,99 @@ def tokenize(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
     return bm25s.tokenize(list(texts), stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
 
 
-@dataclass
+def _chunk_text(document: str | None, meta: dict[str, Any], abstract: str | None) -> str:
+    """A chunk's text: Chroma's document (indexes written before text was stored once), else its
+    slice of the paper's abstract (``start`` and ``length`` in the chunk's metadata)."""
+    if document is not None:
+        return document
+    start = int(meta.get("start", 0))
+    return (abstract or "")[start:start + int(meta.get("length", 0))]
+
+
 class LexicalIndex:
-    """BM25 over chunks, plus the chunk texts and the papers they came from."""
+    """BM25 over chunks (memory-mapped), and the catalogue of chunks and papers (SQLite), in ``folder``."""
 
-    generation: str
-    chunk_ids: list[str]
-    chunk_texts: list[str]
-    papers: dict[str, Paper]
-    bm25: Any = None
-    _stemmer: Any = field(default=None, repr=False)
-    _row: dict[str, int] = field(default_factory=dict, repr=False)
+    def __init__(self, folder: Path, generation: str) -> None:
+        import bm25s
 
-    def __post_init__(self) -> None:
-        self._row = {cid: i for i, cid in enumerate(self.chunk_ids)}
+        self.folder, self.generation = folder, generation
+        self.catalogue = Catalogue(folder / FILE)
+        self.papers: Papers = self.catalogue.papers
+        self.bm25: Any = None
+        self._stemmer: Any = None
+        if self.catalogue.n_chunks:
+            self.bm25 = bm25s.BM25.load(str(folder / "bm25"), mmap=True)
+            self._stemmer = _stemmer()
+            if self.bm25.scores["num_docs"] != self.catalogue.n_chunks:
+                raise ValueError("bm25 document count differs from the catalogue")
 
     # ---------------------------------------------------------- building
 
     @classmethod
-    def build(cls, rows: Iterable[tuple[str, str, dict[str, Any]]], generation: str,
+    def build(cls, rows: Iterable[tuple[str, str | None, dict[str, Any]]], generation: str, folder: Path,
               include_title: bool = True) -> LexicalIndex:
-        """From Chroma rows (chunk id, text, metadata), as `Store.iter_chunks` yields them."""
-        import bm25s
+        """From Chroma rows (chunk id, document, metadata), as `Store.iter_chunks` yields them, into
+        ``folder`` (replaced); a page of rows and one paper at a time in memory."""
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        scratch = sqlite3.connect(str(folder / "scratch.sqlite3"))
+        scratch.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; "
+                              "CREATE TABLE raw (pid TEXT, idx INTEGER, id TEXT, doc TEXT, meta TEXT)")
+        scratch.executemany("INSERT INTO raw VALUES (?, ?, ?, ?, ?)",
+                            ((m["paper_id"], int(m.get("chunk", 0)), cid, doc, json.dumps(m, ensure_ascii=False))
+                             for cid, doc, m in rows))
+        scratch.execute("CREATE INDEX by_paper ON raw (pid, idx)")
+        writer, bm25 = CatalogueWriter(folder / FILE), BM25Writer(folder / "bm25")
+        stemmer, pending = _stemmer(), list[str]()
 
-        chunk_ids, texts, embed_texts = [], [], []
-        parts: dict[str, list[tuple[int, str]]] = {}
-        records: dict[str, dict[str, Any]] = {}
-        titles: dict[str, str] = {}
-        for cid, text, meta in rows:
-            pid = meta["paper_id"]
-            chunk_ids.append(cid)
-            texts.append(text)
-            embed_texts.append(f"{meta.get('title', '')}. {text}" if include_title else text)
-            parts.setdefault(pid, []).append((int(meta.get("chunk", 0)), text))
-            titles[pid] = meta.get("title", "")
-            if meta.get("paper"):
-                records[pid] = json.loads(meta["paper"])
-        papers = {}
-        for pid, chunks in parts.items():
-            record = records.get(pid, {"title": titles[pid]})
-            record = {k: v for k, v in record.items() if k != "id"}
-            record["abstract"] = " ".join(t for _, t in sorted(chunks))
-            papers[pid] = Paper(**record)
-            papers[pid].id = pid  # identity is the stored one, even for a record that would hash otherwise
-        index = cls(generation, chunk_ids, texts, papers)
-        if chunk_ids:
-            index._stemmer = _stemmer()
-            index.bm25 = bm25s.BM25()
-            index.bm25.index(bm25s.tokenize(embed_texts, stopwords="en", stemmer=index._stemmer, show_progress=False),
-                             show_progress=False)
-        return index
+        def flush() -> None:
+            bm25.add(tokenize(pending, stemmer))
+            pending.clear()
 
-    # ---------------------------------------------------------- persistence
+        def paper(pid: str, parts: list[tuple[str, str | None, dict[str, Any]]]) -> None:
+            head = parts[0][2]
+            packed = unpack_record(head)
+            record = json.loads(packed) if packed else {"title": head.get("title", "")}
+            texts = [(cid, _chunk_text(doc, meta, record.get("abstract"))) for cid, doc, meta in parts]
+            writer.add(pid, record, texts)
+            title = record.get("title") or head.get("title", "")
+            pending.extend(f"{title}. {text}" if include_title else text for _, text in texts)
+            if len(pending) >= TOKENIZE_BATCH:
+                flush()
 
-    def save(self, folder: Path) -> None:
-        """Write to a sibling folder, then swap it in: a crash leaves the old index or none."""
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        if self.bm25 is not None:
-            self.bm25.save(str(tmp / "bm25"))
-        with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as fh:
-            for cid, text in zip(self.chunk_ids, self.chunk_texts):
-                fh.write(json.dumps([cid, text], ensure_ascii=False) + "\n")
-        with (tmp / "papers.jsonl").open("w", encoding="utf-8") as fh:
-            for paper in self.papers.values():
-                fh.write(json.dumps(paper.to_dict(), ensure_ascii=False) + "\n")
-        (tmp / "manifest.json").write_text(json.dumps(
-            {"format": FORMAT, "generation": self.generation, "chunks": len(self.chunk_ids),
-             "papers": len(self.papers)}))
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        current: str | None = None
+        parts: list[tuple[str, str | None, dict[str, Any]]] = []
+        for pid, cid, doc, meta in scratch.execute("SELECT pid, id, doc, meta FROM raw ORDER BY pid, idx"):
+            if pid != current and parts:
+                paper(current, parts)  # type: ignore[arg-type]
+                parts = []
+            current = pid
+            parts.append((cid, doc, json.loads(meta)))
+        if parts:
+            paper(current, parts)  # type: ignore[arg-type]
+        if pending:
+            flush()
+        scratch.close()
+        (folder / "scratch.sqlite3").unlink()
+        writer.close()
+        if writer.chunks:
+            bm25.finish()
+        else:
+            bm25.abandon()
+        (folder / "manifest.json").write_text(json.dumps(
+            {"format": FORMAT, "generation": generation, "chunks": writer.chunks, "papers": writer.papers}))
+        return cls(folder, generation)
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex | None:
         """The saved index, or None when it is missing or damaged (the caller rebuilds it)."""
-        import bm25s
-
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
             if manifest.get("format") != FORMAT:
                 return None
-            rows = [json.loads(line) for line in (folder / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
-            papers = {}
-            for line in (folder / "papers.jsonl").read_text(encoding="utf-8").splitlines():
-                record = json.loads(line)
-                pid = record.pop("id")
-                papers[pid] = Paper(**record)
-                papers[pid].id = pid
-            if len(rows) != manifest["chunks"] or len(papers) != manifest["papers"]:
+            index = cls(folder, manifest["generation"])
+            if len(index) != manifest["chunks"] or len(index.papers) != manifest["papers"]:
                 raise ValueError("row counts differ from the manifest")
-            index = cls(manifest["generation"], [r[0] for r in rows], [r[1] for r in rows], papers)
-            if rows:
-                index.bm25 = bm25s.BM25.load(str(folder / "bm25"))
-                index._stemmer = _stemmer()
-                if index.bm25.scores["num_docs"] != len(rows):
-                    raise ValueError("bm25 document count differs from the chunk list")
             return index
         except FileNotFoundError:
             return None
@@ -163,13 +162,22 @@ class LexicalIndex:
     # ---------------------------------------------------------- queries
 
     def __len__(self) -> int:
-        return len(self.chunk_ids)
+        return int(self.catalogue.n_chunks)
 
     def __contains__(self, chunk_id: object) -> bool:
-        return chunk_id in self._row
+        return isinstance(chunk_id, str) and self.catalogue.has_chunk(chunk_id)
+
+    @property
+    def chunk_ids(self) -> list[str]:
+        """Every chunk id in row order (read from disk: for checks and tools, not per query)."""
+        return self.catalogue.chunk_ids()
 
     def text(self, chunk_id: str) -> str:
-        return self.chunk_texts[self._row[chunk_id]]
+        return self.catalogue.text(chunk_id)
+
+    def texts(self, chunk_ids: Iterable[str]) -> dict[str, str]:
+        """The texts of those of ``chunk_ids`` this index holds (one catalogue query)."""
+        return self.catalogue.texts(chunk_ids)
 
     def search(self, query: str, n: int, allowed: np.ndarray | None = None) -> list[tuple[str, float]]:
         """Best chunks as (chunk id, BM25 score), score > 0 only, best first.
@@ -185,27 +193,49 @@ class LexicalIndex:
         if allowed is not None:
             scores = np.where(allowed, scores, 0.0)
         n = min(n, len(scores))
-        top = np.argpartition(-scores, n - 1)[:n]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(self.chunk_ids[i], float(scores[i])) for i in top if scores[i] > 0]
+        part = np.argpartition(-scores, n - 1)[:n]
+        top = [int(i) for i in part[np.argsort(-scores[part], kind="stable")] if scores[i] > 0]
+        ids = self.catalogue.chunk_ids_at(top)
+        return [(ids[i], float(scores[i])) for i in top]
 
     def mask(self, paper_ids: set[str]) -> np.ndarray:
         """Boolean mask of the chunks that belong to ``paper_ids``."""
-        return np.fromiter((paper_of(cid) in paper_ids for cid in self.chunk_ids), bool, len(self.chunk_ids))
+        rows = np.zeros(max(1, len(self.papers)), dtype=bool)
+        rows[self.catalogue.paper_rows(paper_ids)] = True
+        owners = np.fromiter((paper for _, paper in self.catalogue.chunk_papers()), np.int64, len(self))
+        return rows[owners]
+
+    def close(self) -> None:
+        self.catalogue.close()
 
 
 def refresh_lexical(store: Store, settings: Settings, force: bool = False) -> LexicalIndex:
-    """The saved lexical index if it matches the store's generation, else rebuilt and saved."""
+    """The saved lexical index if it matches the store's generation, else rebuilt and saved.
+
+    Built beside the saved one and swapped in (a crash leaves the old index or none); a process
+    still reading the old one keeps its open files. A data home it cannot write to gets the
+    index built in a temporary folder, with a warning."""
     generation = store.generation()
+    folder = settings.lexical_dir
     if not force:
-        index = LexicalIndex.load(settings.lexical_dir)
+        index = LexicalIndex.load(folder)
         if index is not None and index.generation == generation:
             return index
     identity = store.identity()
     titled = identity is None or not identity.chunker.endswith("+notitle")
-    index = LexicalIndex.build(store.iter_chunks(), generation, include_title=titled)
+    tmp = folder.with_name(folder.name + ".tmp")
     try:
-        index.save(settings.lexical_dir)
-    except OSError as err:  # read-only home: keep the in-memory index, say why it is not saved
-        log.warning("could not save the lexical index to %s: %s", settings.lexical_dir, err)
+        index = LexicalIndex.build(store.iter_chunks(), generation, tmp, include_title=titled)
+    except (OSError, sqlite3.Error) as err:  # read-only or full home: build where we can, say why it is not saved
+        log.warning("could not save the lexical index to %s: %s", folder, err)
+        shutil.rmtree(tmp, ignore_errors=True)
+        aside = Path(tempfile.mkdtemp(prefix="paper-rag-lexical-"))
+        return LexicalIndex.build(store.iter_chunks(), generation, aside / "index", include_title=titled)
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    index.folder = folder
     return index

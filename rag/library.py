@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from rag.corpus import Paper
 from rag.errors import EmptyIndexError, InputError, PaperNotFoundError
 from rag.ingest import ingest_lock
 from rag.lexical import LexicalIndex, refresh_lexical
-from rag.retrieval import IN_FILTER_LIMIT, ChunkHit, Filters, PaperHit, Retriever
+from rag.retrieval import IN_FILTER_LIMIT, ChunkHit, Filters, PaperHit, Retriever, passing
 from rag.settings import Settings
 from rag.store import Store
 
@@ -72,20 +72,16 @@ def catalogue(settings: Settings) -> LexicalIndex:
 
 
 def chunk_counts(index: LexicalIndex) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for cid in index.chunk_ids:
-        pid = paper_of(cid)
-        counts[pid] = counts.get(pid, 0) + 1
-    return counts
+    return index.catalogue.chunk_counts()
 
 
-def allowed_papers(papers: dict[str, Paper], filters: Filters | None) -> tuple[set[str] | None, str | None]:
+def allowed_papers(papers: Mapping[str, Paper], filters: Filters | None) -> tuple[set[str] | None, str | None]:
     """(ids passing every filter or None when no filter is set, the filter that left none)."""
     if filters is None or not filters.checks():
         return None, None
-    allowed = set(papers)
+    allowed: set[str] | None = None
     for description, predicate in filters.checks():
-        allowed = {pid for pid in allowed if predicate(papers[pid])}
+        allowed = passing(papers, predicate, allowed)
         if not allowed:
             return allowed, f"no paper matches the filter {description}"
     return allowed, None

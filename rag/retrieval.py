@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -213,7 +213,7 @@ def query_names(query: str) -> list[str]:
     return list(dict.fromkeys(m.group(0) for m in _NAME.finditer(query)))
 
 
-def name_bonus(fused: dict[str, float], papers: dict[str, Paper], names: list[str]) -> dict[str, float]:
+def name_bonus(fused: dict[str, float], papers: Mapping[str, Paper], names: list[str]) -> dict[str, float]:
     """Add ``NAME_BOOST`` x (share of the query's names the paper contains verbatim) x the best score.
 
     BM25 splits "DRA-GRPO" into "dra" and "grpo", so a paper about SEED-GRPO matches as well
@@ -386,17 +386,16 @@ class Retriever:
         chunks: dict[str, ChunkHit] = {}
         dense_paper: dict[str, float] = {}
         lexical_paper: dict[str, float] = {}
-        dense_chunks = [(cid, score) for cid, score in dense_chunks if cid in index]  # written since it loaded
+        texts = index.texts([cid for cid, _ in dense_chunks + lexical_chunks])
+        dense_chunks = [(cid, score) for cid, score in dense_chunks if cid in texts]  # written since it loaded
         for cid, score in dense_chunks:
             pid = paper_of(cid)
-            chunks.setdefault(cid, ChunkHit(cid, index.text(cid))).dense = score
+            chunks.setdefault(cid, ChunkHit(cid, texts[cid])).dense = score
             dense_paper[pid] = max(dense_paper.get(pid, -1.0), score)
         for cid, score in lexical_chunks:
             pid = paper_of(cid)
-            chunks.setdefault(cid, ChunkHit(cid, index.text(cid))).lexical = score
+            chunks.setdefault(cid, ChunkHit(cid, texts[cid])).lexical = score
             lexical_paper[pid] = max(lexical_paper.get(pid, 0.0), score)
-        dense_paper = {p: s for p, s in dense_paper.items() if p in index.papers}
-        lexical_paper = {p: s for p, s in lexical_paper.items() if p in index.papers}
 
         fused = base = fuse(dense_paper, lexical_paper, fusion, weight, cfg.rrf_k)
         if fusion in ("weighted", "rrf"):
@@ -441,9 +440,9 @@ class Retriever:
         if filters is None or not filters.checks():
             return None, None
         papers = index.papers
-        allowed = set(papers)
+        allowed: set[str] | None = None
         for name, description, predicate in filters.field_checks():
-            allowed = {pid for pid in allowed if predicate(papers[pid])}
+            allowed = passing(papers, predicate, allowed)
             if not allowed:
                 if name is None:
                     return allowed, f"no paper matches the filter {description}"
@@ -474,6 +473,11 @@ class Retriever:
             coverage=round(coverage, 4),
             agree=top_d is not None and top_d == top_l,
         )
+
+
+def passing(papers: Mapping[str, Paper], predicate: Callable[[Paper], bool], within: set[str] | None) -> set[str]:
+    """Ids of the papers ``predicate`` accepts among ``within`` (None: all), in one pass over the catalogue."""
+    return {pid for pid, paper in papers.items() if (within is None or pid in within) and predicate(paper)}
 
 
 def _index_vanished(err: BaseException) -> bool:

@@ -18,8 +18,10 @@ the old index in place; the next ingest removes its leftovers (`Store.clean_left
 
 Embeddings are always passed explicitly; Chroma's default embedding function (which
 downloads a model) is never used. Chunk metadata carries everything needed to rebuild
-the papers: chunk 0 of each paper holds the paper record as JSON, and the abstract is
-its chunks' texts joined. Left out: chunking, embedding and retrieval logic.
+the papers: chunk 0 of each paper holds the paper record as JSON, its abstract being its
+chunks' texts joined, and every chunk its place in that abstract (`chunk_metadata`); no
+Chroma documents (indexes written before that have them, and are read as they are). Left
+out: chunking, embedding and retrieval logic.
 
 Damaged files (measured with chromadb 1.5.9). Chroma's own handling of a damaged
 embedded index is uneven: a missing ``header.bin`` or ``length.bin`` gives an error, but
@@ -39,6 +41,7 @@ no crash), and damage on a Chroma server (its own process).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -48,6 +51,7 @@ import sqlite3
 import struct
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +74,7 @@ from rag.settings import CHUNKER_VERSION, Settings
 
 log = logging.getLogger(__name__)
 
+PIECE = 900  # characters per metadata string (see `pack_record`)
 PAGE = 2000  # rows per Chroma get/upsert call (Chroma caps batch sizes)
 RETIRE_AFTER_S = 3.0  # a swapped-out collection outlives readers' refresh interval (1 s) and a query or two
 SWAP_WAIT_S = 2.0  # a reader that finds the collection renamed away mid-swap waits this long for the new one
@@ -91,20 +96,60 @@ class IndexIdentity:
         return out
 
 
-def paper_metadata(paper: Paper) -> str:
-    """The paper record minus its abstract (rebuilt from chunks), as JSON for chunk 0."""
+def paper_metadata(paper: Paper, abstract: str | None = None) -> str:
+    """The paper record as JSON for chunk 0, its abstract being its chunks' texts joined
+    (``abstract``; default the paper's own)."""
     record = {k: v for k, v in paper.to_dict().items() if k != "abstract" and v not in (None, [], {})}
+    record["abstract"] = paper.abstract if abstract is None else abstract
     return json.dumps(record, ensure_ascii=False, sort_keys=True)
 
 
-def chunk_metadata(chunk: Chunk, paper: Paper, n_chunks: int) -> dict[str, Any]:
+def pack_record(record: str) -> dict[str, str]:
+    """A paper record (JSON) as chunk-0 metadata: zlib-compressed, base85, in pieces of at most
+    `PIECE` characters under ``paper``, ``paper_1``, ... (the first says how many).
+
+    Chroma's embedded SQLite indexes every metadata string; an index entry past ~1,000 bytes
+    spills onto a 4 KB overflow page of its own, so one 1.6 KB record costs ~5 KB of index.
+
+    >>> meta = pack_record('{"title": "T"}')
+    >>> meta["paper"][:5], unpack_record(meta)
+    ('z1:1:', '{"title": "T"}')
+    """
+    packed = base64.b85encode(zlib.compress(record.encode("utf-8"), 9)).decode("ascii")
+    pieces = [packed[i:i + PIECE] for i in range(0, len(packed), PIECE)] or [""]
+    return {"paper": f"z1:{len(pieces)}:{pieces[0]}", **{f"paper_{i}": p for i, p in enumerate(pieces[1:], 1)}}
+
+
+def unpack_record(meta: dict[str, Any]) -> str | None:
+    """The paper record JSON `pack_record` stored in ``meta`` (plain JSON from indexes written before; None: none)."""
+    head = meta.get("paper")
+    if not head:
+        return None
+    if not head.startswith("z1:"):
+        return str(head)
+    count, first = head[3:].split(":", 1)
+    packed = first + "".join(str(meta[f"paper_{i}"]) for i in range(1, int(count)))
+    return zlib.decompress(base64.b85decode(packed)).decode("utf-8")
+
+
+def chunk_metadata(chunk: Chunk, paper: Paper, n_chunks: int, start: int = 0,
+                   abstract: str | None = None) -> dict[str, Any]:
+    """What Chroma keeps of a chunk besides its vector. Its text is stored once, in the paper
+    record on chunk 0 (`pack_record`): each chunk has its ``start`` and ``length`` in that
+    abstract (no Chroma document: Chroma would keep it again in its metadata index and in its
+    full-text index, which cannot be turned off in embedded Chroma: ~60% of the disk)."""
     meta: dict[str, Any] = {"paper_id": chunk.paper_id, "chunk": chunk.index, "n_chunks": n_chunks,
-                            "hash": chunk.hash, "title": paper.title}
-    if paper.year is not None:
-        meta["year"] = paper.year
+                            "hash": chunk.hash, "start": start, "length": len(chunk.text)}
     if chunk.index == 0:
-        meta["paper"] = paper_metadata(paper)
+        meta.update(pack_record(paper_metadata(paper, abstract)))
     return meta
+
+
+def chunk_metadatas(chunks: Sequence[Chunk], paper: Paper) -> list[dict[str, Any]]:
+    """`chunk_metadata` for all of one paper's chunks, in order (their texts joined are its abstract)."""
+    abstract = " ".join(c.text for c in chunks)
+    starts = np.cumsum([0] + [len(c.text) + 1 for c in chunks[:-1]])
+    return [chunk_metadata(c, paper, len(chunks), int(s), abstract) for c, s in zip(chunks, starts)]
 
 
 # ------------------------------------------------------------------ integrity checks
@@ -636,7 +681,7 @@ class Store:
             for cid, meta in zip(got["ids"], got["metadatas"]):
                 out.setdefault(meta["paper_id"], {})[cid] = meta.get("hash", "")
                 if meta.get("chunk") == 0:
-                    out[meta["paper_id"]]["paper"] = meta.get("paper", "")
+                    out[meta["paper_id"]]["paper"] = unpack_record(meta) or ""
         return out
 
     @_chroma_errors
@@ -669,8 +714,7 @@ class Store:
         col = self.collection(create=True)
         for start in range(0, len(chunks), PAGE):
             sl = slice(start, start + PAGE)
-            col.upsert(ids=[c.id for c in chunks[sl]], embeddings=vectors[sl],
-                       documents=[c.text for c in chunks[sl]], metadatas=list(metadatas[sl]))
+            col.upsert(ids=[c.id for c in chunks[sl]], embeddings=vectors[sl], metadatas=list(metadatas[sl]))
 
     @_chroma_errors
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> None:

@@ -8,6 +8,16 @@ conversations and every interface can be tested without a model.
     >>> backend.choose([], ["yes", "no"]), [call[0] for call in backend.calls]
     ('yes', ['stream', 'choose'])
 
+``HashEmbedder`` is an `rag.embeddings.Embedder` whose vectors are pseudo-random unit vectors
+seeded from each text's sha1 (what a chunk's ``hash`` is made of), so the store, the lexical
+index and memory can be exercised at hundreds of thousands of papers without running a model.
+It still cuts chunks with the real model's tokenizer, so its chunks are a real ingest's:
+
+    >>> emb = HashEmbedder(dim=8)
+    >>> a, b = emb.encode(["one text", "another"]), emb.encode(["one text"])
+    >>> a.shape, bool((a[0] == b[0]).all()), round(float((a[1] ** 2).sum()), 5)
+    ((2, 8), True, 1.0)
+
 The real servers that tests and benchmarks start (``chroma run``, ``rag api``, ``rag serve``, a
 llama.cpp server) are run with `running_server` / `wait_for_http` / `stop_process` on a
 `free_port`, one copy for ``tests/`` and ``eval/``.
@@ -17,6 +27,7 @@ Left out: real generation (``rag.llm``). Nothing here is used by the library its
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -28,9 +39,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from rag.llm import Message, StreamInterrupted, approx_tokens, pick
+import numpy as np
 
-__all__ = ["ScriptedBackend", "free_port", "running_server", "stop_process", "wait_for_http"]
+from rag.embeddings import Embedder
+from rag.llm import Message, StreamInterrupted, approx_tokens, pick
+from rag.settings import EmbeddingSettings
+
+__all__ = ["HashEmbedder", "ScriptedBackend", "free_port", "hash_vector", "running_server", "stop_process",
+           "wait_for_http"]
 
 
 class ScriptedBackend:
@@ -77,6 +93,50 @@ class ScriptedBackend:
     def choose(self, messages: list[Message], options: Sequence[str]) -> str | None:
         self.calls.append(("choose", list(messages)))
         return pick(self.verdict or "", options)
+
+
+def hash_vector(text: str, dim: int) -> np.ndarray:
+    """A unit-length float32 vector drawn from a generator seeded with the text's sha1."""
+    seed = int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "little")
+    vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+class HashEmbedder(Embedder):
+    """An `Embedder` that loads no model: `hash_vector` per text, ``dim`` wide.
+
+    ``name`` is the identity recorded in the index (default ``hash-<dim>``); a benchmark that
+    wants a real reader (the real query embedder) to open the index passes the real model's name.
+    Token counts, and so chunking, come from the real model's tokenizer.
+    """
+
+    def __init__(self, settings: EmbeddingSettings | None = None, *, dim: int = 384, name: str | None = None) -> None:
+        super().__init__(settings)
+        self._dim, self._name = dim, name
+
+    @property
+    def name(self) -> str:
+        return self._name or f"hash-{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def model(self) -> Any:
+        raise RuntimeError("HashEmbedder has no model: it stands in for one")
+
+    def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            out[i] = hash_vector(text, self._dim)
+        self.encoded += len(texts)
+        if on_batch and len(texts):
+            on_batch(len(texts))
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return hash_vector(text, self._dim)
 
 
 # ---------------------------------------------------------------- real servers, for tests and benchmarks

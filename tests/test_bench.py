@@ -119,7 +119,7 @@ def test_throughput_measures_onnx_runtime_on_our_export(tmp_path: Path, embedder
 @pytest.mark.heavy
 def test_llm_prompt_sweep_builds_prompts_of_the_asked_sizes() -> None:
     pytest.importorskip("llama_cpp")
-    from eval.bench_llm import prompt_sweep
+    from eval.bench.llm import prompt_sweep
     from rag.settings import LLMSettings
 
     got = prompt_sweep((150, 300), runs=1, settings=LLMSettings(model="smollm2-135m"))
@@ -127,3 +127,48 @@ def test_llm_prompt_sweep_builds_prompts_of_the_asked_sizes() -> None:
     for point in got:
         assert 0.8 * point["target_tokens"] <= point["prompt_tokens"] <= 1.2 * point["target_tokens"]
         assert point["ttft_s"] > 0 and len(point["runs"]) == 1
+
+
+def test_hash_embedder_ingests_without_a_model(tmp_path: Path) -> None:
+    """The store-only bench's stand-in: the real chunker's chunks, vectors seeded from each chunk's
+    text (what its hash is made of), unit length, no model ever touched (its ``model`` raises)."""
+    import numpy as np
+
+    from eval.synthetic import generate
+    from rag.chunking import Chunker
+    from rag.ingest import Ingestor
+    from rag.settings import Settings
+    from rag.store import Store
+    from rag.testing import HashEmbedder, hash_vector
+
+    corpus = generate(40, tmp_path / "c.jsonl", seed=5)
+    settings = Settings(home=tmp_path / "home")
+    emb = HashEmbedder(settings.embedding, name="stand-in")
+    summary = Ingestor(settings, embedder=emb).run([corpus])
+    chunks = Chunker(emb, settings.chunking.max_tokens).chunk(list(load_paths([corpus]).papers.values()))
+    assert summary.papers_total == 40 and summary.chunks_embedded == len(chunks) == emb.encoded
+    got = Store(settings).collection().get(ids=[chunks[0].id], include=["embeddings"])
+    vector = np.asarray(got["embeddings"][0])
+    assert vector.shape == (384,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-5
+    assert np.allclose(vector, hash_vector(chunks[0].embed_text, 384), atol=1e-6)
+    assert not np.allclose(vector, hash_vector(chunks[1].embed_text, 384))
+    assert Store(settings).identity().embedder == "stand-in"  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_store_only_scale_prints_one_object_per_point(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    got = run_cli("bench", "--only", "scale", "--store-only", "--scale", "300,600", "--json",
+                  "--out", str(tmp_path / "b"))
+    assert got.returncode == 0, got.stderr[-2000:]
+    points = json.loads(got.stdout)["scale"]
+    assert [p["papers"] for p in points] == [300, 600] and all(p["store_only"] for p in points)
+    for p in points:
+        assert {"papers", "chunks", "seconds", "ingest_peak_rss_mb", "reader_rss_mb", "disk_mb",
+                "retrieval_ms_p50", "retrieval_ms_p95"} <= set(p)
+        assert p["chunks"] >= p["papers"] and p["seconds"] > 0 and p["disk_mb"] > 0
+        assert 50 < p["ingest_peak_rss_mb"] < 4000 and 50 < p["reader_rss_mb"] < 4000
+        assert 0 < p["retrieval_ms_p50"] <= p["retrieval_ms_p95"]
+        assert sum(p["disk_mb_by_part"].values()) == pytest.approx(p["disk_mb"], abs=0.5)
+    assert "measurement" not in got.stdout  # --json: no table on stdout

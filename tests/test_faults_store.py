@@ -373,8 +373,9 @@ LEXICAL_DAMAGE: dict[str, Callable[[Path], None]] = {
     "folder deleted": lambda d: shutil.rmtree(d),
     "manifest deleted": lambda d: (d / "manifest.json").unlink(),
     "manifest garbage": lambda d: (d / "manifest.json").write_text("{not json"),
-    "chunks.jsonl cut mid-line": lambda d: _truncate(d / "chunks.jsonl", 0.53),
-    "papers.jsonl emptied": lambda d: _truncate(d / "papers.jsonl", 0),
+    "catalogue cut mid-page": lambda d: _truncate(d / "catalogue.sqlite3", 0.53),
+    "catalogue emptied": lambda d: _truncate(d / "catalogue.sqlite3", 0),
+    "catalogue garbage": lambda d: (d / "catalogue.sqlite3").write_bytes(b"SQLite format 3\x00" + b"\xff" * 8000),
     "bm25 files emptied": lambda d: [_truncate(f, 0) for f in (d / "bm25").iterdir()],
     "bm25 folder deleted": lambda d: shutil.rmtree(d / "bm25"),
     "stale generation": lambda d: (d / "manifest.json").write_text(

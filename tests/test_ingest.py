@@ -156,3 +156,76 @@ def test_cli_ingest_and_stats(tmp_path: Path) -> None:
 def test_cli_bad_paths_are_one_clear_line(args: list[str], message: str) -> None:
     result = run_cli("ingest", *args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_streamed_ingest_equals_one_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 7 papers: duplicates across batches are merged (later record wins, counted once),
+    the index equals a one-batch ingest's, and re-ingesting embeds nothing. No model: hash vectors."""
+    import rag.ingest
+    from rag.lexical import LexicalIndex
+    from rag.testing import HashEmbedder
+
+    records = [json.loads(line) for line in BUNDLED.read_text(encoding="utf-8").splitlines()[:30]]
+    later = {**records[2], "abstract": records[2]["abstract"] + " A sentence added later."}
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in [*records, later]), encoding="utf-8")
+
+    def ingest(home: str, batch: int) -> tuple[dict[str, object], Settings]:
+        monkeypatch.setattr(rag.ingest, "INGEST_BATCH", batch)
+        settings = Settings(home=tmp_path / home)
+        return Ingestor(settings, embedder=HashEmbedder(settings.embedding)).run([corpus]).as_dict(), settings
+
+    streamed, settings = ingest("streamed", 7)
+    whole, whole_settings = ingest("whole", 1000)
+    for key in ("new", "merged", "papers_total", "chunks_total"):
+        assert streamed[key] == whole[key], key
+    assert (streamed["new"], streamed["merged"], streamed["papers_total"]) == (30, 1, 30)
+    assert stored_chunks(settings) == stored_chunks(whole_settings)
+    index = LexicalIndex.load(settings.lexical_dir)
+    assert index is not None and len(index.papers) == 30
+    paper = next(p for p in index.papers.values() if p.title == later["title"])
+    assert paper.abstract.endswith("A sentence added later.")  # the later record won
+    again, _ = ingest("streamed", 7)
+    assert (again["chunks_embedded"], again["unchanged"], again["new"]) == (0, 30, 0)
+
+
+def test_an_index_written_before_text_was_stored_once_is_read_and_upgraded(tmp_path: Path) -> None:
+    """Chroma documents, a title on every chunk and a record without its abstract (the format
+    before): the lexical index reads them as they are; the next ingest rewrites the metadata
+    only (nothing embedded) and afterwards the same papers read the same."""
+    from rag.chunking import Chunker
+    from rag.lexical import refresh_lexical
+    from rag.store import IndexIdentity
+    from rag.testing import HashEmbedder
+
+    settings = Settings(home=tmp_path / "home")
+    emb = HashEmbedder(settings.embedding)
+    corpus = small_corpus(tmp_path, 5)
+    papers = list(load_paths([corpus]).papers.values())
+    chunks = Chunker(emb, settings.chunking.max_tokens).chunk(papers)
+    by_id = {p.id: p for p in papers}
+    store = Store(settings)
+    store.begin_write(IndexIdentity(emb.name, settings.chunking.version, emb.dim))
+    old_meta = []
+    for c in chunks:
+        paper = by_id[c.paper_id]
+        meta = {"paper_id": c.paper_id, "chunk": c.index, "hash": c.hash, "title": paper.title,
+                "n_chunks": sum(1 for x in chunks if x.paper_id == c.paper_id)}
+        if c.index == 0:
+            meta["paper"] = json.dumps({k: v for k, v in paper.to_dict().items()
+                                        if k != "abstract" and v not in (None, [], {})}, sort_keys=True)
+        old_meta.append(meta)
+    vectors = emb.encode([c.embed_text for c in chunks])
+    store.collection(create=True).upsert(ids=[c.id for c in chunks], embeddings=vectors,
+                                         documents=[c.text for c in chunks], metadatas=old_meta)
+    store.end_write()
+
+    before = refresh_lexical(store, settings)
+    assert {pid: p.abstract for pid, p in before.papers.items()} == {p.id: p.abstract for p in papers}
+    assert before.text(chunks[1].id) == chunks[1].text
+    summary = Ingestor(settings, embedder=emb).run([corpus])
+    assert (summary.chunks_embedded, summary.metadata_only, summary.new) == (0, 5, 0)
+    after = refresh_lexical(Store(settings), settings)
+    read_before = {pid: p.to_dict() for pid, p in before.papers.items()}
+    assert {pid: p.to_dict() for pid, p in after.papers.items()} == read_before
+    assert [after.text(c.id) for c in chunks] == [c.text for c in chunks]

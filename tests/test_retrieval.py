@@ -17,7 +17,7 @@ from rag.lexical import LexicalIndex
 from rag.retrieval import Filters, Retriever, fuse
 from rag.settings import Settings
 
-from .conftest import FIXTURES, run_cli
+from .conftest import BUNDLED, FIXTURES, run_cli
 
 HYBRID = FIXTURES / "hybrid.jsonl"
 # Acronym-only queries (no meaning to embed) and paraphrases (no shared words).
@@ -98,7 +98,7 @@ def test_lexical_index_survives_a_restart_and_follows_updates(tmp_path: Path, em
 def test_damaged_lexical_index_is_rebuilt_from_chroma(embedder) -> None:  # type: ignore[no-untyped-def]
     settings = Settings()
     Ingestor(settings, embedder=embedder).run([HYBRID])
-    (settings.lexical_dir / "chunks.jsonl").write_text("garbage\n")
+    (settings.lexical_dir / "catalogue.sqlite3").write_text("garbage\n")
     assert LexicalIndex.load(settings.lexical_dir) is None
     assert Retriever(settings, embedder=embedder).search("PLNX").hits[0].paper.title.startswith("PLNX")
     assert LexicalIndex.load(settings.lexical_dir) is not None
@@ -176,3 +176,27 @@ def test_a_long_query_is_truncated_and_a_long_question_refused() -> None:
         clean_query(" \x00 ")
     with pytest.raises(InputError, match="the question is empty"):
         clean_question(" \x00 ")
+
+
+def test_bm25_written_in_batches_scores_as_bm25s_own_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rag.bm25_writer` against the reference: bm25s indexing the same tokens at once."""
+    import bm25s
+    import numpy as np
+
+    import rag.bm25_writer
+    from rag.bm25_writer import BM25Writer
+    from rag.lexical import _stemmer, tokenize
+
+    records = [json.loads(line) for line in BUNDLED.read_text(encoding="utf-8").splitlines()]
+    tokens = tokenize([f"{r['title']}. {r['abstract']}" for r in records], _stemmer())
+    reference = bm25s.BM25()
+    reference.index(tokens, show_progress=False)
+    monkeypatch.setattr(rag.bm25_writer, "BLOCK", 1000)  # many blocks in `finish`, as at a million chunks
+    writer = BM25Writer(tmp_path / "bm25")
+    for start in range(0, len(tokens), 50):
+        writer.add(tokens[start:start + 50])
+    assert writer.finish() == len(tokens)
+    ours = bm25s.BM25.load(str(tmp_path / "bm25"), mmap=True)
+    for query in ["retrieval augmented generation", "mixture of experts routing", "speech recognition", "qwzx"]:
+        words = tokenize([query], _stemmer())[0]
+        assert np.allclose(ours.get_scores(words), reference.get_scores(words), atol=1e-5), query

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ import gradio as gr
 
 from rag.answer import clean_question
 from rag.bundled import DEV_SET, bundled_file
-from rag.corpus import FORMATS, clean_text
+from rag.corpus import FORMATS, Paper, clean_text
 from rag.environment import GRADIO, set_defaults
 from rag.errors import EmptyIndexError, RagError
 from rag.ingest import record_lines
@@ -250,14 +250,24 @@ class WebApp:
     def facets(self, refresh: bool = False) -> dict[str, Any]:
         """Which filters the corpus supports: year range, authors present, categories."""
         try:
-            papers = list((self.pool.retriever.refresh() if refresh else self.pool.retriever.index()).papers.values())
+            papers: Mapping[str, Paper] = (self.pool.retriever.refresh() if refresh
+                                           else self.pool.retriever.index()).papers
         except RagError:
-            papers = []
-        years = sorted({p.year for p in papers if p.year})
-        dated = sum(1 for p in papers if p.year is not None)
-        return {"years": (years[0], years[-1]) if years else None, "authors": any(p.authors for p in papers),
-                "categories": sorted({c for p in papers for c in p.categories}), "papers": len(papers),
-                "year_info": field_count(papers, "year") if dated < len(papers) else
+            papers = {}
+        seen_years: set[int] = set()
+        categories: set[str] = set()
+        dated = total = 0
+        authors = False
+        for p in papers.values():  # one pass, streamed from the catalogue: never all papers in memory
+            total += 1
+            dated += p.year is not None
+            seen_years.update([p.year] if p.year else [])
+            authors = authors or bool(p.authors)
+            categories.update(p.categories)
+        years = sorted(seen_years)
+        return {"years": (years[0], years[-1]) if years else None, "authors": authors,
+                "categories": sorted(categories), "papers": total,
+                "year_info": field_count(papers.values(), "year") if dated < total else
                 f"the corpus spans {years[0]}–{years[-1]}" if years else None}
 
     def facet_updates(self, refresh: bool = False) -> tuple[Any, ...]:

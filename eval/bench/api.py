@@ -15,28 +15,25 @@ API's own cost, not a model's), driven with ``httpx`` the way an OpenAI client d
    latency median / p95 / max. Once at the configured answer bound (``RAG_UI__CONCURRENCY``,
    default 4) and once with the bound raised to ``clients``.
 
-`measure` returns raw figures only; `eval.bench` turns them into table rows. Left out: LLM
-backends (their time is the model's; see `eval.bench_llm`), TLS and proxies, MCP.
+`measure` returns raw figures only; `bench_api` (``rag bench``'s step 9) turns them into table rows. Left out: LLM
+backends (their time is the model's; see `eval.bench.llm`), TLS and proxies, MCP.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from eval.bench.figures import BIN, DEV, TARGETS, Log, median, p95, table_row, verdict
 from rag.testing import free_port, running_server
-
-BIN = Path(sys.executable).parent
-Log = Callable[[str], None]
 
 
 @contextmanager
@@ -181,3 +178,47 @@ def measure(home: Path, questions: Sequence[str], embedder: Any, rounds: int = 3
 
 
 __all__ = ["api_server", "api_stream", "concurrent_streams", "measure"]
+
+
+def api_questions(n: int = 10) -> list[str]:
+    """The first ``n`` English single-turn development questions (answerable ones)."""
+    out = []
+    for line in DEV.read_text(encoding="utf-8").splitlines() if DEV.exists() else []:
+        record = json.loads(line) if line.strip() else {}
+        if record.get("question") and record.get("gold") and record.get("lang", "en") == "en":
+            out.append(record["question"])
+    return out[:n] or ["How many parameters does Skywork-MoE have?"]
+
+
+def bench_api(home: Path, embedder: Any, rounds: int = 3, clients: int = 20, log: Log = print) -> dict[str, Any]:
+    """`measure` on ``home`` as rows: API vs in-process, first byte, concurrent clients."""
+    raw = measure(home, api_questions(), embedder, rounds=rounds, clients=clients, log=log)
+    api_med, local_med = median(raw["api_s"]), median(raw["in_process_s"])
+    ratio, target = api_med / local_med, TARGETS["api"]
+    first_byte = [s["first_byte_s"] for s in raw["stream"] if s["first_byte_s"] is not None]
+    first_text = [s["first_text_s"] for s in raw["stream"] if s["first_text_s"] is not None]
+    local_first = median(raw["in_process_first_token_s"])
+    rows = [table_row("API non-streamed answer (extractive), median", f"{api_med * 1000:.1f} ms",
+                      f"{local_med * 1000:.1f} ms in-process", ratio, f"<= {target}", verdict(ratio, target)),
+            table_row("API streamed: first byte, median", f"{median(first_byte) * 1000:.1f} ms",
+                      f"{local_first * 1000:.1f} ms in-process first token", median(first_byte) / local_first, "-",
+                      "info"),
+            table_row("API streamed: first answer text, median", f"{median(first_text) * 1000:.1f} ms",
+                      f"{local_first * 1000:.1f} ms in-process first token", median(first_text) / local_first, "-",
+                      "info")]
+    for run in raw["concurrent"]:
+        totals = [r["total_s"] for r in run["results"] if r.get("ok")]
+        rows.append(table_row(f"{run['clients']} concurrent streams, bound {run['bound']}: p95 "
+                              f"({run['answered']}/{run['clients']} answered, {run['refused_429']} x 429 retried)",
+                              f"{p95(totals):.2f} s",
+                              f"{median(totals):.2f} s median, {max(totals, default=0):.2f} s max",
+                              None, "all answered", "pass" if run["answered"] == run["clients"] else "miss"))
+    summary = {"ours": api_med, "baseline": local_med, "ratio": ratio, "target": target,
+               "first_byte_median_s": median(first_byte), "first_text_median_s": median(first_text),
+               "in_process_first_token_median_s": local_first,
+               "concurrent": [{"clients": c["clients"], "bound": c["bound"], "answered": c["answered"],
+                               "refused_429": c["refused_429"], "wall_s": c["wall_s"],
+                               "p95_s": p95([r["total_s"] for r in c["results"] if r.get("ok")]),
+                               "median_s": median([r["total_s"] for r in c["results"] if r.get("ok")])}
+                              for c in raw["concurrent"]]}
+    return {**summary, "raw": raw, "rows": rows}

@@ -8,7 +8,11 @@ raw, raw, backend, ...) so drift in machine load hits both arms alike; each run 
 prompt with a unique tag so neither ``Llama`` reuses the previous run's prompt cache, i.e.
 TTFT includes evaluating the whole prompt.
 
-    python -m eval.bench_llm            # ~600-token prompt from data/papers.jsonl, 5 runs
+    python -m eval.bench.llm            # ~600-token prompt from data/papers.jsonl, 5 runs
+
+`bench_llm_ttft` is ``rag bench``'s step 5: those figures at the configured prompt budget, a
+time-to-first-token sweep over prompt sizes, and per bundled model the shared-prefix KV reuse
+and prompt-lookup decoding next to a cold prompt.
 
 What this leaves out: HTTP backends (their cost is the server's), answer quality, and
 memory. Numbers depend on the machine; nothing here is committed as a threshold.
@@ -23,9 +27,14 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from eval.bench.figures import Log, fmt_s, skipped_step, table_row, verdict
 from rag.bundled import CORPUS, bundled_file
 from rag.llm import LlamaCppBackend, Message, no_extra_buffers
-from rag.settings import LLMSettings
+from rag.models import BUNDLED as BUNDLED_MODELS
+from rag.settings import LLMSettings, Settings
+
+TTFT_TARGET_S = 3.0  # bundled LLM, median time to first token on this machine
+LLM_SWEEP = (300, 450, 600, 900)  # prompt sizes (tokens) for the time-to-first-token sweep
 
 SYSTEM = "Answer the question using only the numbered papers. Cite papers as [n]."
 
@@ -181,6 +190,57 @@ def corpus_prompt(target_tokens: int = 600, settings: LLMSettings | None = None)
     while backend.count_tokens(" ".join(words) + question) > target_tokens:
         words = words[:-5]  # drop the tail of the last abstract
     return " ".join(words) + question
+
+
+def bench_llm_ttft(runs: int = 3, log: Log = print) -> dict[str, Any]:
+    """The bundled LLM's time to first token through our backend vs raw llama-cpp-python."""
+    name = "bundled LLM time to first token"
+    try:
+        budget = Settings().llm.llamacpp_prompt_tokens  # what `rag ask --backend llamacpp` sends at most
+        log(f"LLM: {runs} interleaved runs of eval.bench.llm at the {budget}-token prompt budget")
+        res = bench_llm(corpus_prompt(budget), runs)
+        log("LLM: time to first token by prompt size")
+        sweep = prompt_sweep(LLM_SWEEP, runs)
+    except Exception as err:  # noqa: BLE001 - llama-cpp or the model missing: a note, not a failure
+        return skipped_step(name, f"eval.bench.llm failed: {type(err).__name__}: {err}"[:400])
+    ours, baseline = res["backend"]["ttft_s"], res["raw"]["ttft_s"]
+    ratio = res.get("ratio", {}).get("ttft", ours / baseline)
+    fits = [p for p in sweep if p["ttft_s"] < TTFT_TARGET_S]
+    largest = max(fits, key=lambda p: p["prompt_tokens"]) if fits else None
+    rows = [table_row(f"{name} ({res.get('prompt_tokens', '?')}-token prompt)", fmt_s(ours),
+                      f"{fmt_s(baseline)} raw llama-cpp", ratio, "<= 1.1", verdict(ratio, 1.1)),
+            table_row(f"bundled LLM time to first token at the {budget}-token budget", fmt_s(ours),
+                      f"{TTFT_TARGET_S:.0f} s target", ours / TTFT_TARGET_S, "<= 1.0",
+                      verdict(ours / TTFT_TARGET_S, 1.0)),
+            table_row("bundled LLM decode speed", f"{res['backend']['tok_s']:.1f} tok/s",
+                      f"{res['raw']['tok_s']:.1f} tok/s raw", res.get("ratio", {}).get("tok_s"), "-", "info"),
+            table_row("bundled LLM TTFT by prompt size",
+                      ", ".join(f"{p['prompt_tokens']}: {p['ttft_s']:.1f} s" for p in sweep),
+                      f"largest under {TTFT_TARGET_S:.0f} s: {largest['prompt_tokens'] if largest else 'none'} tokens",
+                      None, "-", "info")]
+    per_model = []
+    for bundled in [m for m in BUNDLED_MODELS.values() if m.installed()]:
+        log(f"LLM: {bundled.name}: cold prompt, shared-prefix reuse and prompt-lookup decoding")
+        try:
+            t = techniques(bundled.name, corpus_prompt(budget), runs)
+        except Exception as err:  # noqa: BLE001
+            log(f"LLM: {bundled.name} skipped: {type(err).__name__}: {err}")
+            continue
+        per_model.append(t)
+        cold = t["cold"]
+        rows += [
+            table_row(f"{bundled.name}: TTFT / decode, cold {t['prompt_tokens']}-token prompt",
+                      f"{fmt_s(cold['ttft_s'])} / {cold['tok_s']:.1f} tok/s", "-", None, "-", "info"),
+            table_row(f"{bundled.name}: answer after the verdict (KV prefix reused)",
+                      f"{fmt_s(t['prefix']['ttft_s'])} TTFT", f"{fmt_s(cold['ttft_s'])} cold",
+                      t["ratio"]["prefix"]["ttft"], "-", "info"),
+            table_row(f"{bundled.name}: prompt-lookup decoding ({t['draft_tokens']} draft tokens)",
+                      f"{t['lookup']['tok_s']:.1f} tok/s", f"{cold['tok_s']:.1f} tok/s plain",
+                      t["ratio"]["lookup"]["tok_s"], ">= 1.0 to turn it on",
+                      verdict(t["ratio"]["lookup"]["tok_s"], 1.0, higher_is_better=True))]
+    return {"result": res, "ours": ours, "baseline": baseline, "ratio": ratio, "budget": budget, "sweep": sweep,
+            "largest_prompt_under_target": largest["prompt_tokens"] if largest else None,
+            "techniques": per_model, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> None:
