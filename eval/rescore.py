@@ -7,6 +7,8 @@ check and re-attribution, naming bare citations, the model's own abstention) and
 ``answer.verify = abstain``, a recorded "no" verdict abstains. So a change to those steps is
 measured on the same generations in seconds, and `rag eval compare SRC OUT` tests it pairwise.
 
+The text replayed is the answer's ``generated`` field (the model's own words); runs recorded before
+it existed replay the shown answer with the titles the checks inserted taken out (`untitled`).
 What it cannot redo, and keeps as recorded: retrieval, the retrieval gate, the verdict itself,
 the generated text (the recorded text already had invalid markers removed: their count is kept),
 and timings. A change to anything the model sees (prompt, context, decoding) needs ``rag eval run``.
@@ -29,6 +31,18 @@ from rag.settings import Settings
 GATE_REASONS = ("best passage similarity", "no paper matched")  # abstentions decided before any generation
 
 
+def untitled(text: str, titles: list[str]) -> str:
+    """A recorded answer without the titles the checks wrote into it (runs from before answers
+    kept ``generated``, the model's own text): replayed, they would read as the model's words.
+
+    >>> untitled('SetFit (\u201cFew-Shot\u201d) [1] is in \u201cFew-Shot\u201d [1].', ["Few-Shot"])
+    'SetFit [1] is in [1].'
+    """
+    for title in titles:
+        text = text.replace(f" (\u201c{title}\u201d) [", " [").replace(f"\u201c{title}\u201d [", "[")
+    return text
+
+
 def recheck(answerer: Answerer, recorded: dict[str, Any]) -> dict[str, Any]:
     """One recorded answer (``Answer.as_dict()``) finished again by the current code."""
     if recorded.get("error") or (recorded.get("abstained") and str(recorded.get("abstain_reason") or "")
@@ -42,7 +56,8 @@ def recheck(answerer: Answerer, recorded: dict[str, Any]) -> dict[str, Any]:
     if answer.verdict == "no" and answerer.settings.answer.verify == "abstain":
         answerer._abstain(answer, "the model found that no retrieved abstract states the answer", numbered)
     elif not recorded.get("abstained"):
-        answerer._finish(answer, recorded["answer"], numbered, prompted=answerer.in_prompt(numbered))
+        text = recorded.get("generated") or untitled(recorded["answer"], [hit.paper.title for _, hit in numbered])
+        answerer._finish(answer, text, numbered, prompted=answerer.in_prompt(numbered))
     else:  # the model's own abstention: its text is gone, the decision stands
         return recorded
     checked = answer.as_dict()

@@ -93,6 +93,7 @@ class Answer:
     sentences: list[AnswerSentence] = field(default_factory=list)
     invalid_citations: int = 0
     removed: list[str] = field(default_factory=list)  # text that leaked from the prompt, taken out
+    generated: str = ""  # what the model wrote, before any check (`rag eval rescore` replays it)
     verdict: str | None = None  # the model's answer to "do the abstracts state the answer?"
     confidence: Confidence | None = None
     retrieved: list[dict[str, Any]] = field(default_factory=list)
@@ -110,7 +111,7 @@ class Answer:
             "notes": self.notes, "citations": [c.as_dict() for c in self.citations],
             "also_retrieved": [c.as_dict() for c in self.also_retrieved],
             "sentences": [s.as_dict() for s in self.sentences], "invalid_citations": self.invalid_citations,
-            "removed": self.removed, "verdict": self.verdict,
+            "removed": self.removed, "generated": self.generated, "verdict": self.verdict,
             "confidence": self.confidence.as_dict() if self.confidence else None,
             "retrieved": self.retrieved, "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
@@ -467,6 +468,7 @@ class Answerer:
         """Scrub, parse and check the model's text into ``answer``: the ``prompted`` papers (all
         numbered ones when None) were in the prompt and can be cited, the rest are only listed."""
         by_number = dict(numbered if prompted is None else prompted)
+        answer.generated = text
         text, answer.removed = scrub(text, delimiter)
         clean, _, invalid = parse_citations(text, list(by_number))
         answer.invalid_citations = invalid

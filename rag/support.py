@@ -42,7 +42,8 @@ _ASKS_FOR_PAPERS = re.compile(r"\b(?:which|what)\s+(?:\w+\s+)?(?:papers?|works?|
 # a sentence whose citation markers all come at its end ("... 146B parameters [1][2].")
 _TRAILING_MARKERS = re.compile(r"[^\[]*?(?:\s*\[\d+\])+\s*[.!?\u3002]?\s*")
 # citation markers in the place of a noun: after a verb or preposition, or in a list of them
-_NOUN_MARKERS = re.compile(r"(\b(?:is|are|was|were|in|of|by|see|from|and|or|called|titled|namely)\s+)"
+_NOUN_MARKERS = re.compile(r"(\b(?:is|are|was|were|in|of|by|see|from|and|or|called|titled|namely|papers?|works?|"
+                           r"stud(?:y|ies))\s+)"
                            r"((?:\[\d+\](?:\s*,\s*(?:and\s+)?|\s+(?:and|or)\s+)?)+)", re.I)
 
 
@@ -306,13 +307,24 @@ class SupportChecker:
         english = is_english(given.split("\n")[0])
         titles = {n: paper.title for n, paper in by_number.items()}
         named: set[int] = set()  # papers whose title the answer already gave
+        which = asks_for_papers(given.split("\n")[0])
+
+        def titled(shown: str, cites: list[int]) -> str:
+            """In an answer to "which paper(s)": each cited name followed by its title, once."""
+            if not which:
+                return shown
+            named.update(n for n in cites if names_title(shown, titles[n]) or f"\u201c{titles[n]}\u201d" in shown)
+            unnamed = {n: titles[n] for n in cites if n not in named}
+            named.update(cites)
+            return title_markers(shown, unnamed)
+
         out: list[tuple[AnswerSentence, str, list[Evidence]]] = []
         for sentence in answer_sentences(text):
             written = [n for n in dict.fromkeys(sentence_citations(sentence)) if n in by_number]
             claim = strip_citations(sentence).strip("\u201c\u201d\" ")
             added = new_words(claim, given)
             if not added or says_no_answer(claim):
-                shown = name_papers(sentence, titles) if not says_no_answer(claim) else sentence
+                shown = sentence if says_no_answer(claim) else titled(name_papers(sentence, titles), written)
                 out.append((AnswerSentence(shown, written, True, 0.0, claim=False), sentence, []))
                 continue
             numbers = numbers_in(sentence) - numbers_in(given)
@@ -344,10 +356,7 @@ class SupportChecker:
                         cites, attributed = [top], True
             score = max((best[n][0] for n in cites), default=0.0)
             shown = with_citations(sentence, cites) if attributed else sentence
-            if asks_for_papers(given.split("\n")[0]):  # "Which paper proposes SetFit?" is answered by a title
-                unnamed = {n: titles[n] for n in cites if n not in named and not names_title(shown, titles[n])}
-                shown = title_markers(shown, unnamed)
-                named.update(cites)
+            shown = titled(shown, cites)
             evidence = [Evidence(n, by_number[n].id, best[n][1], round(best[n][0], 4), shown) for n in cites]
             out.append((AnswerSentence(shown, cites, score >= threshold, round(score, 4), attributed=attributed),
                         sentence, evidence))
