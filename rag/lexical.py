@@ -20,13 +20,17 @@ matches, else rebuilt from the store's chunks (ingest, removal and retrieval all
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import secrets
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,21 +213,72 @@ class LexicalIndex:
         self.catalogue.close()
 
 
+def _remove_abandoned(folder: Path) -> None:
+    """Scratch and set-aside copies of ``folder`` left by builders that died (their pid is gone)."""
+    for kind in ("tmp", "old"):
+        for path in folder.parent.glob(f"{folder.name}.{kind}-*"):
+            pid = path.name.split("-")[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def _one_builder(folder: Path) -> Iterator[None]:
+    """One builder at a time per lexical folder, across threads and processes (an ``flock`` on a
+    file beside it; each call opens its own, so threads of one process exclude each other too).
+    A data home that cannot hold the lock file builds without it (and elsewhere: see below)."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(folder.with_name(folder.name + ".lock"), "a+")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def refresh_lexical(store: Store, settings: Settings, force: bool = False) -> LexicalIndex:
     """The saved lexical index if it matches the store's generation, else rebuilt and saved.
 
-    Built beside the saved one and swapped in (a crash leaves the old index or none); a process
-    still reading the old one keeps its open files. A data home it cannot write to gets the
-    index built in a temporary folder, with a warning."""
+    Readers that find it stale at once (threads of a server, replicas' processes) rebuild it one
+    at a time, and those that waited take the index the first one saved. Built beside the saved
+    one and swapped in (a crash leaves the old index or none, and its scratch folder is removed
+    by the next build); a process still reading the old one keeps its open files. A data home it
+    cannot write to gets the index built in a temporary folder, with a warning."""
     generation = store.generation()
     folder = settings.lexical_dir
     if not force:
         index = LexicalIndex.load(folder)
         if index is not None and index.generation == generation:
             return index
+    with _one_builder(folder):
+        if not force:  # another reader may have rebuilt it while this one waited
+            index = LexicalIndex.load(folder)
+            if index is not None and index.generation == generation:
+                return index
+        return _rebuild(store, folder, generation)
+
+
+def _rebuild(store: Store, folder: Path, generation: str) -> LexicalIndex:
     identity = store.identity()
     titled = identity is None or not identity.chunker.endswith("+notitle")
-    tmp = folder.with_name(folder.name + ".tmp")
+    _remove_abandoned(folder)
+    suffix = f"{os.getpid()}-{threading.get_ident()}-{secrets.token_hex(3)}"  # whose scratch it is
+    tmp = folder.with_name(f"{folder.name}.tmp-{suffix}")
     try:
         index = LexicalIndex.build(store.iter_chunks(), generation, tmp, include_title=titled)
     except (OSError, sqlite3.Error) as err:  # read-only or full home: build where we can, say why it is not saved
@@ -231,9 +286,8 @@ def refresh_lexical(store: Store, settings: Settings, force: bool = False) -> Le
         shutil.rmtree(tmp, ignore_errors=True)
         aside = Path(tempfile.mkdtemp(prefix="paper-rag-lexical-"))
         return LexicalIndex.build(store.iter_chunks(), generation, aside / "index", include_title=titled)
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
+    old = folder.with_name(f"{folder.name}.old-{suffix}")
+    with suppress(FileNotFoundError):
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)

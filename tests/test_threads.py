@@ -3,7 +3,8 @@
 `Embedder.encode` lets one thread at a time into the model; a fresh `Retriever` hit by many
 threads loads its lexical index once and hands every thread the same one; retrievers of one data
 home reopening at once take turns with Chroma's process-wide client cache. Each test starts its
-threads at a barrier, so without the lock the calls overlap and the test fails.
+threads at a barrier, so without the lock the calls overlap and the test fails; lexical indexes rebuilt
+at once by several readers each build in their own scratch folder.
 """
 
 from __future__ import annotations
@@ -113,3 +114,25 @@ def test_retrievers_of_one_home_reopening_at_once_take_turns(bundled_copy: Path,
         return count
 
     assert run_together(reopen_and_read) == [184] * THREADS
+
+
+def test_lexical_rebuilds_at_once_each_get_a_whole_index(bundled_copy: Path) -> None:
+    """Readers that find the lexical cache stale rebuild it; several at once (two readers after an
+    ingest elsewhere) once shared one scratch folder and deleted each other's half-built index."""
+    from rag.lexical import refresh_lexical
+    from rag.store import Store
+
+    settings = Settings(home=bundled_copy)
+    abandoned = settings.lexical_dir.with_name(f"{settings.lexical_dir.name}.tmp-999999999-1-dead")
+    abandoned.mkdir(parents=True)  # a builder that died: its pid is gone
+
+    store = Store(settings)  # one client, as one reader process holds (Chroma's client set-up is not the subject)
+    store.generation()
+
+    indexes = run_together(lambda _: refresh_lexical(store, settings, force=True))
+
+    assert [len(index.papers) for index in indexes] == [184] * THREADS
+    assert refresh_lexical(store, settings).generation == indexes[0].generation
+    lock = settings.lexical_dir.with_name(settings.lexical_dir.name + ".lock")  # builders take turns on it
+    leftovers = [p.name for p in settings.lexical_dir.parent.iterdir() if p not in (settings.lexical_dir, lock)]
+    assert leftovers == [], leftovers  # no scratch or set-aside copy, the dead builder's included
