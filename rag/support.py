@@ -356,7 +356,7 @@ class SupportChecker:
                         cites, attributed = [top], True
             score = max((best[n][0] for n in cites), default=0.0)
             shown = with_citations(sentence, cites) if attributed else sentence
-            shown = titled(shown, cites)
+            shown = titled(shown, [n for n in cites if best[n][0] >= threshold])  # never a wrong title
             evidence = [Evidence(n, by_number[n].id, best[n][1], round(best[n][0], 4), shown) for n in cites]
             out.append((AnswerSentence(shown, cites, score >= threshold, round(score, 4), attributed=attributed),
                         sentence, evidence))

@@ -7,6 +7,7 @@ slow) closes the file."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -112,6 +113,18 @@ def test_which_paper_is_answered_with_the_papers_title(index, embedder) -> None:
     assert answer.sentences[0].supported and marked_answer(answer) == answer.answer
     plain = ask(index, embedder, ScriptedBackend(reply), "What does ZQRT speed up?")
     assert ZQRT not in plain.answer  # only a "which paper" question asks for the title
+
+    def wrong(messages):  # type: ignore[no-untyped-def]
+        user = messages[-1].content
+        zqrt = user[user.index(ZQRT) - 3]
+        other = next(n for n in re.findall(r"^\[(\d+)\] ", user, re.M) if n != zqrt)  # any other paper
+        return f"ZQRT [{zqrt}] and RKV [{other}] both speed up attention on long sequences."
+
+    every_paper = index.model_copy(update={"answer": index.answer.model_copy(update={"context_min_score": 0.0})})
+    mixed = ask(every_paper, embedder, ScriptedBackend(wrong), "Which papers speed up attention on long sequences?")
+    other = next(c for c in [*mixed.citations, *mixed.also_retrieved] if c.paper.title != ZQRT)
+    assert ZQRT in mixed.answer and other.paper.title not in mixed.answer  # a citation that does not support it
+
 
 
 def test_a_number_the_cited_paper_does_not_hold_is_unsupported(index, embedder) -> None:  # type: ignore[no-untyped-def]
