@@ -4,7 +4,8 @@
 (results, summary, report) in which every generated answer went through today's
 `rag.answer.Answerer` finishing steps again (leak scrub, citation parsing, the sentence support
 check and re-attribution, naming bare citations, the model's own abstention) and, under
-``answer.verify = abstain``, a recorded "no" verdict abstains. So a change to those steps is
+``answer.verify = abstain``, a recorded "no" verdict abstains; so does a "how many X" question
+whose prompted abstracts never mention X (`rag.support.uncounted`). So a change to those steps is
 measured on the same generations in seconds, and `rag eval compare SRC OUT` tests it pairwise.
 
 The text replayed is the answer's ``generated`` field (the model's own words); runs recorded before
@@ -27,6 +28,7 @@ from rag.answer import Answer, Answerer
 from rag.errors import InputError
 from rag.retrieval import PaperHit
 from rag.settings import Settings
+from rag.support import uncounted
 
 GATE_REASONS = ("best passage similarity", "no paper matched")  # abstentions decided before any generation
 
@@ -53,7 +55,11 @@ def recheck(answerer: Answerer, recorded: dict[str, Any]) -> dict[str, Any]:
     numbered = [(c["number"], PaperHit(papers[c["paper_id"]], c["score"], None, None, None, None)) for c in listed]
     answer = Answer(question=recorded["question"], query=recorded["query"], verdict=recorded.get("verdict"),
                     incomplete=recorded.get("incomplete", False))
-    if answer.verdict == "no" and answerer.settings.answer.verify == "abstain":
+    counted = uncounted(answer.query, (f"{hit.paper.title} {hit.paper.abstract}" for _, hit in
+                                       answerer.in_prompt(numbered)))
+    if counted:
+        answerer._abstain(answer, f"the question counts {counted}, which no retrieved abstract mentions", numbered)
+    elif answer.verdict == "no" and answerer.settings.answer.verify == "abstain":
         answerer._abstain(answer, "the model found that no retrieved abstract states the answer", numbered)
     elif not recorded.get("abstained"):
         text = recorded.get("generated") or untitled(recorded["answer"], [hit.paper.title for _, hit in numbered])

@@ -52,7 +52,7 @@ from rag.retrieval import (
     low_confidence,
 )
 from rag.settings import Settings
-from rag.support import CITATION_MARKER, AnswerSentence, Evidence, SupportChecker, is_english, says_no_answer
+from rag.support import CITATION_MARKER, AnswerSentence, Evidence, SupportChecker, is_english, says_no_answer, uncounted
 
 MAX_QUESTION_CHARS = MAX_QUERY_CHARS  # one limit for what is searched and what is answered
 _PLACEHOLDER = re.compile(r"\[(?:n|N|x|X|\?|\.\.\.|number)\]")  # a template's marker copied literally
@@ -306,6 +306,9 @@ class Answerer:
         prompted = self.in_prompt(numbered)
 
         abstain, reason = self.should_abstain(result)
+        counted = None if abstain else uncounted(query, (f"{h.paper.title} {h.paper.abstract}" for _, h in prompted))
+        if counted:
+            abstain, reason = True, f"the question counts {counted}, which no retrieved abstract mentions"
         text, delimiter = "", ""
         try:
             if not abstain and llm is not None:

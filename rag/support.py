@@ -37,6 +37,7 @@ from rag.settings import AnswerSettings
 # a citation marker: "[1]", "[2, 3]", "[1-4]", "[source 2]"; group 1 holds the numbers
 CITATION_MARKER = re.compile(r"\[(?:(?:source|paper|ref)\s*)?(\d+(?:\s*(?:[,;]|[-–])\s*\d+)*)\]", re.I)
 _WORD = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
+_HOW_MANY = re.compile(r"\bhow\s+many\s+([^\W\d_][\w-]*)", re.I)
 _ASKS_FOR_PAPERS = re.compile(r"\b(?:which|what)\s+(?:\w+\s+)?(?:papers?|works?|stud(?:y|ies)|articles?|"
                               r"publications?)\b|\bis\s+there\s+(?:a|any)\s+(?:paper|work|study|research)\b", re.I)
 # a sentence whose citation markers all come at its end ("... 146B parameters [1][2].")
@@ -190,6 +191,22 @@ def with_citations(sentence: str, numbers: Sequence[int]) -> str:
     end = body[-1] if body and body[-1] in ".!?。" else ""
     marks = "".join(f"[{n}]" for n in numbers)
     return f"{body[: len(body) - len(end)].rstrip()} {marks}{end}" if marks else body
+
+
+def uncounted(question: str, texts: Iterable[str]) -> str | None:
+    """What a "how many X" question counts, when none of ``texts`` mentions X (stemmed): no
+    abstract can say how many GPUs if none mentions GPUs.
+
+    >>> uncounted("How many GPUs were used to train PLaMo-100B?", ["PLaMo-100B was trained on 2T tokens."])
+    'GPUs'
+    >>> uncounted("How many tokens was PLaMo-100B trained on?", ["PLaMo-100B was trained on 2T tokens."])
+    >>> uncounted("How many of them use RL?", ["..."])
+    """
+    m = _HOW_MANY.search(question)
+    if not m or not content_words(m.group(1)):
+        return None
+    wanted = stems(content_words(m.group(1)))
+    return None if any(wanted & stems(content_words(t)) for t in texts) else m.group(1)
 
 
 def names_title(sentence: str, title: str) -> bool:

@@ -76,16 +76,26 @@ def test_an_unsupported_claim_is_flagged_not_hidden(index, embedder) -> None:  #
 
 
 def test_the_models_own_not_stated_is_an_abstention(index, embedder) -> None:  # type: ignore[no-untyped-def]
-    reply = "The abstracts do not mention how many GPUs trained ZQRT [1]."
-    answer = ask(index, embedder, ScriptedBackend(reply), "How many GPUs were used to build ZQRT?")
+    reply = "The abstracts do not mention which GPUs trained ZQRT [1]."
+    answer = ask(index, embedder, ScriptedBackend(reply), "Which GPUs were used to build ZQRT?")
     assert answer.abstained and answer.answer == prompts.ABSTAIN_PHRASE and answer.citations == []
     assert "model said" in (answer.abstain_reason or "") and answer.also_retrieved
+
+
+def test_counting_what_no_abstract_mentions_abstains_before_generating(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    backend = ScriptedBackend("ZQRT runs three times faster than dense attention [1].")
+    answer = ask(index, embedder, backend, "How many GPUs were used to build ZQRT?")
+    assert answer.abstained and answer.answer == prompts.ABSTAIN_PHRASE and backend.calls == []
+    assert "GPUs" in (answer.abstain_reason or "")
+    counted = ask(index, embedder, ScriptedBackend("ZQRT has 12 sparse kernels [1]."),
+                  "How many kernels does ZQRT provide?")  # "kernels" is in ZQRT's abstract: asked
+    assert not counted.abstained
 
 
 def test_a_first_sentence_saying_it_is_not_stated_abstains_despite_context(index, embedder) -> None:  # type: ignore[no-untyped-def]
     reply = ("The GPU count is not specified in the abstracts. ZQRT runs three times faster than dense "
              "attention [1].")
-    answer = ask(index, embedder, ScriptedBackend(reply), "How many GPUs were used to build ZQRT?")
+    answer = ask(index, embedder, ScriptedBackend(reply), "Which GPUs were used to build ZQRT?")
     assert answer.abstained and answer.answer == prompts.ABSTAIN_PHRASE
 
 
@@ -166,7 +176,7 @@ def test_papers_far_below_the_best_stay_out_of_the_prompt(index, embedder) -> No
 
 def test_a_no_verdict_abstains_before_generating(index, embedder) -> None:  # type: ignore[no-untyped-def]
     backend = ScriptedBackend("ZQRT was trained on 512 GPUs [1].", verdict="no")
-    answer = ask(index, embedder, backend, "How many GPUs were used to build ZQRT?")
+    answer = ask(index, embedder, backend, "Which GPUs were used to build ZQRT?")
     assert answer.abstained and answer.verdict == "no" and answer.answer == prompts.ABSTAIN_PHRASE
     assert [kind for kind, _ in backend.calls] == ["choose"]  # never asked to write the answer
     check = backend.calls[0][1][-1].content
