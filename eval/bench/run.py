@@ -98,9 +98,9 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     base = Settings()
     if device:
         base = base.model_copy(update={"embedding": base.embedding.model_copy(update={"device": device})})
-    skip = set(skip) | ({"scale", "throughput"} if quick else set())
+    skipped: set[str] = set(skip) | ({"scale", "throughput"} if quick else set())
     if not scale:
-        skip.add("scale")
+        skipped.add("scale")
 
     def log(message: str) -> None:
         console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
@@ -116,7 +116,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
         json_path.write_text(json.dumps(results, indent=2, default=str))
 
     embedder = Embedder(base.embedding)
-    if set(STEPS) - skip - MODEL_FREE:
+    if set(STEPS) - skipped - MODEL_FREE:
         log(f"loading the embedder on {base.embedding.device}")
         t0 = time.perf_counter()
         embedder.model  # noqa: B018 - loaded once, outside every timing
@@ -125,7 +125,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     steps = results["steps"]
 
     def step(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        if name in skip:
+        if name in skipped:
             why = "skipped by request" if not quick else "skipped (--quick)"
             steps[name] = skipped_step(name.replace("_", " "), why)
             return steps[name]
@@ -144,7 +144,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     try:
         first = step("first_ingest", lambda: bench_first_ingest(embedder, base, corpus_paths, work, rounds, log))
         homes = first.get("homes", [])
-        if not homes and {"retrieval", "cold_start", "api"} - skip:  # these steps still need an index
+        if not homes and {"retrieval", "cold_start", "api"} - skipped:  # these steps still need an index
             from rag.ingest import Ingestor
 
             Ingestor(bench_settings(base, work / "ingest-0"), embedder=embedder).run(corpus_paths)

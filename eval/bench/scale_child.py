@@ -97,7 +97,8 @@ def reader_child(spec: dict[str, Any]) -> dict[str, Any]:
     rss["first_query"] = _rss()
     for q in queries[:3]:
         retriever.search(q)
-    latencies, stages = [], {}
+    latencies: list[float] = []
+    stages: dict[str, Any] = {}
     for _ in range(spec.get("passes", 2)):
         for q in queries:
             t = time.perf_counter()

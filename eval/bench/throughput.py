@@ -42,7 +42,8 @@ def bench_throughput(embedder: Any, texts: Sequence[str], work: Path,
         if backend == "torch":
             continue
         try:
-            models[backend] = SentenceTransformer(str(embedder.path), backend=backend, local_files_only=True,
+            models[backend] = SentenceTransformer(str(embedder.path), backend=backend,  # type: ignore[arg-type]
+                                                  local_files_only=True,
                                                   device=embedder.settings.device)
         except Exception as err:  # noqa: BLE001 - an uninstallable backend is a finding, not a crash
             why = ONNX_NOTE if backend == "onnx" else OPENVINO_NOTE
@@ -64,7 +65,7 @@ def bench_throughput(embedder: Any, texts: Sequence[str], work: Path,
             models[backend].encode(texts, batch_size=bs, normalize_embeddings=True, convert_to_numpy=True,
                                    show_progress_bar=False)
             times[f"{backend}/{bs}"].append(time.perf_counter() - start)
-    results = []
+    results: list[dict[str, Any]] = []
     for backend, bs in configs:
         m = median(times[f"{backend}/{bs}"])
         results.append({"backend": backend, "batch_size": bs, "seconds": times[f"{backend}/{bs}"],

@@ -47,7 +47,7 @@ def bench_tokenization(embedder: Any, n_texts: int = 20_000, rounds: int = 2, wo
     null = Embedder(embedder.settings)
     null.__dict__.update(model=_NullModel(), dim=embedder.dim, tokenizer=embedder.tokenizer)
     null.tokenizer_workers, null.pipelined = workers, True
-    null._forward = lambda f: torch.zeros((f["input_ids"].shape[0], embedder.dim))  # type: ignore[method-assign]
+    null._forward = lambda f: torch.zeros((f["input_ids"].shape[0], embedder.dim))  # type: ignore[method-assign,assignment]
 
     def single() -> None:
         for batch in batches:
