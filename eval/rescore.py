@@ -24,11 +24,10 @@ from typing import Any
 from eval.datasets import Dataset, load_dataset, resolve_gold
 from eval.results import ResultsWriter, read_results
 from eval.run import RunOutcome, manifest, question_record, settings_record
-from rag.answer import Answer, Answerer
+from rag.answer import VERDICT_NO, Answer, Answerer
 from rag.errors import InputError
 from rag.retrieval import PaperHit
 from rag.settings import Settings
-from rag.support import uncounted
 
 GATE_REASONS = ("best passage similarity", "no paper matched")  # abstentions decided before any generation
 
@@ -55,15 +54,14 @@ def recheck(answerer: Answerer, recorded: dict[str, Any]) -> dict[str, Any]:
     numbered = [(c["number"], PaperHit(papers[c["paper_id"]], c["score"], None, None, None, None)) for c in listed]
     answer = Answer(question=recorded["question"], query=recorded["query"], verdict=recorded.get("verdict"),
                     incomplete=recorded.get("incomplete", False))
-    counted = uncounted(answer.query, (f"{hit.paper.title} {hit.paper.abstract}" for _, hit in
-                                       answerer.in_prompt(numbered)))
-    if counted:
-        answerer._abstain(answer, f"the question counts {counted}, which no retrieved abstract mentions", numbered)
+    prompted = answerer.in_prompt(numbered)
+    if unmentioned := answerer.counts_unmentioned(answer.query, prompted):
+        answerer._abstain(answer, unmentioned, numbered)
     elif answer.verdict == "no" and answerer.settings.answer.verify == "abstain":
-        answerer._abstain(answer, "the model found that no retrieved abstract states the answer", numbered)
+        answerer._abstain(answer, VERDICT_NO, numbered)
     elif not recorded.get("abstained"):
         text = recorded.get("generated") or untitled(recorded["answer"], [hit.paper.title for _, hit in numbered])
-        answerer._finish(answer, text, numbered, prompted=answerer.in_prompt(numbered))
+        answerer._finish(answer, text, numbered, prompted=prompted)
     else:  # the model's own abstention: its text is gone, the decision stands
         return recorded
     checked = answer.as_dict()

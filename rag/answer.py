@@ -54,6 +54,7 @@ from rag.retrieval import (
 from rag.settings import Settings
 from rag.support import CITATION_MARKER, AnswerSentence, Evidence, SupportChecker, is_english, says_no_answer, uncounted
 
+VERDICT_NO = "the model found that no retrieved abstract states the answer"  # the abstention reason of a "no"
 MAX_QUESTION_CHARS = MAX_QUERY_CHARS  # one limit for what is searched and what is answered
 _PLACEHOLDER = re.compile(r"\[(?:n|N|x|X|\?|\.\.\.|number)\]")  # a template's marker copied literally
 
@@ -306,9 +307,8 @@ class Answerer:
         prompted = self.in_prompt(numbered)
 
         abstain, reason = self.should_abstain(result)
-        counted = None if abstain else uncounted(query, (f"{h.paper.title} {h.paper.abstract}" for _, h in prompted))
-        if counted:
-            abstain, reason = True, f"the question counts {counted}, which no retrieved abstract mentions"
+        if not abstain and (unmentioned := self.counts_unmentioned(query, prompted)):
+            abstain, reason = True, unmentioned
         text, delimiter = "", ""
         try:
             if not abstain and llm is not None:
@@ -318,7 +318,7 @@ class Answerer:
                     answer.verdict = llm.choose(self.messages_for(base, prompts.CHECK_INSTRUCTION), ["yes", "no"])
                     answer.timings["verify_s"] = time.perf_counter() - t_retrieved
                     if answer.verdict == "no" and cfg.answer.verify == "abstain":
-                        abstain, reason = True, "the model found that no retrieved abstract states the answer"
+                        abstain, reason = True, VERDICT_NO
                 if not abstain:
                     temp = cfg.llm.temperature if temperature is None else temperature
                     cite = [n for n, _ in numbered] if cfg.answer.constrained else []
@@ -374,6 +374,13 @@ class Answerer:
             return True, (f"best passage similarity {c.dense_top:.2f} < {cfg.abstain_threshold:.2f} and the top "
                           f"paper holds {c.coverage:.0%} of the question's terms (< {cfg.abstain_coverage:.0%})")
         return False, None
+
+    @staticmethod
+    def counts_unmentioned(query: str, prompted: list[tuple[int, PaperHit]]) -> str | None:
+        """Why to abstain before any generation when a "how many X" query's prompted abstracts never
+        mention X (`rag.support.uncounted`); None otherwise."""
+        counted = uncounted(query, (f"{hit.paper.title} {hit.paper.abstract}" for _, hit in prompted))
+        return f"the question counts {counted}, which no retrieved abstract mentions" if counted else None
 
     def in_prompt(self, numbered: list[tuple[int, PaperHit]]) -> list[tuple[int, PaperHit]]:
         """The numbered papers that go into the prompt: those scoring at least
