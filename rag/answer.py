@@ -321,7 +321,7 @@ class Answerer:
                         abstain, reason = True, VERDICT_NO
                 if not abstain:
                     temp = cfg.llm.temperature if temperature is None else temperature
-                    cite = [n for n, _ in numbered] if cfg.answer.constrained else []
+                    cite = [n for n, _ in prompted] if cfg.answer.constrained else []
                     for delta in llm.stream(self.messages_for(base, prompts.ANSWER_INSTRUCTION),
                                             max_tokens=cfg.llm.max_new_tokens, temperature=temp, cite=cite):
                         if not text:

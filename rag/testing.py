@@ -55,7 +55,8 @@ class ScriptedBackend:
     ``reply`` may be a function of the messages (e.g. to answer a condensation prompt differently
     from an answer prompt); ``verdict`` is what ``choose`` returns; ``fail_after`` raises
     ``StreamInterrupted`` after that many words, as a dropped connection would. Every call is
-    recorded in ``calls`` as ``(kind, messages)``.
+    recorded in ``calls`` as ``(kind, messages)``, and the citation numbers the last ``stream`` was
+    allowed (its ``cite``) in ``cited``.
     """
 
     def __init__(self, reply: str | Callable[[list[Message]], str] = "", *, verdict: str | None = "yes",
@@ -65,6 +66,7 @@ class ScriptedBackend:
         self.name, self.model, self.capable = name, model, capable
         self.context_window, self._budget = context_window, prompt_budget
         self.calls: list[tuple[str, list[Message]]] = []
+        self.cited: list[int] = []
 
     @property
     def prompt_budget(self) -> int:
@@ -82,6 +84,7 @@ class ScriptedBackend:
     def stream(self, messages: list[Message], *, max_tokens: int, temperature: float,
                stop: list[str] | None = None, cite: Sequence[int] = ()) -> Iterator[str]:
         self.calls.append(("stream", list(messages)))
+        self.cited = list(cite)
         reply = self.reply(list(messages)) if callable(self.reply) else self.reply
         sent = ""
         for i, word in enumerate(re.findall(r"\S+\s*", reply)):

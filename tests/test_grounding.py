@@ -172,6 +172,10 @@ def test_papers_far_below_the_best_stay_out_of_the_prompt(index, embedder) -> No
         assert (hit["title"] in prompt) == (hit["score"] >= 0.25 * top), hit
     assert any(hit["title"] not in prompt for hit in answer.retrieved)
     assert len(answer.citations) + len(answer.also_retrieved) == len(answer.retrieved)
+    constrained = index.model_copy(update={"answer": index.answer.model_copy(update={"constrained": True})})
+    ask(constrained, embedder, backend, "How much faster is ZQRT than dense attention?")
+    in_prompt = [int(n) for n in re.findall(r"^\[(\d+)\] ", backend.calls[-1][1][-1].content, re.M)]
+    assert backend.cited == in_prompt and len(in_prompt) < len(answer.retrieved)  # the grammar's numbers
 
 
 def test_a_no_verdict_abstains_before_generating(index, embedder) -> None:  # type: ignore[no-untyped-def]
