@@ -180,7 +180,8 @@ def bench(
     device: Annotated[str | None, typer.Option(help="Embedding device: cpu, cuda, cuda:1, mps.")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds per measurement (medians).")] = 3,
     server_scale: Annotated[str | None, typer.Option(
-        help="Sizes also ingested into a `chroma run` server (default: the smallest scale size).")] = None,
+        help="Sizes also ingested into a `chroma run` server (default: the smallest scale size; "
+             "`none`: no server point).")] = None,
     only: Annotated[str | None, typer.Option(
         help="Run only these steps, e.g. scale or cold_start,llm (first_ingest reingest retrieval cold_start llm "
              "tokenization throughput scale api).")] = None,
@@ -192,10 +193,10 @@ def bench(
                                                          "instead of the table.")] = False,
 ) -> None:
     """Measure ingest, re-ingest, retrieval, cold start, LLM, scale and throughput against baselines."""
-    from eval.bench import json_summary, parse_sizes, parse_steps, run_bench
+    from eval.bench import json_summary, parse_server_sizes, parse_sizes, parse_steps, run_bench
 
     results = run_bench(out=out_dir, scale=parse_sizes(scale), quick=quick, device=device, rounds=rounds,
-                        console=console, server_scale=parse_sizes(server_scale) if server_scale else None,
+                        console=console, server_scale=parse_server_sizes(server_scale),
                         skip=sorted(parse_steps(only)) if only else (), store_only=store_only, table=not as_json)
     if as_json:
         emit_json(json_summary(results))

@@ -51,6 +51,8 @@ TOKENIZE_BATCH = 2000  # chunk texts tokenized and written to the BM25 index at 
 
 
 def _stemmer() -> Any:
+    """A new Snowball stemmer: one per call, since PyStemmer objects are not thread-safe and
+    making one is cheap (well under a microsecond)."""
     import Stemmer
 
     return Stemmer.Stemmer("english")
@@ -82,10 +84,8 @@ class LexicalIndex:
         self.catalogue = Catalogue(folder / FILE)
         self.papers: Papers = self.catalogue.papers
         self.bm25: Any = None
-        self._stemmer: Any = None
         if self.catalogue.n_chunks:
             self.bm25 = bm25s.BM25.load(str(folder / "bm25"), mmap=True)
-            self._stemmer = _stemmer()
             if self.bm25.scores["num_docs"] != self.catalogue.n_chunks:
                 raise ValueError("bm25 document count differs from the catalogue")
 
@@ -183,6 +183,10 @@ class LexicalIndex:
         """The texts of those of ``chunk_ids`` this index holds (one catalogue query)."""
         return self.catalogue.texts(chunk_ids)
 
+    def terms(self, text: str) -> list[str]:
+        """``text`` as this index's BM25 terms (tokenized, stop words out, stemmed)."""
+        return tokenize([text], _stemmer())[0]
+
     def search(self, query: str, n: int, allowed: np.ndarray | None = None) -> list[tuple[str, float]]:
         """Best chunks as (chunk id, BM25 score), score > 0 only, best first.
 
@@ -190,7 +194,7 @@ class LexicalIndex:
         """
         if self.bm25 is None or not query.strip():
             return []
-        tokens = tokenize([query], self._stemmer)[0]
+        tokens = self.terms(query)
         if not tokens:
             return []
         scores = self.bm25.get_scores(tokens)

@@ -34,7 +34,7 @@ from rag.chunking import paper_of
 from rag.corpus import Paper, clean_text, fold
 from rag.embeddings import Embedder
 from rag.errors import EmptyIndexError, IndexBusyError, InputError
-from rag.lexical import LexicalIndex, refresh_lexical, tokenize
+from rag.lexical import LexicalIndex, refresh_lexical
 from rag.settings import Settings
 from rag.store import IndexIdentity, Store
 
@@ -460,10 +460,10 @@ class Retriever:
                     dense_chunks: list[tuple[str, float]], lexical_chunks: list[tuple[str, float]],
                     d_rank: dict[str, int], l_rank: dict[str, int]) -> Confidence:
         coverage = 0.0
-        if hits and index._stemmer is not None:
-            terms = set(tokenize([query], index._stemmer)[0])
+        if hits:
+            terms = set(index.terms(query))
             paper = hits[0].paper
-            text = set(tokenize([paper.title + " " + paper.abstract], index._stemmer)[0])
+            text = set(index.terms(paper.title + " " + paper.abstract))
             coverage = len(terms & text) / len(terms) if terms else 0.0
         top_d = min(d_rank, key=d_rank.__getitem__) if d_rank else None
         top_l = min(l_rank, key=l_rank.__getitem__) if l_rank else None

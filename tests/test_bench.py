@@ -84,6 +84,17 @@ def test_bench_command_rejects_a_malformed_scale() -> None:
     assert "Traceback" not in got.stderr
 
 
+def test_server_scale_takes_sizes_none_or_the_default() -> None:
+    from eval.bench import parse_server_sizes
+    from rag.errors import InputError
+
+    assert parse_server_sizes(None) is None  # the default: the smallest scale size
+    assert parse_server_sizes("none") == [] and parse_server_sizes(" None ") == []
+    assert parse_server_sizes("10000,100_000") == [10_000, 100_000]
+    with pytest.raises(InputError, match="not a list of paper counts"):
+        parse_server_sizes("ten")
+
+
 def test_projection_is_linear_and_keeps_the_fixed_memory_fixed() -> None:
     from eval.bench import project
 
@@ -159,12 +170,17 @@ def test_hash_embedder_ingests_without_a_model(tmp_path: Path) -> None:
 def test_store_only_scale_prints_one_object_per_point(tmp_path: Path) -> None:
     from tests.conftest import run_cli
 
-    got = run_cli("bench", "--only", "scale", "--store-only", "--scale", "300,600", "--json",
-                  "--out", str(tmp_path / "b"))
+    got = run_cli("bench", "--only", "scale", "--store-only", "--scale", "300,600", "--server-scale", "300",
+                  "--json", "--out", str(tmp_path / "b"))
     assert got.returncode == 0, got.stderr[-2000:]
     points = json.loads(got.stdout)["scale"]
-    assert [p["papers"] for p in points] == [300, 600], got.stdout[-2000:]  # a failed point: scale_error says why
+    # a failed point: scale_error says why
+    assert [(p["papers"], p["mode"]) for p in points] == [(300, "embedded"), (300, "server"), (600, "embedded")], \
+        got.stdout[-2000:]
     assert all(p["store_only"] for p in points)
+    served = points[1]  # the server's process and its data folder are counted apart from the ingest's
+    assert served["server_peak_rss_mb"] > 50 and points[0]["server_peak_rss_mb"] is None
+    assert served["disk_mb_by_part"]["chroma_hnsw"] > 0 and served["disk_mb_by_part"]["chroma_sqlite"] > 0
     for p in points:
         assert {"papers", "chunks", "seconds", "ingest_peak_rss_mb", "reader_rss_mb", "disk_mb",
                 "retrieval_ms_p50", "retrieval_ms_p95"} <= set(p)

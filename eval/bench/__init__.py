@@ -20,8 +20,9 @@ nothing here is a test threshold. Left out: answer quality (``rag eval``), GPU m
 machines without one, and multi-node Chroma deployments.
 """
 
-from eval.bench.run import STEPS, json_summary, parse_sizes, parse_steps, run_bench
+from eval.bench.run import STEPS, json_summary, parse_server_sizes, parse_sizes, parse_steps, run_bench
 from eval.bench.scale import project
 from eval.bench.throughput import bench_throughput
 
-__all__ = ["STEPS", "bench_throughput", "json_summary", "parse_sizes", "parse_steps", "project", "run_bench"]
+__all__ = ["STEPS", "bench_throughput", "json_summary", "parse_server_sizes", "parse_sizes", "parse_steps", "project",
+           "run_bench"]

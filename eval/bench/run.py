@@ -44,6 +44,14 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def parse_server_sizes(text: str | None) -> list[int] | None:
+    """``--server-scale``: ``None`` (the default: the smallest size), ``"none"`` (no server point:
+    ``[]``) or sizes as `parse_sizes` reads them."""
+    if text is None:
+        return None
+    return [] if text.strip().lower() == "none" else parse_sizes(text)
+
+
 def parse_steps(only: str) -> set[str]:
     """``--only scale,llm`` -> the steps to skip; an unknown name is an input error."""
     wanted = {name.strip() for name in only.split(",") if name.strip()}
@@ -205,6 +213,8 @@ def json_summary(results: dict[str, Any]) -> dict[str, Any]:
         if name == "scale":
             out["scale"] = [{**{k: p.get(k) for k in SCALE_KEYS}, "mode": p.get("mode"),
                              "store_only": p.get("store_only", False),
+                             "server_peak_rss_mb": round(p["server_peak_rss_bytes"] / 2**20, 1)
+                             if p.get("server_peak_rss_bytes") else None,
                              "disk_mb_by_part": {k: round(v / 2**20, 1)
                                                  for k, v in p.get("disk_parts_bytes", {}).items()},
                              "reader_rss_mb_by_stage": {k: round(v / 2**20, 1)

@@ -89,15 +89,18 @@ def _run_child(kind: str, spec: dict[str, Any], work: Path) -> tuple[dict[str, A
     return result, int(result.get("peak_rss_bytes") or sampler.peak)
 
 
-def disk_parts(home: Path, collection: str) -> dict[str, int]:
+def disk_parts(home: Path, collection: str, chroma: Path | None = None) -> dict[str, int]:
     """Bytes on disk by component: Chroma's HNSW segments, Chroma's SQLite (with its WAL), the
-    BM25 index and the paper catalogue (``catalogue.sqlite3`` in the lexical folder)."""
-    chroma, lexical = home / "chroma", home / "lexical" / collection
+    BM25 index and the paper catalogue (``catalogue.sqlite3`` in the lexical folder). ``chroma``:
+    a server's data folder (default the embedded one in ``home``)."""
+    lexical = home / "lexical" / collection
+    chroma = chroma if chroma is not None else home / "chroma"
     sqlite = sum(p.stat().st_size for p in chroma.glob("chroma.sqlite3*")) if chroma.is_dir() else 0
     hnsw = sum(du(p) for p in chroma.iterdir() if p.is_dir()) if chroma.is_dir() else 0
     catalogue = sum(p.stat().st_size for p in lexical.glob("catalogue.sqlite3*")) if lexical.is_dir() else 0
     return {"chroma_hnsw": hnsw, "chroma_sqlite": sqlite, "lexical": du(lexical) - catalogue,
-            "catalogue": catalogue, "other": du(home) - hnsw - sqlite - du(lexical)}
+            "catalogue": catalogue,
+            "other": du(home) - du(lexical) - (hnsw + sqlite if chroma.is_relative_to(home) else 0)}
 
 
 def _fit(xs: Sequence[float], ys: Sequence[float], at: float) -> tuple[float, float, float]:
@@ -177,7 +180,7 @@ def bench_scale(base: Settings, work: Path, sizes: Sequence[int], queries: Seque
                 if server is not None:
                     stop_process(server, grace=15)
             disk = du(home) + (du(server_path) if mode == "server" else 0)
-            parts = disk_parts(home, base.store.collection)
+            parts = disk_parts(home, base.store.collection, server_path if mode == "server" else None)
             lat = reader["retrieval_s"]
             reader_rss = reader["rss_bytes"]["first_query"]
             point = {"papers": n, "chunks": result["chunks"], "seconds": round(result["ingest_s"], 2),
