@@ -111,6 +111,14 @@ def test_projection_is_linear_and_keeps_the_fixed_memory_fixed() -> None:
     got = project(two, target=2_500_000)
     assert got["ingest_s"]["projected"] == pytest.approx(10.0 + 500_000)
     assert got["peak_rss_bytes"]["projected"] == pytest.approx(1e9 + 2.5e11)
+    assert "server" not in got  # one server size: no line to fit
+
+    served = [{**p, "mode": "server", "peak_rss_bytes": 3e8 + 10.0 * p["papers"],
+               "server_peak_rss_bytes": 1e8 + 3e3 * p["papers"]} for p in two[:2]]
+    got = project(two[:2] + served, target=2_500_000)
+    assert got["server"]["peak_rss_bytes"]["projected"] == pytest.approx(3e8 + 2.5e7)  # flat ingest process
+    assert got["server"]["server_peak_rss_bytes"]["projected"] == pytest.approx(1e8 + 7.5e9)
+    assert "into a Chroma server: ingest process" in got["summary"]
 
 
 def test_throughput_measures_onnx_runtime_on_our_export(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]

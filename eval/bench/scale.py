@@ -113,7 +113,10 @@ def _fit(xs: Sequence[float], ys: Sequence[float], at: float) -> tuple[float, fl
 
 
 def project(points: Sequence[dict[str, Any]], target: int = PROJECT_TARGET) -> dict[str, Any]:
-    """Linear projection of ingest time, disk and peak RSS (embedded Chroma) to ``target`` papers."""
+    """Linear projection of ingest time, disk and peak RSS (embedded Chroma) to ``target`` papers;
+    with two or more server sizes, also the ingest process's and the Chroma server's peak RSS
+    (``server``)."""
+    served = [p for p in points if p["mode"] == "server" and p.get("server_peak_rss_bytes")]
     points = [p for p in points if p["mode"] == "embedded"]
     if not points:
         return {}
@@ -134,11 +137,20 @@ def project(points: Sequence[dict[str, Any]], target: int = PROJECT_TARGET) -> d
     seconds = out["ingest_s"]["projected"]
     what = "store only (no embedding; the model adds its time and ~0.5 GB)" if all(
         p.get("store_only") for p in points) else "on this machine"
+    server_part = ""
+    if len({p["papers"] for p in served}) >= 2:
+        xs = [p["papers"] for p in served]
+        out["server"] = {key: dict(zip(("slope_per_paper", "intercept", "projected"),
+                                       _fit(xs, [p[key] for p in served], target)))
+                         for key in ("peak_rss_bytes", "server_peak_rss_bytes")}
+        server_part = (f"; into a Chroma server: ingest process "
+                       f"~{fmt_bytes(out['server']['peak_rss_bytes']['projected'])}, server "
+                       f"~{fmt_bytes(out['server']['server_peak_rss_bytes']['projected'])}")
     out["summary"] = (f"{target:,} abstracts {what}: ingest ~{seconds / 3600:.0f} h "
                       f"({seconds / 86400:.1f} days) at {1 / out['ingest_s']['slope_per_paper']:.1f} papers/s, "
                       f"~{fmt_bytes(out['disk_bytes']['projected'])} on disk, peak RSS "
                       f"~{fmt_bytes(out['peak_rss_bytes']['projected'])} (linear; HNSW inserts grow ~log N, "
-                      "so this is a lower bound)")
+                      f"so this is a lower bound){server_part}")
     return out
 
 
