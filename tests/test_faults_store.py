@@ -701,3 +701,30 @@ def test_bad_corpus_files(case: BadInput, tmp_path: Path, rag_home: Path, monkey
         hit = json.loads(cli("search", "ignore previous instructions system prompt", "--json").out)[0]
         assert hit["snippet"] == stored
         assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_dense_query_for_more_chunks_than_stored(tmp_path: Path) -> None:
+    """A query asks Chroma for ``n`` without counting first: it gets what is stored (all of it, or
+    what a filter lets through), best first; an empty collection gives nothing."""
+    from eval.synthetic import generate
+    from rag.chunking import paper_of
+    from rag.ingest import Ingestor
+    from rag.settings import Settings
+    from rag.store import Store
+    from rag.testing import HashEmbedder, hash_vector
+
+    settings = Settings(home=tmp_path / "home")
+    store = Store(settings)
+    store.collection(create=True)
+    assert store.query(hash_vector("anything", 384), 10) == []
+    corpus = generate(6, tmp_path / "c.jsonl", seed=2)
+    Ingestor(settings, embedder=HashEmbedder(settings.embedding, name="stand-in")).run([corpus])
+    ids = [cid for cid, _, _ in store.iter_chunks()]
+    first = ids[0]
+    got = Store(settings).query(hash_vector("anything", 384), 1000)
+    assert sorted(cid for cid, _ in got) == sorted(ids)
+    scores = [score for _, score in got]
+    assert scores == sorted(scores, reverse=True)
+    paper = paper_of(first)
+    only = Store(settings).query(hash_vector("anything", 384), 1000, where={"paper_id": paper})
+    assert {cid for cid, _ in only} == {c for c in ids if c.startswith(paper + "#")}
