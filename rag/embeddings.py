@@ -249,8 +249,13 @@ class Embedder:
             return None
 
     def _use_onnx(self, n: int) -> bool:
-        """Small batches (a query: far faster than torch) go to ONNX Runtime when an export exists."""
-        return 0 < n <= ONNX_MAX_TEXTS and self._onnx is not None
+        """Small batches (a query: far faster than torch) go to ONNX Runtime when an export exists,
+        unless this process already holds the torch model and not yet the ONNX session: an
+        ingest's last few chunks would load a second copy of the model (~370 MB) for nothing.
+        (Servers load the session first, warming up with a query.)"""
+        if not 0 < n <= ONNX_MAX_TEXTS or ("model" in self.__dict__ and "_onnx" not in self.__dict__):
+            return False
+        return self._onnx is not None
 
     def _encode_onnx(self, texts: Sequence[str], encoder: Any = None) -> np.ndarray:
         """ONNX Runtime vectors in batches of ``batch_size``, longest first; ``encoder`` is
