@@ -248,12 +248,13 @@ class Embedder:
             path.unlink(missing_ok=True)
             return None
 
-    def _use_onnx(self, n: int) -> bool:
-        """Small batches (a query: far faster than torch) go to ONNX Runtime when an export exists,
-        unless this process already holds the torch model and not yet the ONNX session: an
-        ingest's last few chunks would load a second copy of the model (~370 MB) for nothing.
-        (Servers load the session first, warming up with a query.)"""
-        if not 0 < n <= ONNX_MAX_TEXTS or ("model" in self.__dict__ and "_onnx" not in self.__dict__):
+    def _use_onnx(self, n: int, load: bool = True) -> bool:
+        """Small batches (a query: far faster than torch) go to ONNX Runtime when an export exists.
+        ``load=False``: not if that means loading the session beside a torch model already loaded
+        (an ingest's last few chunks would hold a second copy of the model, ~370 MB, for nothing)."""
+        if not 0 < n <= ONNX_MAX_TEXTS:
+            return False
+        if not load and "model" in self.__dict__ and "_onnx" not in self.__dict__:
             return False
         return self._onnx is not None
 
@@ -283,18 +284,21 @@ class Embedder:
         except Exception as err:  # noqa: BLE001 - optional speed-up, never a reason to fail an ingest
             log.info("no ONNX export of %s (%s: %s); queries load torch", self.name, type(err).__name__, err)
 
-    def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None,
+               load_onnx: bool = True) -> np.ndarray:
         """Unit-length float32 vectors, one row per text (in input order), embedded in batches
-        of ``batch_size`` longest first. Threads sharing this embedder take turns."""
+        of ``batch_size`` longest first. Threads sharing this embedder take turns. ``load_onnx``
+        False (an ingest): a small batch loads no ONNX session beside a loaded torch model."""
         with self._lock:
-            return self._encode(texts, on_batch)
+            return self._encode(texts, on_batch, load_onnx)
 
     def warm(self) -> None:
         """Load the model now rather than in the first user's request."""
         self.encode(["warm up"])
 
-    def _encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None) -> np.ndarray:
-        if self._use_onnx(len(texts)):
+    def _encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None,
+                load_onnx: bool = True) -> np.ndarray:
+        if self._use_onnx(len(texts), load_onnx):
             vectors = self._encode_onnx(texts)
             if on_batch:
                 on_batch(len(texts))

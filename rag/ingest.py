@@ -278,7 +278,7 @@ class Ingestor:
             on_start(write.to_embed)
         for start in range(0, len(to_embed), EMBED_BATCH):
             part = to_embed[start:start + EMBED_BATCH]
-            vectors = self.embedder.encode([c.embed_text for c in part], on_batch=on_embedded)
+            vectors = self.embedder.encode([c.embed_text for c in part], on_batch=on_embedded, load_onnx=False)
             store.upsert(part, vectors, [metas[c.id] for c in part])
         if meta_only:
             store.update_metadata([c.id for c in meta_only], [metas[c.id] for c in meta_only])

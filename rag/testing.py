@@ -129,7 +129,8 @@ class HashEmbedder(Embedder):
     def model(self) -> Any:
         raise RuntimeError("HashEmbedder has no model: it stands in for one")
 
-    def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode(self, texts: Sequence[str], on_batch: Callable[[int], None] | None = None,
+               load_onnx: bool = True) -> np.ndarray:
         out = np.empty((len(texts), self._dim), dtype=np.float32)
         for i, text in enumerate(texts):
             out[i] = hash_vector(text, self._dim)

@@ -77,26 +77,27 @@ def test_damaged_export_falls_back_to_torch_and_is_removed(exported: tuple[Path,
     got = fresh.encode(TEXTS)
     assert np.abs(got - expected).max() < 1e-5
     assert "model" in fresh.__dict__
-    # the damaged file was replaced by a fresh, checked export, which the next process uses
+    # the damaged file was replaced by a fresh, checked export, which the same process now uses
     assert broken.stat().st_size > 1_000_000
-    assert not fresh._use_onnx(1)  # this one holds torch already: no second copy of the model
+    assert fresh._use_onnx(1)
     assert np.abs(fresh.encode_query(TEXTS[0]) - expected[0]).max() < 1e-5
-    assert _embedder(tmp_path)._use_onnx(1)
 
 
-def test_an_embedder_holding_torch_keeps_small_batches_on_torch(exported: tuple[Path, np.ndarray]) -> None:
-    """An ingest loads torch for its batches; its last few chunks do not load ONNX Runtime too."""
+def test_an_ingest_holding_torch_keeps_small_batches_on_torch(exported: tuple[Path, np.ndarray]) -> None:
+    """An ingest loads torch for its batches; its last few chunks do not load ONNX Runtime too,
+    while queries in the same process still do, and a loaded session keeps serving small batches."""
     cache, expected = exported
     fresh = _embedder(cache)
     many = (TEXTS * (ONNX_MAX_TEXTS // len(TEXTS) + 1))[: ONNX_MAX_TEXTS + 1]
-    fresh.encode(many)
-    got = fresh.encode(TEXTS)
+    fresh.encode(many, load_onnx=False)
+    got = fresh.encode(TEXTS, load_onnx=False)
     assert "model" in fresh.__dict__ and "_onnx" not in fresh.__dict__
     assert np.abs(got - expected).max() < 1e-5
-    served = _embedder(cache)  # a server warms up with a query: the session first, then torch for uploads
-    served.warm()
-    served.encode(many)
-    assert "_onnx" in served.__dict__ and served._use_onnx(1)
+    fresh.encode_query(TEXTS[0])  # a query loads the session
+    assert "_onnx" in fresh.__dict__ and fresh._use_onnx(1, load=False)
+    cold = _embedder(cache)  # nothing loaded yet: a small ingest needs no torch at all
+    cold.encode(TEXTS, load_onnx=False)
+    assert "model" not in cold.__dict__
 
 
 def test_switched_off_writes_nothing(tmp_path: Path) -> None:
