@@ -50,7 +50,7 @@ FORMAT = 2
 TOKENIZE_BATCH = 2000  # chunk texts tokenized and written to the BM25 index at a time
 
 
-def _stemmer() -> Any:
+def stemmer() -> Any:
     """A new Snowball stemmer: one per call, since PyStemmer objects are not thread-safe and
     making one is cheap (well under a microsecond)."""
     import Stemmer
@@ -106,10 +106,10 @@ class LexicalIndex:
                              for cid, doc, m in rows))
         scratch.execute("CREATE INDEX by_paper ON raw (pid, idx)")
         writer, bm25 = CatalogueWriter(folder / FILE), BM25Writer(folder / "bm25")
-        stemmer, pending = _stemmer(), list[str]()
+        stem, pending = stemmer(), list[str]()
 
         def flush() -> None:
-            bm25.add(tokenize(pending, stemmer))
+            bm25.add(tokenize(pending, stem))
             pending.clear()
 
         def paper(pid: str, parts: list[tuple[str, str | None, dict[str, Any]]]) -> None:
@@ -185,7 +185,7 @@ class LexicalIndex:
 
     def terms(self, text: str) -> list[str]:
         """``text`` as this index's BM25 terms (tokenized, stop words out, stemmed)."""
-        return tokenize([text], _stemmer())[0]
+        return tokenize([text], stemmer())[0]
 
     def search(self, query: str, n: int, allowed: np.ndarray | None = None) -> list[tuple[str, float]]:
         """Best chunks as (chunk id, BM25 score), score > 0 only, best first.

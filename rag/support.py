@@ -32,6 +32,7 @@ from rag import prompts
 from rag.chunking import split_sentences
 from rag.corpus import Paper
 from rag.embeddings import Embedder
+from rag.lexical import stemmer
 from rag.settings import AnswerSettings
 
 # a citation marker: "[1]", "[2, 3]", "[1-4]", "[source 2]"; group 1 holds the numbers
@@ -63,10 +64,8 @@ def content_words(text: str) -> set[str]:
 
 
 def stems(words: Iterable[str]) -> set[str]:
-    """Snowball stems (the lexical index's stemmer): "introduces" and "introduced" are one word."""
-    import Stemmer  # one per call: PyStemmer objects are not thread-safe, and making one is cheap
-
-    return set(Stemmer.Stemmer("english").stemWords(list(words)))
+    """Stems by the lexical index's stemmer: "introduces" and "introduced" are one word."""
+    return set(stemmer().stemWords(list(words)))
 
 
 def new_words(claim: str, given: str) -> set[str]:

@@ -185,10 +185,10 @@ def test_bm25_written_in_batches_scores_as_bm25s_own_index(tmp_path: Path, monke
 
     import rag.bm25_writer
     from rag.bm25_writer import BM25Writer
-    from rag.lexical import _stemmer, tokenize
+    from rag.lexical import stemmer, tokenize
 
     records = [json.loads(line) for line in BUNDLED.read_text(encoding="utf-8").splitlines()]
-    tokens = tokenize([f"{r['title']}. {r['abstract']}" for r in records], _stemmer())
+    tokens = tokenize([f"{r['title']}. {r['abstract']}" for r in records], stemmer())
     reference = bm25s.BM25()
     reference.index(tokens, show_progress=False)
     monkeypatch.setattr(rag.bm25_writer, "BLOCK", 1000)  # many blocks in `finish`, as at a million chunks
@@ -198,5 +198,5 @@ def test_bm25_written_in_batches_scores_as_bm25s_own_index(tmp_path: Path, monke
     assert writer.finish() == len(tokens)
     ours = bm25s.BM25.load(str(tmp_path / "bm25"), mmap=True)
     for query in ["retrieval augmented generation", "mixture of experts routing", "speech recognition", "qwzx"]:
-        words = tokenize([query], _stemmer())[0]
+        words = tokenize([query], stemmer())[0]
         assert np.allclose(ours.get_scores(words), reference.get_scores(words), atol=1e-5), query
