@@ -571,7 +571,7 @@ class Answerer:
             room = min(budget, cfg.list_evidence_tokens if listing else cfg.evidence_tokens)
             texts = evidence.select(query, [hit.paper.abstract for _, hit in prompted],
                                     lambda q, sentences: self.support.support_scores([q], sentences)[0],
-                                    llm.count_tokens, room - sum(header.values()))
+                                    llm.count_tokens, room, [header[n] for n, _ in prompted])
             return [(n, hit, text) for (n, hit), text in zip(prompted, texts) if text]
         out = []
         for number, hit in prompted:

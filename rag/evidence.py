@@ -4,13 +4,15 @@ On a CPU the time to the first word is the prompt's length over the prompt-evalu
 (~150 tokens/s for the bundled 1.5B model on two cores), and an answer comes from one or two
 sentences of an abstract. So each prompted paper is cut to the sentences that score best against
 the question (`rag.support.SupportChecker.support_scores`: embedding cosine blended with the
-question's words found in the sentence), taken round-robin over the papers in retrieval order
-(every paper's best sentence before any paper's second), kept in abstract order, with an ellipsis
-where sentences were skipped, until the token budget is spent. A paper's first sentence gets a
-small bonus: it usually says what the paper is.
+question's words found in the sentence): first each paper's best sentence, when it scores at least
+half the best sentence of all (a paper that brings nothing relevant stays out, and its title and
+fences cost nothing), then the best remaining sentences of those papers, kept in abstract order,
+with an ellipsis where sentences were skipped, until the token budget is spent. A paper's first
+sentence gets a small bonus: it usually says what the paper is.
 
-    >>> pack([[(0.9, 2, "B."), (0.2, 0, "A."), (0.5, 3, "C.")], [(0.8, 0, "X.")]], lambda s: len(s), 7)
-    [[2, 3], [0]]
+    >>> pack([[(0.9, 2, "B."), (0.2, 0, "A."), (0.5, 3, "C.")], [(0.8, 0, "X.")], [(0.3, 0, "Y.")]],
+    ...      lambda s: len(s), 7)
+    [[2, 3], [0], []]
 
 Left out: retrieval, numbering papers and fencing them into the prompt (`rag.answer`).
 """
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 from rag.chunking import split_sentences
 
 FIRST_SENTENCE_BONUS = 0.05  # "We introduce X, a ..." names the paper's subject
+RELEVANCE = 0.5  # a paper whose best sentence scores under half the best of all brings nothing
 GAP = "\u2026"  # written where sentences of the abstract were left out
 
 
@@ -34,21 +37,30 @@ def sentences_of(abstract: str) -> list[str]:
     return split_sentences(abstract) or ([abstract] if abstract.strip() else [])
 
 
-def pack(scored: Sequence[Sequence[tuple[float, int, str]]], cost: Callable[[str], int],
-         budget: int) -> list[list[int]]:
-    """Per paper, the positions of the sentences that fit ``budget``: round-robin over the papers
-    (in the given order), each paper's sentences best first; a sentence that does not fit is
-    skipped, a smaller one may still go in. ``scored[p]`` holds (score, position, sentence)."""
-    queues = [sorted(paper, key=lambda t: -t[0]) for paper in scored]
+def pack(scored: Sequence[Sequence[tuple[float, int, str]]], cost: Callable[[str], int], budget: int,
+         header: Sequence[int] = (), relevance: float = RELEVANCE) -> list[list[int]]:
+    """Per paper, the positions of the sentences that fit ``budget``. First each paper's best sentence,
+    in the given order, when it scores at least ``relevance`` times the best sentence of all (a paper
+    enters the prompt with it and pays its ``header``, its title and fences); then the remaining
+    sentences of the papers that entered, best first. A sentence that does not fit is skipped, a
+    smaller one may still go in. ``scored[p]`` holds (score, position, sentence)."""
     chosen: list[list[int]] = [[] for _ in scored]
-    while any(queues):
-        for p, queue in enumerate(queues):
-            while queue:
-                _, position, sentence = queue.pop(0)
-                if (c := cost(sentence)) <= budget:
-                    chosen[p].append(position)
-                    budget -= c
-                    break
+    header = list(header) or [0] * len(scored)
+    top = max((score for paper in scored for score, _, _ in paper), default=0.0)
+    rest: list[tuple[float, int, int, str]] = []
+    for p, paper in enumerate(scored):
+        ranked = sorted(paper, key=lambda t: -t[0])
+        if not ranked or ranked[0][0] < relevance * top:
+            continue
+        score, position, sentence = ranked[0]
+        if (c := header[p] + cost(sentence)) <= budget:
+            chosen[p].append(position)
+            budget -= c
+            rest += [(score, p, position, sentence) for score, position, sentence in ranked[1:]]
+    for _, p, position, sentence in sorted(rest, key=lambda t: -t[0]):
+        if (c := cost(sentence)) <= budget:
+            chosen[p].append(position)
+            budget -= c
     return [sorted(c) for c in chosen]
 
 
@@ -73,9 +85,10 @@ def excerpt(sentences: Sequence[str], positions: Sequence[int]) -> str:
 
 
 def select(question: str, abstracts: Sequence[str], score: Callable[[str, list[str]], Sequence[float]],
-           cost: Callable[[str], int], budget: int) -> list[str]:
-    """One excerpt per abstract (in the given order; "" when nothing of it fits), within ``budget``
-    tokens counted by ``cost``; ``score(question, sentences)`` rates each sentence."""
+           cost: Callable[[str], int], budget: int, header: Sequence[int] = ()) -> list[str]:
+    """One excerpt per abstract (in the given order; "" when nothing of it goes in), within ``budget``
+    tokens counted by ``cost``, ``header[i]`` of them for abstract i's title and fences when it goes
+    in; ``score(question, sentences)`` rates each sentence."""
     per_paper = [sentences_of(a) for a in abstracts]
     scored = []
     for sentences in per_paper:
@@ -83,8 +96,8 @@ def select(question: str, abstracts: Sequence[str], score: Callable[[str, list[s
         scored.append([(float(v) + (FIRST_SENTENCE_BONUS if i == 0 else 0.0), i, s)
                        for i, (v, s) in enumerate(zip(values, sentences))])
     gap = cost(f" {GAP}")
-    chosen = pack(scored, lambda s: cost(s) + gap, budget)
+    chosen = pack(scored, lambda s: cost(s) + gap, budget, header)
     return [excerpt(sentences, positions) if positions else "" for sentences, positions in zip(per_paper, chosen)]
 
 
-__all__ = ["GAP", "excerpt", "pack", "select", "sentences_of"]
+__all__ = ["GAP", "RELEVANCE", "excerpt", "pack", "select", "sentences_of"]
