@@ -1,15 +1,15 @@
 """What of an answer may be shown while it is being written, before the full check has run.
 
-Words stream as the model writes them, except from the point where a sentence states a
-specific (a number or a name the question did not hold): the rest of that sentence is held until
-it ends, then shown only if some prompted abstract holds each of its specifics. A sentence that
-invents "a learning rate of 0.001" is never on screen, not even for a second; the full check
-(`rag.support`, entailment included) runs on the finished answer, which replaces the streamed
-text.
+Words stream as the model writes them, a whole word at a time, until a sentence states a specific
+(a number or a name the question did not hold) that no prompted abstract holds: the rest of that
+sentence is held, and never shown. A sentence that invents "a learning rate of 0.001" is never on
+screen, not even for a second. A value that an abstract holds streams on; whether the sentence
+states it of the right thing is for the full check (`rag.support`, entailment included), which
+runs on the finished answer and replaces the streamed text.
 
     >>> gate = StreamGate("How many experts does Skywork-MoE have?", ["Skywork-MoE has 16 experts."])
-    >>> [gate.feed(d) for d in ["Skywork-MoE uses ", "16 experts [1]. It ", "was trained at lr 0.001 [1]."]]
-    ['Skywork-MoE uses ', '16 experts [1]. It ', 'was trained at lr ']
+    >>> [gate.feed(d) for d in ["Skywork-MoE uses ", "16 exp", "erts [1]. It ", "was trained at lr 0.001 [1]."]]
+    ['Skywork-MoE uses ', '16 ', 'experts [1]. It ', 'was trained at lr ']
     >>> gate.close(), gate.held
     ('', ['It was trained at lr 0.001 [1].'])
 
@@ -23,18 +23,20 @@ from collections.abc import Sequence
 
 from rag.support import anchors, holds, numbers_in
 
+_WORD_END = re.compile(r"\s+|[\u3002\uff01\uff1f\uff0c\u3001]")  # after a space, or CJK punctuation
 # a sentence's end: its stop, and the citation markers after it
 _END = re.compile(r"[.!?\u3002\uff01\uff1f](?:\s*\[[\d,;\s-]+\])*$")
 
 
 class StreamGate:
-    """Feed it the model's deltas; it returns the text that may be shown now."""
+    """Feed it the model's deltas; it returns the text that may be shown now, a whole word at a time."""
 
     def __init__(self, given: str, texts: Sequence[str]) -> None:
         self.given_numbers, self.given_names = numbers_in(given), anchors(given)
         self.texts = [t.lower() for t in texts]
-        self.pending = ""  # the current sentence from its first specific on
+        self.word = ""  # the word being written (a delta may end inside one)
         self.sentence = ""  # the current sentence so far (shown part included)
+        self.pending = ""  # the part of it held, from its first unheld specific on
         self.held: list[str] = []  # sentences never shown
 
     def specifics(self, text: str) -> set[str]:
@@ -42,30 +44,40 @@ class StreamGate:
         names = {a for a in anchors(text) if not a.replace(".", "").isdigit()}
         return (numbers_in(text) - self.given_numbers) | (names - self.given_names)
 
-    def feed(self, delta: str) -> str:
-        # word by word: a sentence may end inside a delta
-        return "".join(self._word(piece) for piece in re.split(r"(?<=\s)", delta) if piece)
+    def unheld(self, text: str) -> set[str]:
+        """The specifics of ``text`` that no prompted abstract holds."""
+        return {s for s in self.specifics(text) if not any(holds(t, s) for t in self.texts)}
 
-    def _word(self, piece: str) -> str:
-        self.sentence += piece
-        ended = (piece[-1].isspace() or piece[-1] in "\u3002\uff01\uff1f") and _END.search(self.sentence.rstrip())
-        if self.pending or self.specifics(self.sentence):
-            self.pending += piece
+    def feed(self, delta: str) -> str:
+        self.word += delta
+        out = []
+        while m := _WORD_END.search(self.word):
+            word, self.word = self.word[:m.end()], self.word[m.end():]
+            out.append(self._word(word))
+        return "".join(out)
+
+    def _word(self, word: str) -> str:
+        self.sentence += word
+        ended = bool(_END.search(self.sentence.rstrip()))
+        if self.pending or self.unheld(self.sentence):
+            self.pending += word
             return self._release() if ended else ""
         if ended:
             self.sentence = ""
-        return piece
+        return word
 
     def _release(self) -> str:
         text, sentence, self.pending, self.sentence = self.pending, self.sentence, "", ""
-        if any(not any(holds(t, s) for t in self.texts) for s in self.specifics(sentence)):
+        if self.unheld(sentence):
             self.held.append(sentence.strip())
             return ""
         return text
 
     def close(self) -> str:
-        """What is left at the end of the answer (a last sentence held for its specifics)."""
-        return self._release() if self.pending else ""
+        """What is left at the end of the answer (its last word, a last sentence held for its specifics)."""
+        word, self.word = self.word, ""
+        shown = self._word(word) if word else ""
+        return shown + (self._release() if self.pending else "")
 
 
 __all__ = ["StreamGate"]
