@@ -64,7 +64,9 @@ class _Budgeted:
 
 def context_sweep(dataset: Dataset, settings: Settings, budgets: Sequence[int],
                   tokenizer: Tokenizer | None = None) -> dict[str, Any]:
-    """Per budget: prompt tokens (median, p90), gold paper and expected string in the prompt."""
+    """Per budget: prompt tokens (median, p90), gold paper and expected string in the prompt. The
+    budget is ``answer.evidence_tokens`` with evidence sentences (the default), the backend's prompt
+    budget with whole abstracts."""
     from rag import prompts
     from rag.answer import Answerer
 
@@ -78,10 +80,15 @@ def context_sweep(dataset: Dataset, settings: Settings, budgets: Sequence[int],
         found.append((q, answerer.in_prompt(answerer._number(hits, None))))
     rows = []
     for budget in budgets:
-        backend = _Budgeted(tokenizer, budget)
+        # evidence sentences: the budget is answer.evidence_tokens; whole abstracts: the backend's prompt budget
+        sentences = settings.answer.evidence == "sentences"
+        at = Answerer(settings.model_copy(update={"answer": settings.answer.model_copy(
+            update={"evidence_tokens": budget})}), retriever=answerer.retriever) if sentences else answerer
+        backend = _Budgeted(tokenizer, 1_000_000 if sentences else budget)
         tokens, gold, every, answer = [], [], [], []
         for q, numbered in found:
-            head, user = answerer.prompt_parts(q.question, numbered, backend)  # type: ignore[arg-type]
+            sources = at.sources(q.question, numbered, backend, q.question)  # type: ignore[arg-type]
+            head, user = at.prompt_parts(q.question, sources)
             messages = Answerer.messages_for((head, user), prompts.ANSWER_INSTRUCTION)
             tokens.append(sum(tokenizer.count_tokens(m.content) for m in messages))
             held = [papers[g].title in user for g in q.gold or [] if g in papers]

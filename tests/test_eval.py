@@ -325,7 +325,7 @@ def test_rerun_with_other_settings_is_refused_naming_the_difference(runs: dict[s
     assert again.computed == 0 and again.skipped == 7
 
 
-def test_rescore_under_the_same_settings_changes_nothing_and_a_stricter_check_flags_more(
+def test_rescore_under_the_same_settings_changes_nothing_and_a_stricter_check_keeps_no_claim(
         runs: dict[str, Any], tmp_path: Path) -> None:
     from eval.rescore import rescore_run
 
@@ -342,8 +342,10 @@ def test_rescore_under_the_same_settings_changes_nothing_and_a_stricter_check_fl
     strict = runs["settings_a"].model_copy(update={"answer": runs["settings_a"].answer.model_copy(
         update={"support_threshold": 1.01})})
     rescore_run(a, tmp_path / "strict", strict, runs["dataset"])
-    flagged = [s for r in lines(tmp_path / "strict").values() for s in r["answer"]["sentences"] if not s["supported"]]
-    assert flagged and len(flagged) > sum(not s["supported"] for r in before.values() for s in r["answer"]["sentences"])
+    strict_lines = lines(tmp_path / "strict").values()
+    # no claim passes a check no evidence can meet: each answer's claims are withheld or it abstains
+    assert not [s for r in strict_lines for s in r["answer"]["sentences"] if s["supported"] and s.get("claim", True)]
+    assert sum(r["answer"]["abstained"] for r in strict_lines) > sum(r["answer"]["abstained"] for r in before.values())
     with pytest.raises(InputError, match="not a run folder"):
         rescore_run(tmp_path, tmp_path / "x", runs["settings_a"], runs["dataset"])
 
