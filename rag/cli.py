@@ -55,6 +55,8 @@ def ingest(
                                           "(184 ML papers: data/papers.jsonl).")] = False,
     rebuild: Annotated[bool, typer.Option(help="Drop the index and embed everything again.")] = False,
     strict: Annotated[bool, typer.Option(help="Reject the whole run if any record is malformed.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="With --rebuild: drop the indexed papers these files do not "
+                                      "hold without asking.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Index corpus files into the data home (idempotent: unchanged papers are skipped)."""
@@ -82,7 +84,8 @@ def ingest(
             speed = progress.tasks[0].speed
             progress.update(task, rate=f"{speed:.0f} chunks/s" if speed else "")
 
-        summary = Ingestor(cfg).run(paths, rebuild=rebuild, strict=strict, on_start=on_start, on_embedded=on_embedded)
+        summary = Ingestor(cfg).run(paths, rebuild=rebuild, drop_ok=yes, strict=strict, on_start=on_start,
+                                    on_embedded=on_embedded)
     for kind, line in record_lines(summary):  # ten of each kind, then a count
         console.print(Text.assemble((f"{kind} ", "yellow") if kind != "more" else "", line))
     if as_json:
@@ -240,11 +243,14 @@ def papers_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
 ) -> None:
     """One paper's record: title, authors, year, categories, links, chunks and abstract."""
+    from rag.injection import instruction_sentences
     from rag.library import catalogue, chunk_counts, get_paper, paper_summary
 
     index = catalogue(settings())
     paper = get_paper(index, paper_id)
-    data = paper_summary(paper, chunk_counts(index).get(paper.id)) | {"abstract": paper.abstract}
+    flagged = instruction_sentences(paper.title) + instruction_sentences(paper.abstract)
+    data = paper_summary(paper, chunk_counts(index).get(paper.id)) | {"abstract": paper.abstract,
+                                                                      "instruction_sentences": flagged}
     if as_json:
         emit_json(data)
         return
@@ -256,6 +262,10 @@ def papers_show(
         if value not in (None, [], ""):
             out.print(Text(f"{key:>10}: {', '.join(map(str, value)) if isinstance(value, list) else value}"))
     out.print(Text(f"\n{paper.abstract}"))
+    from rag.ingest import INSTRUCTION_NOTE
+
+    for sentence in flagged:
+        out.print(Text.assemble(("\nflagged ", "yellow"), f"{INSTRUCTION_NOTE}: {sentence!r}"))
 
 
 @papers_app.command("rm")

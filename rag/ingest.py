@@ -40,15 +40,26 @@ from rag.chunking import Chunk, Chunker
 from rag.corpus import LoadReport, Paper, load_items
 from rag.embeddings import Embedder
 from rag.errors import InputError, LockedError, RecordError, StoreError
+from rag.injection import instruction_sentences
 from rag.lexical import refresh_lexical
 from rag.settings import Settings
-from rag.store import IndexIdentity, Store, as_store_error, chunk_metadatas, local_index_problem, paper_metadata
+from rag.store import (
+    HELD_LOCKS,
+    IndexIdentity,
+    Store,
+    as_store_error,
+    chunk_metadatas,
+    local_index_problem,
+    paper_metadata,
+    roll_back_interrupted_write,
+)
 
 EMBED_BATCH = 256  # chunks embedded and written per step: a crash loses at most this much work
 INGEST_BATCH = 2000  # papers loaded, diffed, chunked, embedded and written at a time, then forgotten
 
 
 SHOWN = 10  # repeated report lines of one kind shown before "... and N more"
+INSTRUCTION_NOTE = "kept, but marked: this sentence is an instruction to an assistant, not a finding"
 
 
 @dataclass
@@ -70,11 +81,13 @@ class IngestSummary:
     seconds: float = 0.0
     errors: list[RecordError] = field(default_factory=list)
     merges: list[tuple[str, str, str]] = field(default_factory=list)
+    instructions: list[tuple[str, str]] = field(default_factory=list)  # (paper id, sentence): `rag.injection`
 
     def as_dict(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("errors", "merges")} | {
+        return {k: v for k, v in self.__dict__.items() if k not in ("errors", "merges", "instructions")} | {
             "errors": [str(e) for e in self.errors],
             "merges": [list(m) for m in self.merges],
+            "instructions": [list(i) for i in self.instructions],
         }
 
 
@@ -96,6 +109,7 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
         raise LockedError(f"another ingest is writing to {settings.home} ({holder})") from None
     except OSError as err:  # read-only or full disk, RAG_HOME under a file
         raise as_store_error(err, settings) from None  # type: ignore[misc]
+    HELD_LOCKS.add(str(settings.lock_path))  # the store's checks: this process is no "other ingest"
     try:
         try:
             info.write_text(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}")
@@ -103,6 +117,7 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
             raise as_store_error(err, settings) from None  # type: ignore[misc]
         yield
     finally:
+        HELD_LOCKS.discard(str(settings.lock_path))
         with suppress(OSError):
             info.unlink(missing_ok=True)
         lock.release()
@@ -133,6 +148,7 @@ class Ingestor:
         *,
         report: LoadReport | None = None,
         rebuild: bool = False,
+        drop_ok: bool = True,
         strict: bool = False,
         on_start: Callable[[int], None] | None = None,
         on_embedded: Callable[[int], None] | None = None,
@@ -140,7 +156,9 @@ class Ingestor:
         """Ingest ``paths`` (streamed, `INGEST_BATCH` papers at a time) or an already loaded ``report``.
 
         ``on_start(n)``: ``n`` chunks to embed so far (called per batch, growing); ``on_embedded(n)``:
-        ``n`` more chunks embedded."""
+        ``n`` more chunks embedded. ``drop_ok=False`` (``rag ingest --rebuild`` without ``--yes``): a
+        rebuild that would leave out papers the index holds raises `InputError` naming how many, before
+        any write."""
         started = time.perf_counter()
         summary = IngestSummary()
         with tempfile.TemporaryFile(prefix="paper-rag-ingest-") as scratch:
@@ -149,16 +167,20 @@ class Ingestor:
                 raise InputError(
                     f"{len(summary.errors)} malformed record(s), nothing written (--strict); "
                     f"first: {summary.errors[0]}", "fix the records listed, or drop --strict to ingest the good ones")
-            self._ingest(self._batches(report, kept, scratch), rebuild, summary, on_start, on_embedded)
+            incoming = None if drop_ok or not rebuild else set(kept) if report is None else set(report.papers)
+            self._ingest(self._batches(report, kept, scratch), rebuild, summary, on_start, on_embedded, incoming)
         summary.merged, summary.rejected = len(summary.merges), len(summary.errors)
         summary.seconds = time.perf_counter() - started
         return summary
 
     def _ingest(self, batches: Iterator[list[Paper]], rebuild: bool, summary: IngestSummary,
-                on_start: Callable[[int], None] | None, on_embedded: Callable[[int], None] | None) -> None:
+                on_start: Callable[[int], None] | None, on_embedded: Callable[[int], None] | None,
+                incoming: set[str] | None = None) -> None:
         """Write the batches under the ingest lock, bracketed by a dirty/clean generation; the
-        lexical index refreshed after."""
+        lexical index refreshed after. ``incoming``: the ids a rebuild may keep (None: no check)."""
         with ingest_lock(self.settings):
+            if rebuild and incoming is not None:
+                self._refuse_drop(incoming)
             if not rebuild:
                 with suppress(StoreError):  # an unreachable store is reported by the write itself
                     self.store.clean_leftovers()
@@ -249,6 +271,8 @@ class Ingestor:
         orphans: list[str] = []
         metas: dict[str, dict[str, object]] = {}
         for paper in papers:
+            summary.instructions += [(paper.id, sentence) for text in (paper.title, paper.abstract)
+                                     for sentence in instruction_sentences(text)]
             mine, have = by_paper[paper.id], dict(stored.get(paper.id, {}))
             have_record = have.pop("paper", None)
             fresh = [c for c in mine if have.get(c.id) != c.hash]
@@ -301,13 +325,38 @@ class Ingestor:
             store.begin_write(write.identity)
             write.began = True
 
+    def _refuse_drop(self, incoming: set[str]) -> None:
+        """`InputError` when a rebuild from papers ``incoming`` would drop papers the index holds
+        (an index that cannot be read has nothing to keep)."""
+        try:
+            if not self.store.exists():
+                return
+            index = refresh_lexical(self.store, self.settings)
+        except StoreError:
+            return
+        try:
+            have = len(index.papers)
+            dropped = sum(1 for pid in index.papers if pid not in incoming)
+        finally:
+            index.close()
+        if dropped:
+            raise InputError(f"--rebuild from these files would drop {dropped:,} of the {have:,} papers in the index "
+                             f"(the files hold {len(incoming):,} papers); nothing was changed",
+                             "add --yes to rebuild from these files anyway, or name every corpus file of the index "
+                             "(a plain `rag ingest FILE` adds and updates papers without dropping any)")
+
     def _can_build_aside(self) -> bool:
         """Whether a rebuild can keep the current index readable: it exists and is not damaged.
 
         Also removes what an interrupted rebuild left behind (we hold the ingest lock)."""
         store = self.store
-        if not self.settings.store.chroma_url and local_index_problem(self.settings) is not None:
-            return False
+        if not self.settings.store.chroma_url:
+            problem = local_index_problem(self.settings)
+            if problem is not None and problem.journal:  # an interrupted write, not damage: roll it back
+                roll_back_interrupted_write(self.settings)
+                problem = local_index_problem(self.settings)
+            if problem is not None:
+                return False
         try:
             store.clean_leftovers()
             return store.exists()
@@ -354,7 +403,7 @@ def summary_lines(summary: IngestSummary, where: str) -> list[str]:
 
 
 def record_lines(summary: IngestSummary, shown: int = SHOWN) -> list[tuple[str, str]]:
-    """("rejected" | "merged" | "more", text) for the records worth a line, each kind summarised
+    """("rejected" | "merged" | "flagged" | "more", text) for the records worth a line, each kind summarised
     after ``shown`` lines: a file with one paper a million times prints ten "merged" lines and a count.
 
     >>> s = IngestSummary(merged=3, merges=[("p", "f:1", "f:2"), ("p", "f:2", "f:3"), ("p", "f:3", "f:4")])
@@ -367,6 +416,10 @@ def record_lines(summary: IngestSummary, shown: int = SHOWN) -> list[tuple[str, 
     out += [("merged", f"{pid}: {a} -> {b} (later record kept)") for pid, a, b in summary.merges[:shown]]
     if len(summary.merges) > shown:
         out.append(("more", f"... and {len(summary.merges) - shown:,} more merged records (later record kept)"))
+    out += [("flagged", f"{pid}: {INSTRUCTION_NOTE}: {sentence!r}") for pid, sentence in summary.instructions[:shown]]
+    if len(summary.instructions) > shown:
+        out.append(("more", f"... and {len(summary.instructions) - shown:,} more flagged sentences "
+                            f"({INSTRUCTION_NOTE})"))
     return out
 
 

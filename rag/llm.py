@@ -42,6 +42,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import math
 import os
 import threading
@@ -72,8 +73,10 @@ __all__ = [
     "make_backend",
     "no_extra_buffers",
     "select_backend",
+    "served_models",
 ]
 
+log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 3.5
 CHECK_TIMEOUT_S = 5.0  # check() is a reachability probe: never wait the full answer timeout
 HTTP_PROMPT_SHARE = 0.75  # share of an HTTP backend's window given to the prompt
@@ -214,6 +217,24 @@ def served_model(settings: LLMSettings, default: str) -> str:
 def _ollama_name(name: str) -> str:
     """Ollama's implicit tag: ``llama3.2`` is ``llama3.2:latest``."""
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def served_models(settings: LLMSettings, timeout_s: float = CHECK_TIMEOUT_S) -> set[str]:
+    """The model names the configured Ollama and OpenAI-compatible servers list now (Ollama's
+    with and without their implicit ``:latest``); a server that does not answer lists none."""
+    names: set[str] = set()
+    try:
+        for m in OllamaBackend(settings)._client(timeout_s).list().models:
+            name = m.model or ""
+            names |= {name, name.removesuffix(":latest")}
+    except Exception as exc:  # noqa: BLE001 - down or not Ollama: it serves nothing
+        log.debug("no model list from Ollama at %s: %s", settings.ollama_url, exc)
+    try:
+        openai = OpenAIBackend(settings)
+        names |= {m.id for m in openai._client().with_options(timeout=timeout_s).models.list()}
+    except Exception as exc:  # noqa: BLE001
+        log.debug("no model list from %s: %s", settings.openai_base_url, exc)
+    return {n for n in names if n}
 
 
 class OllamaBackend:

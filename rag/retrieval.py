@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +182,20 @@ class SearchResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})  # format chars: zero-width, BOM, ...
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # fillers and a blank that render as nothing
+
+
+def visible(text: str) -> bool:
+    """Whether ``text`` has a character that shows: not only spaces, zero-width and format
+    characters (U+200B, U+2060, U+FEFF, soft hyphens...), combining marks or blank fillers.
+
+    >>> visible("\u200b\u200d\ufeff\u2060 \u00ad"), visible("\u200bBERT")
+    (False, True)
+    """
+    return any(ch not in _BLANK_LETTERS and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES for ch in text)
+
+
 def clean_query(query: str, noun: Literal["query", "question"] = "query") -> tuple[str, list[str]]:
     """(text, notices): stripped, control characters dropped; raises `InputError` if nothing is left.
 
@@ -191,7 +206,7 @@ def clean_query(query: str, noun: Literal["query", "question"] = "query") -> tup
     ('a query', [])
     """
     text = clean_text(query)
-    if not text:
+    if not visible(text):  # nothing, or only zero-width / invisible characters
         fix = "type a question about the papers" if noun == "question" else "type a question or some keywords"
         raise InputError(f"the {noun} is empty", fix)
     if noun == "question" and len(text) > MAX_QUERY_CHARS:

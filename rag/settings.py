@@ -268,7 +268,14 @@ class UISettings(Group):
         "(comma-separated, '*.example.org' for subdomains): any other Host header is refused (DNS rebinding).",
     )
 
-    @field_validator("allowed_hosts", mode="before")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port], comma-separated) of other web pages that may call the web chat "
+        "and the API from a browser; requests from any other page's origin that change something are refused "
+        "(403) and no other page may read a response (CSRF, cross-origin reads).",
+    )
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         """``"a.example, b.example"`` (as RAG_UI__ALLOWED_HOSTS gives it) -> a list."""

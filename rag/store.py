@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -166,6 +167,7 @@ class IndexProblem:
 
     message: str
     database: bool = False
+    journal: bool = False  # a hot rollback journal: an interrupted write SQLite rolls back by itself, not damage
 
 
 def _sqlite_problem(db: Path) -> IndexProblem | None:
@@ -247,6 +249,18 @@ def _hnsw_problem(folder: Path, dim: int | None, cosine: bool) -> str | None:
     return None
 
 
+_JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # the header of a rollback journal that is not finished
+
+
+def _journal_pending(db: Path) -> bool:
+    """Whether ``db`` has a rollback journal that was not finished (hot, or a live writer's)."""
+    try:
+        with db.with_name(JOURNAL).open("rb") as fh:
+            return fh.read(8) == _JOURNAL_MAGIC
+    except OSError:
+        return False
+
+
 def local_index_problem(settings: Settings) -> IndexProblem | None:
     """Visible damage to the embedded Chroma files of ``settings.store.collection``, or None.
 
@@ -259,6 +273,8 @@ def local_index_problem(settings: Settings) -> IndexProblem | None:
     if not db.is_file():
         return None
     if problem := _sqlite_problem(db):
+        if _journal_pending(db):  # a write killed half-way through growing the file: SQLite rolls it back
+            return IndexProblem(f"an interrupted write left {JOURNAL} behind ({problem.message})", journal=True)
         return problem
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -271,6 +287,9 @@ def local_index_problem(settings: Settings) -> IndexProblem | None:
             con.close()
     except sqlite3.OperationalError as err:
         text = str(err).lower()
+        if getattr(err, "sqlite_errorcode", None) == SQLITE_READONLY_ROLLBACK or "readonly" in text:
+            # a read-only connection cannot roll back a hot journal: a write was interrupted (kill -9)
+            return IndexProblem(f"an interrupted write left {JOURNAL} behind", journal=True)
         if "locked" in text or "busy" in text or "no such" in text or "unable to open" in text:
             log.debug("index check skipped: %s", err)  # another writer, or a newer Chroma schema
             return None
@@ -293,6 +312,9 @@ def check_local_index(settings: Settings) -> None:
     in a moment"), never "damaged": the writer is about to replace those files.
     """
     problem = local_index_problem(settings)
+    if problem is not None and problem.journal:
+        roll_back_interrupted_write(settings)
+        problem = local_index_problem(settings)
     for _ in range(3):
         if problem is None or time.time() - _newest_change(settings) >= 5:
             break
@@ -300,6 +322,9 @@ def check_local_index(settings: Settings) -> None:
         problem = local_index_problem(settings)
     if problem is None:
         return
+    if problem.journal:  # still hot after a rollback under the lock: SQLite could not roll it back
+        raise StoreError(f"an interrupted write left {JOURNAL} in {settings.chroma_dir} and SQLite could not "
+                         "roll it back", READ_ONLY_FIX)
     if ingest_running(settings):
         raise IndexBusyError(f"the index is being written by another ingest ({problem.message})")
     raise IndexDamagedError(f"the index in {settings.home} is damaged: {problem.message}")
@@ -313,10 +338,53 @@ def _newest_change(settings: Settings) -> float:
         return time.time()
 
 
+SQLITE_READONLY_ROLLBACK = 776  # a read-only connection found a hot journal it may not roll back
+JOURNAL = "chroma.sqlite3-journal"
+HELD_LOCKS: set[str] = set()  # ingest locks this process holds (`rag.ingest.ingest_lock` registers them)
+
+
+def roll_back_interrupted_write(settings: Settings) -> None:
+    """Let SQLite roll back the hot journal a killed writer left (``kill -9`` during an ingest or
+    ``rag papers rm``): open the database read-write under the ingest lock, which is all SQLite needs.
+
+    The index is then as it was before the interrupted write, and a warning says so. Raises
+    `IndexBusyError` when another process holds the lock (it is writing, and rolls back itself),
+    and the read-only or no-space `StoreError` when the home cannot be written."""
+    from filelock import FileLock, Timeout
+
+    db = settings.chroma_dir / "chroma.sqlite3"
+    lock = None if str(settings.lock_path) in HELD_LOCKS else FileLock(str(settings.lock_path))
+    try:
+        if lock is not None:
+            lock.acquire(timeout=0)
+    except Timeout:
+        raise IndexBusyError(f"the index is being written by another ingest ({JOURNAL} is in use)") from None
+    except OSError as err:
+        raise StoreError(f"an interrupted write left {JOURNAL} in {settings.chroma_dir}, and it cannot be rolled "
+                         f"back: the data home {settings.home} is not writable ({err})", READ_ONLY_FIX) from None
+    try:
+        con = sqlite3.connect(str(db), timeout=10)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchall()  # a read-write read rolls the journal back
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        mapped = as_store_error(err, settings)
+        raise (mapped or StoreError(f"could not roll back the interrupted write in {settings.chroma_dir} ({err})",
+                                    READ_ONLY_FIX)) from None
+    finally:
+        if lock is not None:
+            lock.release()
+    log.warning("an interrupted write was rolled back in %s: the index is as it was before that write",
+                settings.chroma_dir)
+
+
 def ingest_running(settings: Settings) -> bool:
     """Whether another process holds the data home's ingest lock (tried without waiting)."""
     from filelock import FileLock, Timeout
 
+    if str(settings.lock_path) in HELD_LOCKS:  # this process: not another ingest
+        return False
     if not settings.lock_path.exists():
         return False
     lock = FileLock(str(settings.lock_path))
@@ -398,6 +466,32 @@ _DAMAGE_WORDS = ("hnsw", "segment", "corrupt", "no such file", "database disk im
                  "not a database")
 
 
+MIN_FREE_BYTES = 32 << 20  # below this, or below the index's own size, a failed write is a full disk
+
+
+def short_of_space(settings: Settings, always: bool = False) -> tuple[int, int] | None:
+    """(free bytes, bytes a write may need) when the data home's disk has less free than that, else None
+    (``always``: the pair in any case). A write may need about the index's size again: SQLite
+    journals the pages it changes, and Chroma's compaction rewrites its segments. Chroma reports
+    a full disk during compaction as "Error in compaction: Failed to apply logs to the metadata
+    segment", which names no disk at all."""
+    folder = settings.chroma_dir if settings.chroma_dir.exists() else settings.home
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+        size = sum(p.stat().st_size for p in settings.chroma_dir.rglob("*") if p.is_file()) \
+            if settings.chroma_dir.is_dir() else 0
+    except OSError:
+        return None
+    needed = max(MIN_FREE_BYTES, size)
+    return (free, needed) if always or free < needed else None
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):,.1f} MB"
+
+
 def as_store_error(err: BaseException, settings: Settings) -> StoreError | None:
     """Our one-line error for a Chroma or file-system failure, or None for anything else.
 
@@ -411,8 +505,12 @@ def as_store_error(err: BaseException, settings: Settings) -> StoreError | None:
     code = err.errno if isinstance(err, OSError) else None
     if url and any(w in low for w in ("connect", "timed out", "timeout", "refused", "unavailable")):
         return ChromaUnavailableError(f"lost the Chroma server at {url} ({text[:120]})")
-    if code in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in low or "no space left" in low:
-        return StoreError(f"no space left to write the index in {where} ({text[:160]})", NO_SPACE_FIX)
+    short = None if url else short_of_space(settings)
+    if code in (errno.ENOSPC, errno.EDQUOT) or "disk is full" in low or "no space left" in low or (
+            short and "not a database" not in low and "malformed" not in low):
+        free, needed = short or short_of_space(settings, always=True) or (0, 0)
+        room = f"{_mb(free)} free, about {_mb(needed)} needed; " if needed else ""
+        return StoreError(f"no space left to write the index in {where} ({room}{text[:160]})", NO_SPACE_FIX)
     if code in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR) or any(
             w in low for w in ("readonly database", "read-only file system", "permission denied")):
         return StoreError(f"cannot write to the data home {settings.home} ({text[:160]})", READ_ONLY_FIX)
@@ -426,20 +524,31 @@ def as_store_error(err: BaseException, settings: Settings) -> StoreError | None:
 def _chroma_errors(fn):
     """Turn Chroma's transport, disk and corruption errors into our one-line errors."""
 
+    def mapped(self: Store, err: Exception) -> Exception:
+        return err if isinstance(err, StoreError) else as_store_error(err, self.settings) or err
+
     def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(self, *args, **kwargs)
-        except StoreError:
-            raise
         except Exception as err:
-            mapped = as_store_error(err, self.settings)
-            if mapped is None:
+            error = mapped(self, err)
+            if error is err:
                 raise
-            raise mapped from None
+            raise error from None
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
+    def generator(self: Store, *args: Any, **kwargs: Any) -> Any:  # errors while it is iterated, too
+        try:
+            yield from fn(self, *args, **kwargs)
+        except Exception as err:
+            error = mapped(self, err)
+            if error is err:
+                raise
+            raise error from None
+
+    chosen = generator if inspect.isgeneratorfunction(fn) else wrapper
+    chosen.__name__ = fn.__name__
+    chosen.__doc__ = fn.__doc__
+    return chosen
 
 
 def _forget_local_system(settings: Settings) -> None:

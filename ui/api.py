@@ -15,6 +15,9 @@ Routes (all under ``/v1``, a bearer token required whenever ``RAG_API__TOKEN`` i
   ``GET /papers/{id}/similar?k=5&year=&author=&category=`` (nearest papers by stored vectors).
 - ``GET /health`` (no token): liveness only.
 
+A browser page on another origin (not listed in ``RAG_UI__ALLOWED_ORIGINS``) gets 403 for anything
+but a GET (`ui.guard.OriginPolicy`): it cannot make a user's browser spend answers or search.
+
 Errors are OpenAI error objects ``{"error": {"message", "type", "param", "code"}}``: 400 bad
 request (malformed JSON, wrong types or roles, no messages), 401 missing or wrong token, 404
 unknown model, paper or route, 413 body over ``RAG_API__MAX_BODY_MB`` or a question over
@@ -26,6 +29,7 @@ tools, ``n`` > 1, the web chat that ``rag serve`` mounts beside these routes (`u
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -37,7 +41,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -45,8 +49,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rag.answer import Answer, Answerer, Event
 from rag.errors import BackendError, EmptyIndexError, InputError, RagError, StoreError
 from rag.llm import approx_tokens
+from rag.markup import md_prose
 from rag.settings import Settings
-from ui.guard import LOOPBACK_NAMES
+from ui.guard import LOOPBACK_NAMES, CorsGate, OriginPolicy
 from ui.service import (
     DEFAULT_MODEL,
     AnswerStream,
@@ -166,6 +171,7 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
         service = PaperService(settings, pool=AnswererPool(settings, answerer=answerer) if answerer else None)
     limit = int(settings.api.max_body_mb * 1024 * 1024)
     token = settings.api.token
+    origins = OriginPolicy.of(settings.ui.allowed_origins)
     app = FastAPI(title="paper-rag", summary="Cited answers over research-paper abstracts (OpenAI-compatible).",
                   version="1", docs_url=None, redoc_url=None)
     app.state.service = service
@@ -195,7 +201,12 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        """The token (on /v1), then the declared body size, before any route reads anything."""
+        """Another page's origin (CSRF), the token (on /v1), then the declared body size, before any route
+        reads anything."""
+        if origins.refusal(request.scope):
+            return APIError(403, f"requests from the web page at {request.headers.get('origin')!r} are not allowed "
+                            "(fix: call the API from a program, or add that origin to RAG_UI__ALLOWED_ORIGINS)",
+                            code="origin_not_allowed").response()
         if request.url.path.startswith("/v1") and token:
             given = request.headers.get("authorization", "")
             scheme, _, value = given.partition(" ")
@@ -271,9 +282,14 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
         reply = Reply(service, body.model, settings.api.markdown_sources, question, messages)
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(sse(reply.chunks(events, usage), events), media_type="text/event-stream",
+            return StreamingResponse(sse(reply.chunks(events, usage), events, request), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        answer = await run_in_threadpool(drain, events)
+        try:
+            answer = await unless_gone(request, drain, events)
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it: the client closed the connection
+        finally:
+            events.cancel()  # a no-op when the answer ended; else the slot back now
         return reply.completion(answer)
 
     return app
@@ -294,18 +310,57 @@ def drain(events: Iterator[Event]) -> Answer:
     return answer
 
 
-async def sse(chunks: Iterator[dict[str, Any]], events: AnswerStream) -> AsyncIterator[bytes]:
+class ClientGone(Exception):
+    """The client closed its connection while its answer was being made."""
+
+
+async def unless_gone(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread, or `ClientGone` as soon as the client disconnects (the request's
+    body must be read already); the thread is then abandoned, to notice the cancelled stream by itself."""
+    result: list[Any] = []
+    failed: list[BaseException] = []
+    async with anyio.create_task_group() as group:
+        async def work() -> None:
+            try:
+                result.append(await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True))
+            except Exception as err:  # noqa: BLE001 - raised below as itself, not in an ExceptionGroup
+                failed.append(err)
+            group.cancel_scope.cancel()
+
+        async def watch() -> None:  # the body is read: the next message is the disconnect
+            while (await request.receive())["type"] != "http.disconnect":
+                await anyio.sleep(0)
+            group.cancel_scope.cancel()
+
+        group.start_soon(work)
+        group.start_soon(watch)
+    if failed:
+        raise failed[0]
+    if not result:
+        raise ClientGone
+    return result[0]
+
+
+def _close(chunks: Iterator[Any]) -> None:
+    with contextlib.suppress(ValueError):  # still running in an abandoned thread: it ends with its cancelled events
+        chunks.close()  # type: ignore[attr-defined]
+
+
+async def sse(chunks: Iterator[dict[str, Any]], events: AnswerStream, request: Request) -> AsyncIterator[bytes]:
     """Server-sent events from a blocking iterator run in worker threads. However it ends (the client
-    may go away before the first chunk), both iterators are closed, which gives the answer slot back."""
+    may go away before the first chunk, or while the model is thinking), the answer slot is given
+    back at once (`AnswerStream.cancel`) and the generation stops at its next token."""
     done = object()
     try:
-        while (chunk := await anyio.to_thread.run_sync(next, chunks, done)) is not done:
+        while (chunk := await unless_gone(request, next, chunks, done)) is not done:
             yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
         yield b"data: [DONE]\n\n"
+    except ClientGone:
+        return
     finally:
+        events.cancel()
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(chunks.close)  # type: ignore[attr-defined]
-            await anyio.to_thread.run_sync(events.close)
+            await anyio.to_thread.run_sync(_close, chunks)
 
 
 class Reply:
@@ -349,9 +404,11 @@ class Reply:
             for event in events:
                 if event.kind == "token" and event.text:
                     streamed += event.text
-                    yield self.chunk({"content": event.text})
+                    yield self.chunk({"content": md_prose(event.text)})  # per character: safe piece by piece
                 elif event.kind == "done":
                     answer = event.answer
+            if answer is None and events.cancelled:  # the client went away: nobody reads the rest
+                return
             assert answer is not None
             if answer.incomplete and not streamed.strip():
                 yield from_rag_error(BackendError(answer.error or "the answer backend failed before writing anything",
@@ -418,7 +475,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None,
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     echo(f"OpenAI-compatible API: http://{shown}:{port}/v1{' (token required)' if settings.api.token else ''}"
          "  — Ctrl-C to stop")
-    uvicorn.run(create_app(settings, service=service), host=host, port=port, log_level="warning")
+    app = CorsGate(create_app(settings, service=service), OriginPolicy.of(settings.ui.allowed_origins))
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 __all__ = ["APIError", "check_exposure", "create_app", "serve"]

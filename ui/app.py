@@ -38,15 +38,15 @@ from rag.answer import clean_question
 from rag.bundled import DEV_SET, bundled_file
 from rag.corpus import FORMATS, Paper, clean_text
 from rag.environment import GRADIO, set_defaults
-from rag.errors import EmptyIndexError, RagError
+from rag.errors import EmptyIndexError, InputError, RagError
 from rag.ingest import record_lines
 from rag.ingest import stats as index_stats
-from rag.retrieval import field_count
+from rag.retrieval import field_count, visible
 from rag.settings import Settings
 from ui import render
 from ui.feedback import FeedbackLog, feedback_record
-from ui.guard import HostPolicy, RequestGuard
-from ui.shared import AnswererPool
+from ui.guard import CorsGate, HostPolicy, OriginPolicy, RequestGuard
+from ui.shared import UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, AnswererPool
 from ui.state import BACKENDS, MAX_K, ChatSettings, Session, TurnRecord
 from ui.uploads import ingest_uploads, summary_text
 
@@ -105,11 +105,13 @@ class WebApp:
                                   author, category)
         session.settings = opts
         text_in = clean_text(question or "")
-        if not text_in:
+        if not visible(text_in):  # empty, or only zero-width characters
             yield self.chat(session), "", gr.skip(), gr.skip(), session
             return
         try:
             clean_question(text_in)
+            if opts.model and not self.pool.allows(opts.model, None if opts.backend == "auto" else opts.backend):
+                raise InputError(UNKNOWN_MODEL, UNKNOWN_MODEL_FIX.replace(" (GET /v1/models)", ""))
         except RagError as err:  # refused: nothing of it enters the history, the box keeps it to shorten
             gr.Warning(err.user_message())
             yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), session
@@ -507,13 +509,15 @@ class WebApp:
 
     def launch_options(self, host: str | None = None, port: int | None = None, share: bool = False) -> dict[str, Any]:
         """Keyword arguments for ``Blocks.launch``: loopback by default, auth only if configured, and
-        `ui.guard.RequestGuard` in front (Host names, request size, login on Gradio's open routes)."""
+        `ui.guard.RequestGuard` in front (Host names, other pages' origins, request size, login on Gradio's
+        open routes)."""
         from starlette.middleware import Middleware
 
         ui = self.settings.ui
         policy = HostPolicy.for_bind(host or ui.host, ui.allowed_hosts, share)
+        origins = OriginPolicy.of(ui.allowed_origins)
         options: dict[str, Any] = {
-            "app_kwargs": {"middleware": [Middleware(RequestGuard, policy=policy)]},
+            "app_kwargs": {"middleware": [Middleware(RequestGuard, policy=policy, origins=origins)]},
             "server_name": host or ui.host, "server_port": port or ui.port, "share": share,
             "max_file_size": f"{ui.max_upload_mb}mb", "auth": parse_auth(ui.auth),
             "allowed_paths": [], "show_error": False, "ssr_mode": False, "pwa": False, "mcp_server": False,
@@ -531,10 +535,20 @@ class WebApp:
         return demo
 
     def launched(self, **kwargs: Any) -> gr.Blocks:
-        """Build, queue and launch; returns the Blocks (``prevent_thread_lock`` passes through)."""
+        """Build, queue and launch; returns the Blocks (``prevent_thread_lock`` passes through).
+
+        Gradio's app gets `ui.guard.CorsGate` around it (outside Gradio's own CORS middleware, which
+        is only reachable once launched): other pages read nothing unless RAG_UI__ALLOWED_ORIGINS lists them."""
         demo = self.queued()
         options = self.launch_options(kwargs.pop("host", None), kwargs.pop("port", None), kwargs.pop("share", False))
-        demo.launch(**options, **kwargs)
+        block = not kwargs.pop("prevent_thread_lock", False)
+        demo.launch(**options, **kwargs, prevent_thread_lock=True)
+        app = demo.server_app
+        if app is not None:
+            app.middleware_stack = CorsGate(  # type: ignore[assignment]  # an ASGI app, as Starlette's
+                app.middleware_stack or app.build_middleware_stack(), OriginPolicy.of(self.settings.ui.allowed_origins))
+        if block:
+            demo.block_thread()
         return demo
 
 

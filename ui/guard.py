@@ -16,8 +16,16 @@ so it runs inside Gradio's own app, whether Gradio launches it or it is mounted 
   ``/reset``, ``/heartbeat/{session}`` and ``/stream/...`` without a login (an unauthenticated
   cancel with a known session hash stops a logged-in user's answer). Here they need the same
   login cookie Gradio's other routes check.
+- **Origin** (CSRF and cross-origin reads): a page on another origin (another port of the same
+  host is another origin, and the same *site*, so SameSite=lax cookies go along) may not use
+  the chat with the user's login. A request whose ``Origin`` is neither this server's own (the
+  Host it was sent to) nor listed in ``RAG_UI__ALLOWED_ORIGINS`` (`OriginPolicy`) is refused
+  (403; a websocket is closed) unless it is a GET or HEAD. Every event (ask, remove, upload,
+  feedback export) is a POST, so it is covered. The login cookie is rewritten to
+  ``SameSite=Strict``: other sites' pages do not carry it at all. Reading responses across
+  origins is `CorsGate`'s: it wraps the whole app, outside Gradio's own CORS middleware.
 
-Left out: TLS, rate limits, and the API's routes (`ui.api` has its own token).
+Left out: TLS, rate limits, and the API's token (`ui.api` has its own; it uses `OriginPolicy` too).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
@@ -93,7 +101,54 @@ class HostPolicy:
         return any(n.startswith("*.") and name.endswith(n[1:]) for n in self.names)
 
 
-def _header(scope: Scope, key: bytes) -> str | None:
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """Whether ``origin`` (a page's ``scheme://host[:port]``) is the server the request was sent to.
+
+    >>> same_origin("http://127.0.0.1:7860", "127.0.0.1:7860"), same_origin("http://127.0.0.1:5555", "127.0.0.1:7860")
+    (True, False)
+    """
+    scheme, sep, netloc = origin.strip().lower().rstrip("/").partition("://")
+    return bool(sep and scheme in ("http", "https") and host and netloc == host.strip().lower())
+
+
+@dataclass(frozen=True)
+class OriginPolicy:
+    """Which browser origins may call the server: its own (the ``Host`` the request was sent to) and
+    ``RAG_UI__ALLOWED_ORIGINS``. A request without ``Origin`` is no browser's cross-origin call."""
+
+    allowed: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, allowed: Iterable[str] = ()) -> OriginPolicy:
+        return cls(frozenset(a.strip().lower().rstrip("/") for a in allowed if a.strip()))
+
+    def allows(self, origin: str | None, host: str | None) -> bool:
+        """Whether a request with these headers may change something (and read the answer).
+
+        >>> policy = OriginPolicy.of(["https://chat.example.org"])
+        >>> policy.allows(None, "127.0.0.1:7860"), policy.allows("http://127.0.0.1:7860", "127.0.0.1:7860")
+        (True, True)
+        >>> policy.allows("http://127.0.0.1:5555", "127.0.0.1:7860"), policy.allows("null", "127.0.0.1:7860")
+        (False, False)
+        >>> policy.allows("https://chat.example.org", "127.0.0.1:7860")
+        True
+        """
+        return origin is None or self.listed(origin) or same_origin(origin, host)
+
+    def listed(self, origin: str) -> bool:
+        return origin.strip().lower().rstrip("/") in self.allowed
+
+    def refusal(self, scope: Mapping[str, Any]) -> bool:
+        """Whether to refuse this request: a foreign origin on anything but a GET/HEAD (or a websocket)."""
+        if self.allows(_header(scope, b"origin"), _header(scope, b"host")):
+            return False
+        return scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS
+
+
+def _header(scope: Mapping[str, Any], key: bytes) -> str | None:
     for k, v in scope.get("headers", []):
         if k.lower() == key:
             return v.decode("latin-1")
@@ -130,12 +185,76 @@ async def respond(send: Send, status: int, message: str, fix: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def strict_cookies(send: Send) -> Send:
+    """``send`` with Gradio's login cookie set ``SameSite=Strict`` (Gradio sets ``lax``, and a page
+    on another port of the same host is the same site)."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = []
+            for key, value in message.get("headers", []):
+                if key.lower() == b"set-cookie" and value.lower().startswith(b"access-token"):
+                    kept = [p for p in value.split(b";") if not p.strip().lower().startswith(b"samesite")]
+                    value = b";".join([*kept, b" SameSite=Strict"])
+                headers.append((key, value))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
+class CorsGate:
+    """The outermost ASGI layer: cross-origin reads for the listed origins only (`OriginPolicy`).
+
+    gradio 6.31.0's own CORS middleware lets any page on a loopback origin (another port) read a
+    loopback server's responses with credentials, and any origin at all when the server is reached
+    by another name. Here a listed origin gets ``Access-Control-Allow-Origin`` (with credentials)
+    and its preflights answered; any other origin gets its preflight refused (403) and every
+    ``access-control-allow-*`` header removed from its responses, whoever added it."""
+
+    def __init__(self, app: Any, origins: OriginPolicy) -> None:  # an ASGI app
+        self.app, self.origins = app, origins
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped app's attributes (routes, state) stay reachable
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = _header(scope, b"origin") if scope["type"] == "http" else None
+        if origin is None or same_origin(origin, _header(scope, b"host")):
+            return await self.app(scope, receive, send)  # not a cross-origin request
+        listed = self.origins.listed(origin)
+        if scope.get("method") == "OPTIONS" and _header(scope, b"access-control-request-method"):
+            if not listed:
+                return await respond(send, 403, f"requests from the page at {origin!r} are not allowed",
+                                     "open the chat itself, or add that origin to RAG_UI__ALLOWED_ORIGINS")
+            requested = _header(scope, b"access-control-request-headers") or ""
+            await send({"type": "http.response.start", "status": 204, "headers": [
+                *_allow(origin), (b"access-control-allow-methods", b"GET, HEAD, POST, PUT, PATCH, DELETE"),
+                (b"access-control-allow-headers", requested.encode("latin-1")), (b"access-control-max-age", b"600")]})
+            return await send({"type": "http.response.body", "body": b""})
+
+        async def cors_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if not k.lower().startswith(b"access-control-allow-")]
+                message = {**message, "headers": headers + (_allow(origin) if listed else [])}
+            await send(message)
+
+        await self.app(scope, receive, cors_send)
+
+
+def _allow(origin: str) -> list[tuple[bytes, bytes]]:
+    return [(b"access-control-allow-origin", origin.strip().encode("latin-1")),
+            (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")]
+
+
 class RequestGuard:
-    """ASGI middleware: Host check, body size limit, login on Gradio's open routes."""
+    """ASGI middleware: Host check, Origin check, body size limit, login on Gradio's open routes."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], policy: HostPolicy,
-                 max_bytes: int = MAX_REQUEST_BYTES) -> None:
+                 max_bytes: int = MAX_REQUEST_BYTES, origins: OriginPolicy | None = None) -> None:
         self.app, self.policy, self.max_bytes = app, policy, max_bytes
+        self.origins = origins or OriginPolicy()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -146,6 +265,12 @@ class RequestGuard:
                 return await send({"type": "websocket.close", "code": 1008})
             return await respond(send, 400, f"host {host_name(host or '')!r} is not allowed",
                                  "open the chat as http://127.0.0.1:PORT, or add the name to RAG_UI__ALLOWED_HOSTS")
+        if self.origins.refusal(scope):
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008})
+            return await respond(send, 403, f"requests from the page at {_header(scope, b'origin')!r} are not allowed",
+                                 "open the chat itself, or add that origin to RAG_UI__ALLOWED_ORIGINS")
+        send = strict_cookies(send)
         path = scope.get("path", "")
         if scope["type"] == "http" and path.startswith(OPEN_ROUTES) and not logged_in(scope):
             return await respond(send, 401, "not logged in", "sign in on the chat page first")

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag.corpus import Paper
 from rag.errors import RagError
+from rag.markup import md_code, md_text, md_url
 from rag.settings import Settings
 from ui.service import ChatMessage, NotFoundError, PaperService
 
@@ -137,9 +138,11 @@ def render_search(data: dict[str, Any]) -> str:
 
 
 def render_paper(paper: Paper) -> str:
+    """The paper as Markdown, every corpus string escaped (`rag.markup`): no HTML, image or link of its own."""
     year = f" ({paper.year})" if paper.year else ""
-    meta = [", ".join(paper.authors), *paper.links[:3], f"id: {paper.id}"]
-    return "\n".join([f"# {paper.title}{year}", *[m for m in meta if m], "", paper.abstract])
+    links = [url for url in (md_url(link) for link in paper.links[:3]) if url]
+    meta = [md_text(", ".join(paper.authors)), *links, f"id: {md_code(paper.id)}"]
+    return "\n".join([f"# {md_text(paper.title)}{year}", *[m for m in meta if m], "", md_text(paper.abstract)])
 
 
 # ------------------------------------------------------------------ the server

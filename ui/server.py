@@ -26,7 +26,7 @@ from typing import Any
 from rag.bundled import CORPUS, bundled_file
 from rag.errors import InputError
 from rag.settings import Settings
-from ui.guard import LOOPBACK_NAMES
+from ui.guard import LOOPBACK_NAMES, CorsGate, OriginPolicy
 
 
 def bundled_corpus() -> Path | None:
@@ -104,7 +104,8 @@ def combined_app(web: Any, host: str, port: int) -> Any:
     api = create_app(settings, service=PaperService(settings, pool=web.pool))
     options = web.launch_options(host, port)
     options.pop("share", None)
-    return gr.mount_gradio_app(api, web.queued(), path="/", **options)
+    app = gr.mount_gradio_app(api, web.queued(), path="/", **options)
+    return CorsGate(app, OriginPolicy.of(settings.ui.allowed_origins))  # outside Gradio's own CORS middleware
 
 
 def api_refusal(host: str, settings: Settings) -> str | None:

@@ -12,8 +12,9 @@
   to the earlier question's key terms;
 - model names: ``paper-rag`` = the configured backend and model; a backend name (``extractive``,
   ``ollama`` ...); a bundled model name; ``BACKEND/MODEL``; any other name is a model the
-  configured Ollama / OpenAI-compatible server serves. GGUF paths are refused unless configured
-  (a remote client must not make the server load arbitrary files);
+  configured Ollama / OpenAI-compatible server lists (`ui.shared.AnswererPool.allows`). Anything
+  else, a path above all, is refused without echoing the name (a remote client must not make the
+  server load, or probe, its files);
 - a concurrency bound (`Slots`, ``settings.ui.concurrency`` as in the web chat): a full bound
   is refused at once (`BusyError`), as OpenAI's rate limits are; clients retry.
 
@@ -36,9 +37,10 @@ from rag.answer import MAX_QUESTION_CHARS, Answer, Answerer, Citation, Event, ma
 from rag.chat import Conversation, Turn, paper_bibtex
 from rag.corpus import Paper, clean_text
 from rag.errors import InputError, RagError
-from rag.retrieval import Filters
+from rag.markup import md_code, md_prose, md_text, md_url
+from rag.retrieval import Filters, visible
 from rag.settings import BACKEND_NAMES, Settings
-from ui.shared import AnswererPool
+from ui.shared import UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, AnswererPool
 
 DEFAULT_MODEL = "paper-rag"
 BACKENDS = BACKEND_NAMES
@@ -70,28 +72,61 @@ class BusyError(RagError):
 
 class AnswerStream:
     """An answer's events holding one answer slot, given back exactly once: at the end, on an
-    error, or on `close` (a client that went away, even before the first event)."""
+    error, on `close`, or on `cancel` (a client that went away, even before the first event).
+
+    `cancel` may come from any thread while another one is inside ``next`` (waiting for the model's
+    next token, or for its prompt to be read): the slot is given back at once, and the generation
+    stops at its next event, which is dropped."""
 
     def __init__(self, events: Iterator[Event], release: Callable[[], None]) -> None:
-        self._events, self._release, self._open = events, release, True
+        self._events, self._release = events, release
+        self._guard = threading.Lock()
+        self._held, self._open, self._cancelled = True, True, False
 
     def __iter__(self) -> AnswerStream:
         return self
 
     def __next__(self) -> Event:
+        if self._cancelled:
+            self.close()
+            raise StopIteration
         try:
-            return next(self._events)
+            event = next(self._events)
         except BaseException:  # StopIteration included
             self.close()
             raise
+        if self._cancelled:  # the client left while this event was being made
+            self.close()
+            raise StopIteration
+        return event
+
+    def _give_back(self) -> None:
+        with self._guard:
+            held, self._held = self._held, False
+        if held:
+            self._release()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """From any thread: the slot back now, the generation stopped at its next event."""
+        self._cancelled = True
+        self._give_back()
 
     def close(self) -> None:
-        if self._open:
-            self._open = False
-            try:
-                self._events.close()  # type: ignore[attr-defined]
-            finally:
-                self._release()
+        self._cancelled = True
+        with self._guard:
+            was_open, self._open = self._open, False
+        if not was_open:
+            return
+        try:
+            self._events.close()  # type: ignore[attr-defined]
+        except ValueError:  # running in another thread right now: it stops at its next event (cancelled)
+            pass
+        finally:
+            self._give_back()
 
     def __del__(self) -> None:
         self.close()
@@ -128,10 +163,6 @@ class ChatMessage:
 # ------------------------------------------------------------------ rendering
 
 
-def _md(text: str) -> str:
-    return re.sub(r"([\[\]`*_<>])", r"\\\1", text)
-
-
 def citation_item(citation: Citation, threshold: float) -> dict[str, Any]:
     """One cited paper as ``rag ask --json`` has it, plus ``url`` (its first link) and ``supported``
     (every answer sentence citing it is supported by its abstract)."""
@@ -144,9 +175,10 @@ def citation_item(citation: Citation, threshold: float) -> dict[str, Any]:
 def sources_markdown(answer: Answer) -> str:
     """The cited papers as a Markdown list (read back by `replay`), or the nearest ones on abstention."""
     def line(c: Citation, numbered: bool) -> str:
-        title = f"[{_md(c.paper.title)}]({c.paper.links[0]})" if c.paper.links else _md(c.paper.title)
+        url = md_url(c.paper.links[0]) if c.paper.links else None
+        title = f"[{md_text(c.paper.title)}]({url})" if url else md_text(c.paper.title)
         year = f" ({c.paper.year})" if c.paper.year else ""
-        return f"- {f'[{c.number}] ' if numbered else ''}{title}{year} · `{c.paper.id}`"
+        return f"- {f'[{c.number}] ' if numbered else ''}{title}{year} · {md_code(c.paper.id)}"
 
     if answer.citations:
         return "\n".join([SOURCES_HEADING, "", *(line(c, True) for c in answer.citations)])
@@ -246,12 +278,10 @@ class PaperService:
             return self.pool.default, name
         head, _, tail = name.partition("/")
         backend, wanted = (head, tail) if head in BACKENDS and tail else (None, name)
-        if wanted.lower().endswith(".gguf") and wanted != self.settings.llm.model:
-            raise _param(NotFoundError(f"the model {wanted!r} is not served here",
-                                       "GGUF files are chosen by whoever starts the server (RAG_LLM__MODEL); "
-                                       "GET /v1/models lists the names to use"), "model")
         if backend == "extractive":
             return self.pool.default, "extractive"
+        if not self.pool.allows(wanted, backend):  # the name is not echoed: it may be a path on this server
+            raise _param(NotFoundError(UNKNOWN_MODEL, UNKNOWN_MODEL_FIX), "model")
         if backend is None:
             configured = self.settings.llm.backend
             backend = "llamacpp" if models.is_local_model(wanted) else \
@@ -288,7 +318,7 @@ class PaperService:
             raise _param(InputError(f"the last message has role {messages[-1].role!r}",
                                     "end the conversation with the user's question"), "messages")
         question = clean_text(messages[-1].content)
-        if not question:
+        if not visible(question):  # empty, or zero-width characters only
             raise _param(InputError("the last user message is empty", "type a question about the papers"),
                          f"messages.{len(messages) - 1}.content")
         return question
@@ -363,8 +393,9 @@ class PaperService:
     @staticmethod
     def answer_text(answer: Answer, markdown: bool, sources: bool = True) -> str:
         """The checked answer with flagged sentences marked (``markdown``: `` ⚠ *unsupported*``, else
-        ``[unsupported]``), then, with ``markdown`` and ``sources``, the source list."""
-        text = marked_answer(answer, "markdown" if markdown else "plain")
+        ``[unsupported]``), then, with ``markdown`` and ``sources``, the source list. Chat clients
+        render it as Markdown either way, so raw HTML and images in it are disarmed (`rag.markup.md_prose`)."""
+        text = md_prose(marked_answer(answer, "markdown" if markdown else "plain"))  # no HTML, no images
         listed = sources_markdown(answer) if markdown and sources else ""
         return f"{text}\n\n{listed}" if listed else text
 

@@ -11,19 +11,31 @@ once. Each shared class guards itself, so nothing here reaches into another obje
 - `rag.llm.LlamaCppBackend.stream` generates under a per-model lock (one KV cache).
 
 The pool hands out an `Answerer` per model name, all sharing one embedder and one retriever,
-so models load once. Left out: per-user state (`ui.state`).
+so models load once, and says which model names a client may pick (`AnswererPool.allows`). Left out:
+per-user state (`ui.state`).
 """
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
+from rag import models
 from rag.answer import Answerer
 from rag.embeddings import Embedder
+from rag.llm import served_models
 from rag.retrieval import Retriever
 from rag.settings import Settings
+
+UNKNOWN_MODEL = "that model is not served here"
+UNKNOWN_MODEL_FIX = ("name a bundled model, the configured one, or one the configured Ollama / OpenAI-compatible "
+                     "server lists (GET /v1/models); model files are chosen by whoever starts the server "
+                     "(RAG_LLM__MODEL)")
+SERVED_TTL_S = 30.0  # how long the configured servers' model lists are trusted
+_NAME = re.compile(r"^[A-Za-z0-9][\w.:@+-]*(?:/[A-Za-z0-9][\w.:@+-]*)*$")  # 'llama3.2:1b', 'hf.co/a/b:Q4'; no path
 
 
 class AnswererPool:
@@ -46,6 +58,7 @@ class AnswererPool:
         if answerer is not None:
             self._answerers[None] = answerer
         self._backend = backend  # an rag.llm Backend for the configured model (tests pass a fake)
+        self._served: tuple[float, set[str]] | None = None  # (when, names the configured servers listed)
 
     def get(self, model: str | None = None) -> Answerer:
         model = model or None
@@ -64,3 +77,24 @@ class AnswererPool:
     @property
     def default(self) -> Answerer:
         return self.get(None)
+
+    def allows(self, model: str, backend: str | None = None) -> bool:
+        """Whether a web or API client may pick ``model`` (for ``backend``; None: any).
+
+        Clients name models, never files: the bundled names, the configured ones, and (for Ollama
+        and OpenAI-compatible servers) what the configured servers list, asked at most every
+        `SERVED_TTL_S` seconds. A path, even one the settings hold for llama.cpp, is the operator's
+        choice (RAG_LLM__MODEL, the CLI), and a client gets it only as the configured default."""
+        llm = self.settings.llm
+        if model in models.BUNDLED or model == llm.model:
+            return True
+        if backend in ("llamacpp", "extractive") or models.is_local_model(model) or not _NAME.match(model):
+            return False
+        return model in (llm.ollama_model, llm.openai_model) or model in self.served()
+
+    def served(self) -> set[str]:
+        """`rag.llm.served_models`, cached for `SERVED_TTL_S` seconds."""
+        with self._lock:
+            if self._served is None or time.monotonic() - self._served[0] > SERVED_TTL_S:
+                self._served = (time.monotonic(), served_models(self.settings.llm))
+            return self._served[1]
