@@ -40,6 +40,7 @@ from rag.chunking import chunk_index, split_sentences
 from rag.corpus import Paper
 from rag.embeddings import Embedder
 from rag.errors import BackendError
+from rag.injection import answer_repeats, instruction_sentences
 from rag.llm import Backend, Message, StreamInterrupted
 from rag.retrieval import (
     MAX_QUERY_CHARS,
@@ -374,7 +375,7 @@ class Answerer:
                     temp = cfg.llm.temperature if temperature is None else temperature
                     cite = [n for n, _ in prompted] if cfg.answer.constrained else []
                     gate = StreamGate(f"{question}\n{query}",
-                                      [f"{h.paper.title} {h.paper.abstract}" for _, h in prompted])
+                                      [evidence.evidence_text(h.paper.title, h.paper.abstract) for _, h in prompted])
                     for delta in llm.stream(self.messages_for(base, self.instruction(listing, lang)),
                                             max_tokens=cfg.llm.max_new_tokens, temperature=temp, cite=cite):
                         answer.timings.setdefault("first_token_s", time.perf_counter() - started)
@@ -654,8 +655,15 @@ class Answerer:
             self._abstain(answer, "no retrieved abstract states what the answer claimed", numbered, context)
             answer.withheld = [s.text for s in claims]
             return
+        injected = instruction_sentences(" ".join(hit.paper.abstract for hit in by_number.values()))
         kept: list[tuple[AnswerSentence, list[Evidence]]] = []
         for s, original, found in checked:
+            if injected and answer_repeats(original, injected):  # an abstract's instruction, repeated
+                s.supported = False
+                answer.notes.append("left out a sentence that repeats an instruction found in an abstract")
+                answer.withheld.append(s.text)
+                clean = clean.replace(original, "", 1)
+                continue
             if s.claim and not s.supported and s.specifics:  # an unsupported number or name is never shown
                 answer.withheld.append(s.text)
                 clean = clean.replace(original, "", 1)

@@ -24,6 +24,7 @@ from rag.answer import Answer, Answerer, Event, marked_answer, one_line_reply
 from rag.corpus import Paper
 from rag.errors import BackendError
 from rag.llm import Backend, Message, approx_tokens
+from rag.markup import md_prose, md_text, md_url
 from rag.retrieval import query_names
 from rag.support import content_words
 
@@ -178,10 +179,11 @@ class Conversation:
         return sorted(seen.items())
 
     def to_markdown(self) -> str:
-        """The conversation as Markdown: unsupported and uncited sentences marked as in the web chat."""
+        """The conversation as Markdown: unsupported and uncited sentences marked as in the web chat;
+        every user-controlled string escaped (`rag.markup`: a title or DOI never becomes an image)."""
         lines = ["# Conversation", ""]
         for turn in self.turns:
-            lines += [f"**Q:** {turn.question}", "", marked_answer(turn.answer, "markdown"), ""]
+            lines += [f"**Q:** {md_text(turn.question)}", "", md_prose(marked_answer(turn.answer, "markdown")), ""]
             if turn.answer.unsupported:
                 lines += [f"> {len(turn.answer.unsupported)} of {len(turn.answer.sentences)} sentences are not "
                           "supported by the abstracts they cite (marked).", ""]
@@ -189,9 +191,10 @@ class Conversation:
         if papers:
             lines += ["## References", ""]
             for number, paper in papers:
-                link = paper.links[0] if paper.links else ""
+                link = (md_url(paper.links[0]) or "") if paper.links else ""
                 year = f" ({paper.year})" if paper.year else ""
-                lines.append(f"[{number}] {paper.title}{year}. {', '.join(paper.authors)} {link}".rstrip())
+                lines.append(f"[{number}] {md_text(paper.title)}{year}. {md_text(', '.join(paper.authors))} "
+                             f"{link}".rstrip())
         return "\n".join(lines) + "\n"
 
     def to_bibtex(self) -> str:

@@ -32,6 +32,7 @@ from rag import prompts
 from rag.chunking import split_sentences
 from rag.corpus import Paper
 from rag.embeddings import Embedder
+from rag.evidence import evidence_text, sentences_of
 from rag.language import is_english
 from rag.lexical import stemmer
 from rag.settings import AnswerSettings
@@ -335,7 +336,7 @@ class SupportChecker:
         threshold = self.settings.support_threshold
         english = is_english(given.split("\n")[0])
         titles = {n: paper.title for n, paper in by_number.items()}
-        texts = {n: f"{paper.title} {paper.abstract}".lower() for n, paper in by_number.items()}
+        texts = {n: evidence_text(paper.title, paper.abstract).lower() for n, paper in by_number.items()}
         given_names = anchors(given)
         named: set[int] = set()  # papers whose title the answer already gave
         which = asks_for_papers(given.split("\n")[0])
@@ -365,14 +366,14 @@ class SupportChecker:
             best: dict[int, tuple[float, str]] = {}
             for n, paper in by_number.items():
                 if n in written or self.settings.attribute:
-                    paper_sentences = split_sentences(paper.abstract) or [paper.abstract]
+                    paper_sentences = sentences_of(paper.abstract) or [paper.title]
                     if names_title(claim, paper.title):  # "It is called DenseNets Reloaded [1]."
                         paper_sentences = [paper.title, *paper_sentences]
                     scores = self.support_scores([claim], paper_sentences, added=[added])[0]
                     if names and not (english and is_english(claim)):
                         scores = np.maximum(scores, [len(names & anchors(ps)) / len(names) for ps in paper_sentences])
                     if numbers:  # a number the paper does not hold is not supported by it
-                        held = numbers_in(f"{paper.title} {paper.abstract}")
+                        held = numbers_in(texts[n])
                         scores = scores * (len(numbers & held) / len(numbers))
                     # a name this paper lacks that another numbered paper holds, and no other cited one
                     foreign = any(not holds(texts[n], a) and any(holds(texts[m], a) for m in texts if m != n)
