@@ -31,11 +31,14 @@ LABELS = {
     "abstention_recall": "abstention recall", "abstention_f1": "abstention F1",
     "false_abstention_rate": "false abstentions (answerable)", "precision": "precision (correct / answered)",
     "accuracy": "accuracy (correct / all)", "faithfulness": "faithfulness (judge)",
-    "relevancy": "answer relevance (judge)",
+    "relevancy": "answer relevance (judge)", "shown_unsupported_specifics": "shown unsupported values per answer",
+    "language_match": "answer in the question's language", "list_recall": "list recall (which papers)",
+    "pair_cited": "both named papers cited (comparison)", "keeps_subject": "follow-up cites the turn before's paper",
 }
 HEADLINE = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "answer_match", "citation_precision",
             "citation_recall", "invalid_citations", "unsupported_rate", "abstention_precision", "abstention_recall",
-            "abstention_f1", "false_abstention_rate", "precision", "accuracy", "faithfulness", "relevancy")
+            "abstention_f1", "false_abstention_rate", "precision", "accuracy", "shown_unsupported_specifics",
+            "language_match", "list_recall", "pair_cited", "keeps_subject", "faithfulness", "relevancy")
 BY_TYPE = ("recall@5", "mrr@10", "answer_match", "citation_recall", "accuracy")
 PLOTS = ("metrics_by_type.png", "latency.png", "abstention.png")
 
