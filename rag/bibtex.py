@@ -31,6 +31,7 @@ Left out: reading BibTeX (`rag.corpus`), BibLaTeX's date fields, cross reference
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from rag.corpus import VENUE_FIELDS, Paper, extract_urls
 
@@ -95,7 +96,8 @@ def entry_type(paper: Paper) -> str:
 def paper_bibtex(paper: Paper) -> str:
     """A BibTeX entry that `rag.corpus.load_bibtex` reads back to the same paper (same id, title,
     authors, year, abstract, categories as ``keywords``, DOI, arXiv id, entry type, key and venue fields)."""
-    venue = paper.extra.get("bibtex") if isinstance(paper.extra.get("bibtex"), dict) else {}
+    kept = paper.extra.get("bibtex")
+    venue: dict[str, Any] = kept if isinstance(kept, dict) else {}
     fields = {"title": "{" + escape(paper.title) + "}", "author": " and ".join(name_field(a) for a in paper.authors),
               "year": str(paper.year or "")}
     fields |= {k: escape(str(venue[k])) for k in VENUE_FIELDS if venue.get(k)}
