@@ -9,8 +9,9 @@ Three sources, all read by `load_dataset(name_or_path, settings)`:
   the gold papers; a thumbs-up abstention becomes an unanswerable question; a thumbs-down
   answer keeps its question with *unknown* gold (``None``, type ``feedback-down``), scored on
   latency, support and the judge only;
-- built-in names: ``dev`` (``data/eval/dev.jsonl``) and ``title-abstract`` (every paper of the
-  configured index: its title is the question, the paper is the gold).
+- built-in names: ``dev`` (``data/eval/dev.jsonl``), ``holdout-dev`` and ``holdout-test`` (questions
+  written apart from it, split once: tune on the first, score the second) and ``title-abstract``
+  (every paper of the configured index: its title is the question, the paper is the gold).
 
 ``gold == []`` means unanswerable; ``gold is None`` means not known. Left out: running the
 questions (``eval.run``) and scoring them (``eval.metrics``).
@@ -25,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.bundled import DEV_SET, bundled_file
+from rag.bundled import DEV_SET, HOLDOUT_SETS, bundled_file
 from rag.errors import InputError
 
-BUILTIN = {"dev": bundled_file(DEV_SET)}
+BUILTIN = {"dev": bundled_file(DEV_SET), **{name: bundled_file(path) for name, path in HOLDOUT_SETS.items()}}
 GENERATED = ("title-abstract",)
 
 
@@ -45,6 +46,7 @@ class Question:
     item: str = ""                 # the dataset record it belongs to
     turn: int = 0                  # 1-based turn within a conversation; 0 for a single question
     where: str = ""                # "file:line" it was read from, for error messages
+    subject: list[str] | None = None  # a conversation turn: the gold papers of the turn before it
 
     @property
     def answerable(self) -> bool | None:
@@ -111,6 +113,8 @@ def parse_record(record: dict[str, Any], where: str, default_id: str) -> Item:
             raise InputError(f"{where}: `turns` must be a non-empty list", "see eval/README.md, Dataset format")
         questions = [_question(t, f"{where} turn {i}", id=f"{rid}.t{i}", type=rtype, lang=lang, item=rid, turn=i)
                      for i, t in enumerate(turns, 1)]
+        for before, after in zip(questions, questions[1:]):
+            after.subject = before.gold
     else:
         questions = [_question(record, where, id=rid, type=rtype, lang=lang, item=rid)]
     return Item(rid, rtype, questions)
@@ -207,6 +211,9 @@ def resolve_gold(dataset: Dataset, papers: Mapping[str, Any]) -> Dataset:
     for q in dataset.questions:
         if q.gold:
             q.gold = list(dict.fromkeys(_resolve(ref, lookup, q) for ref in q.gold))
+    for item in dataset.items:
+        for before, after in zip(item.questions, item.questions[1:]):
+            after.subject = before.gold
     dataset.fingerprint = _fingerprint(dataset.items)
     return dataset
 

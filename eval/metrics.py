@@ -13,6 +13,13 @@ Per question (`score_question`, from a `Question` and an ``Answer.as_dict()``):
 - abstention and correctness: ``correct`` is, for an answerable question, answered and
   (``answer_match`` when ``answers`` are given, else cites a gold paper); for an
   unanswerable one, abstained; ``None`` when the gold is unknown (thumbs-down feedback);
+- trust: ``shown_unsupported_specifics`` (answer sentences on screen that the check did not
+  support and that add a number or a name to the question: an invented value shown),
+  ``language_match`` (non-English questions: the answer's own words, quotes left out, are in the
+  question's language by `rag.language.detect`), ``list_recall`` ("list" questions: gold papers
+  cited, over the complete gold list), ``pair_cited`` ("comparison" questions: every named paper
+  cited), ``keeps_subject`` (a conversation turn about the same paper as the turn before: that
+  paper cited);
 - latency: ``retrieval_s``, ``ttft_s``, ``total_s`` from the answer's timings.
 
 Aggregates (`aggregate`) are all ratios of sums over questions, so one bootstrap (questions
@@ -27,6 +34,7 @@ Left out: running questions (``eval.run``), paired tests between runs (``eval.co
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -34,12 +42,15 @@ from typing import Any
 
 import numpy as np
 
+from rag import language
 from rag.retrieval import low_confidence
+from rag.support import CITATION_MARKER, anchors, numbers_in
 
 RETRIEVAL = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 LATENCY = ("retrieval_s", "ttft_s", "total_s")
 MEANS = (*RETRIEVAL, "answer_match", "citation_precision", "citation_recall", "invalid_citations",
-         "unsupported_rate", "faithfulness", "relevancy")
+         "unsupported_rate", "shown_unsupported_specifics", "language_match", "list_recall", "pair_cited",
+         "keeps_subject", "faithfulness", "relevancy")
 RATIOS = ("abstention_precision", "abstention_recall", "abstention_f1", "false_abstention_rate",
           "precision", "accuracy")
 SEED, RESAMPLES = 0, 1000
@@ -99,6 +110,14 @@ def score_question(question: Any, answer: dict[str, Any]) -> dict[str, Any]:
     out["invalid_citations"] = int(answer.get("invalid_citations") or 0) if not abstained else None
     out["unsupported_rate"] = (sum(not s["supported"] for s in sentences) / len(sentences)
                                if sentences and not abstained else None)
+    out["shown_unsupported_specifics"] = (sum(bool(unsupported_specifics(s, question.question)) for s in sentences)
+                                          if not abstained else None)
+    out["language_match"] = (language.detect(prose(answer.get("answer") or "")) == question.lang
+                             if question.lang != language.ENGLISH else None)
+    out["list_recall"] = len(gold_set & set(cited)) / len(gold_set) if question.type == "list" and gold_set else None
+    out["pair_cited"] = gold_set <= set(cited) if question.type == "comparison" and gold_set else None
+    subject = set(question.subject or [])
+    out["keeps_subject"] = bool(subject & set(cited)) if subject and subject == gold_set else None
     if answerable is None:
         correct = None
     elif answerable:
@@ -109,6 +128,30 @@ def score_question(question: Any, answer: dict[str, Any]) -> dict[str, Any]:
     for key in LATENCY:
         out[key] = timings.get(key)
     return out
+
+
+def prose(text: str) -> str:
+    """An answer's own words: without quoted abstract sentences and citation markers (a quote keeps
+    the abstract's language whatever the answer's).
+
+    >>> prose('Los artículos no responden. Lo que dicen: \u201cWe train X.\u201d [1]')
+    'Los artículos no responden. Lo que dicen:'
+    """
+    return " ".join(CITATION_MARKER.sub(" ", re.sub(r"\u201c[^\u201d]*\u201d", " ", text)).split())
+
+
+def unsupported_specifics(sentence: dict[str, Any], question: str) -> list[str]:
+    """The numbers and names a shown, unsupported answer sentence adds to the question (an invented
+    value on screen); [] for a supported sentence or one that claims nothing.
+
+    >>> unsupported_specifics({"text": "It used a learning rate of 0.001 [1].", "supported": False}, "Which lr?")
+    ['0.001']
+    """
+    if sentence.get("supported") or not sentence.get("claim", True):
+        return []
+    text = sentence.get("text") or ""
+    names = {a for a in anchors(text) if not a.replace(".", "").isdigit()} - anchors(question)
+    return sorted((numbers_in(text) - numbers_in(question)) | names)
 
 
 # ------------------------------------------------------------------ many questions

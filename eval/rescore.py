@@ -65,7 +65,7 @@ def recheck(answerer: Answerer, recorded: dict[str, Any]) -> dict[str, Any]:
     else:  # the model's own abstention: its text is gone, the decision stands
         return recorded
     checked = answer.as_dict()
-    keys = ("answer", "abstained", "abstain_reason", "citations", "also_retrieved", "sentences", "removed")
+    keys = ("answer", "abstained", "abstain_reason", "citations", "also_retrieved", "sentences", "removed", "withheld")
     return {**recorded, **{k: checked[k] for k in keys},
             "invalid_citations": recorded.get("invalid_citations", 0) + checked["invalid_citations"]}
 

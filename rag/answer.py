@@ -30,12 +30,12 @@ import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from rag import prompts
+from rag import evidence, language, prompts
 from rag.chunking import chunk_index, split_sentences
 from rag.corpus import Paper
 from rag.embeddings import Embedder
@@ -52,10 +52,24 @@ from rag.retrieval import (
     low_confidence,
 )
 from rag.settings import Settings
-from rag.support import CITATION_MARKER, AnswerSentence, Evidence, SupportChecker, is_english, says_no_answer, uncounted
+from rag.streaming import StreamGate
+from rag.support import (
+    CITATION_MARKER,
+    AnswerSentence,
+    Evidence,
+    Judge,
+    SupportChecker,
+    anchors,
+    holds,
+    lists_papers,
+    says_no_answer,
+    uncounted,
+)
 
 VERDICT_NO = "the model found that no retrieved abstract states the answer"  # the abstention reason of a "no"
+STAGE_SEARCH, STAGE_WRITE, STAGE_CHECK = "searching the papers", "writing the answer", "checking the answer"
 MAX_QUESTION_CHARS = MAX_QUERY_CHARS  # one limit for what is searched and what is answered
+_NAMED_SOURCE = re.compile(r"(?<!\[)\b(?:[Aa]bstract|[Ss]ource)\s+#?(\d{1,2})\b(?!\s*[%.]\d)(?!\])")
 _PLACEHOLDER = re.compile(r"\[(?:n|N|x|X|\?|\.\.\.|number)\]")  # a template's marker copied literally
 
 
@@ -95,6 +109,8 @@ class Answer:
     invalid_citations: int = 0
     removed: list[str] = field(default_factory=list)  # text that leaked from the prompt, taken out
     generated: str = ""  # what the model wrote, before any check (`rag eval rescore` replays it)
+    withheld: list[str] = field(default_factory=list)  # claims left out: no abstract states their numbers or names
+    language: str = "en"  # the question's language, which the answer is written in
     verdict: str | None = None  # the model's answer to "do the abstracts state the answer?"
     confidence: Confidence | None = None
     retrieved: list[dict[str, Any]] = field(default_factory=list)
@@ -112,7 +128,8 @@ class Answer:
             "notes": self.notes, "citations": [c.as_dict() for c in self.citations],
             "also_retrieved": [c.as_dict() for c in self.also_retrieved],
             "sentences": [s.as_dict() for s in self.sentences], "invalid_citations": self.invalid_citations,
-            "removed": self.removed, "generated": self.generated, "verdict": self.verdict,
+            "removed": self.removed, "generated": self.generated, "withheld": self.withheld,
+            "language": self.language, "verdict": self.verdict,
             "confidence": self.confidence.as_dict() if self.confidence else None,
             "retrieved": self.retrieved, "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
@@ -120,14 +137,27 @@ class Answer:
 
 @dataclass
 class Event:
-    """What `Answerer.stream` yields: text deltas as they come, then the finished answer."""
+    """What `Answerer.stream` yields: stage lines and text deltas as they come, then the finished answer.
 
-    kind: str                      # "token" | "done"
+    ``stage`` events say what the pipeline is doing ("searching the papers", "reading 3 papers",
+    "writing the answer", "checking the answer"), for a progress line; consumers ignore kinds they
+    do not know."""
+
+    kind: str                      # "stage" | "token" | "done"
     text: str = ""
     answer: Answer | None = None
 
 
 # ------------------------------------------------------------------ pure helpers
+
+
+def stage_reading(papers: int) -> str:
+    """The stage line once the papers are chosen.
+
+    >>> stage_reading(1), stage_reading(3)
+    ('reading 1 paper', 'reading 3 papers')
+    """
+    return f"reading {papers} paper{'s' if papers != 1 else ''}"
 
 
 def clean_question(question: str) -> str:
@@ -140,7 +170,10 @@ def parse_citations(text: str, valid: Sequence[int]) -> tuple[str, list[int], in
 
     >>> parse_citations("A [1]. B [2, 7]. C [1-2]. D [n].", [1, 2])
     ('A [1]. B [2]. C [1][2]. D.', [1, 2], 2)
+    >>> parse_citations("It is described in Abstract 1, which introduces DRA.", [1])
+    ('It is described in [1], which introduces DRA.', [1], 0)
     """
+    text = _NAMED_SOURCE.sub(r"[\1]", text)  # "Abstract 1": the prompt's numbering, written out
     valid_set, cited = set(valid), []
     invalid = len(_PLACEHOLDER.findall(text))
     text = _PLACEHOLDER.sub("", text)
@@ -283,68 +316,98 @@ class Answerer:
     def stream(self, question: str, *, query: str | None = None, k: int | None = None,
                filters: Filters | None = None, backend: str | None = None,
                history: Sequence[Message] = (), numbers: dict[str, int] | None = None,
-               temperature: float | None = None, dense_weight: float | None = None) -> Iterator[Event]:
-        """Yield token events as the answer is written, then one ``done`` event with the `Answer`.
+               temperature: float | None = None, dense_weight: float | None = None,
+               pinned: Sequence[str] = ()) -> Iterator[Event]:
+        """Yield stage and token events as the answer is written, then one ``done`` event with the `Answer`.
 
         ``query`` is the retrieval query (a condensed follow-up); ``numbers`` maps the papers cited
         earlier in this conversation to their citation numbers (kept; this answer's cited papers
-        are added in place).
+        are added in place); ``pinned`` papers (the subject of a follow-up) are retrieved and
+        prompted first whatever the search ranks. A token event carries only text that passed the
+        stream check (`rag.streaming`): a sentence stating a number or name that no prompted abstract
+        holds is never shown.
         """
         started = time.perf_counter()
         question = clean_question(question)
         cfg = self.settings
+        yield Event("stage", STAGE_SEARCH)
         llm, notes = self.backend_for(backend)
-        query = clean_question(query) if query else self.retrieval_query(question, llm)
-        result = self.retriever.search(query, k=k or cfg.answer.max_context_papers, filters=filters,
-                                       dense_weight=dense_weight)
+        lang = language.detect(question)
+        query = clean_question(query) if query else self.retrieval_query(question, llm, lang)
+        listing = lists_papers(question)
+        depth = k or (cfg.answer.list_papers if listing else cfg.answer.max_context_papers)
+        result = self.retriever.search(query, k=depth, filters=filters, dense_weight=dense_weight)
+        hits = self.pin(result.hits, pinned)
         t_retrieved = time.perf_counter()
         answer = Answer(question=question, query=query, backend=llm.name if llm else "extractive",
-                        model=llm.model if llm else "sentence selection", notes=list(notes),
-                        confidence=result.confidence, retrieved=[h.as_dict() for h in result.hits])
+                        model=llm.model if llm else "sentence selection", notes=list(notes), language=lang,
+                        confidence=result.confidence, retrieved=[h.as_dict() for h in hits])
         answer.notes += result.notices
         answer.timings["retrieval_s"] = t_retrieved - started
-        numbered = self._number(result.hits, numbers)
+        numbered = self._number(hits, numbers)
         prompted = self.in_prompt(numbered)
 
-        abstain, reason = self.should_abstain(result)
+        abstain, reason = self.should_abstain(result) if not pinned else (False, None)
+        near = False  # an abstention on the subject of retrieved papers: quote what they do say
         if not abstain and (unmentioned := self.counts_unmentioned(query, prompted)):
-            abstain, reason = True, unmentioned
-        text, delimiter = "", ""
+            abstain, reason, near = True, unmentioned, True
+        text, delimiter, judge = "", "", None
+        if not abstain:
+            yield Event("stage", stage_reading(len(prompted)))
         try:
             if not abstain and llm is not None:
                 delimiter = f"SOURCE-{secrets.token_hex(4)}"
-                base = self.prompt_parts(question, prompted, llm, history, delimiter)
+                sources = self.sources(query, prompted, llm, question, history, listing)
+                prompted = [(n, hit) for n, hit, _ in sources]
+                if listing:
+                    answer.notes.append(f"read {len(prompted)} of the papers the search found for this list")
+                base = self.prompt_parts(question, sources, history, delimiter)
+                answer.timings["prompt_tokens"] = float(sum(llm.count_tokens(m.content) for m in
+                                                            self.messages_for(base, self.instruction(listing, lang))))
                 if cfg.answer.verify != "off" and llm.capable:
                     answer.verdict = llm.choose(self.messages_for(base, prompts.CHECK_INSTRUCTION), ["yes", "no"])
                     answer.timings["verify_s"] = time.perf_counter() - t_retrieved
                     if answer.verdict == "no" and cfg.answer.verify == "abstain":
-                        abstain, reason = True, VERDICT_NO
+                        abstain, reason, near = True, VERDICT_NO, True
                 if not abstain:
+                    yield Event("stage", STAGE_WRITE)
                     temp = cfg.llm.temperature if temperature is None else temperature
                     cite = [n for n, _ in prompted] if cfg.answer.constrained else []
-                    for delta in llm.stream(self.messages_for(base, prompts.ANSWER_INSTRUCTION),
+                    gate = StreamGate(f"{question}\n{query}",
+                                      [f"{h.paper.title} {h.paper.abstract}" for _, h in prompted])
+                    for delta in llm.stream(self.messages_for(base, self.instruction(listing, lang)),
                                             max_tokens=cfg.llm.max_new_tokens, temperature=temp, cite=cite):
-                        if not text:
-                            answer.timings["ttft_s"] = time.perf_counter() - started
+                        answer.timings.setdefault("first_token_s", time.perf_counter() - started)
                         text += delta
-                        yield Event("token", delta)
+                        if shown := gate.feed(delta):
+                            answer.timings.setdefault("ttft_s", time.perf_counter() - started)
+                            yield Event("token", shown)
                         if repeats_itself(text):
                             answer.notes.append("generation stopped: the model was repeating itself")
                             break
+                    if shown := gate.close():
+                        answer.timings.setdefault("ttft_s", time.perf_counter() - started)
+                        yield Event("token", shown)
+                    answer.timings["generated_tokens"] = float(llm.count_tokens(text))
+                    if cfg.answer.entailment == "model" and llm.capable:
+                        judge = self.judge(llm, base, answer)
             elif not abstain:
-                text = self._extractive(question, prompted)
+                text = self._extractive(query, prompted)
                 answer.timings["ttft_s"] = time.perf_counter() - started
                 yield Event("token", text)
         except BackendError as err:
             text = err.partial if isinstance(err, StreamInterrupted) and err.partial else text
             answer.incomplete, answer.error = True, err.user_message()
         if abstain:
-            self._abstain(answer, reason, numbered)
+            self._abstain(answer, reason, numbered, prompted if near else [])
             answer.timings.setdefault("ttft_s", time.perf_counter() - started)
             yield Event("token", answer.answer)
         else:
             answer.timings.setdefault("ttft_s", time.perf_counter() - started)
-            self._finish(answer, text, numbered, delimiter, prompted)
+            yield Event("stage", STAGE_CHECK)
+            t_check = time.perf_counter()
+            self._finish(answer, text, numbered, delimiter, prompted, judge)
+            answer.timings["check_s"] = time.perf_counter() - t_check
         if numbers is not None:
             numbers.update({c.paper.id: c.number for c in answer.citations})
         answer.timings["total_s"] = time.perf_counter() - started
@@ -353,17 +416,56 @@ class Answerer:
     # ---------------------------------------------------------- steps
 
     @staticmethod
-    def retrieval_query(question: str, llm: Backend | None) -> str:
+    def retrieval_query(question: str, llm: Backend | None, lang: str = language.ENGLISH) -> str:
         """The question, or its English translation by a capable model when it is in another language
         (the embedder and BM25 are English); the answer is still written in the question's language."""
-        if llm is None or not llm.capable or is_english(question):
+        if llm is None or not llm.capable or lang == language.ENGLISH:
             return question
         try:
-            reply = "".join(llm.stream([Message("user", prompts.TRANSLATE_PROMPT.format(question=question))],
+            reply = "".join(llm.stream(prompts.side_task(prompts.TRANSLATE_PROMPT.format(question=question)),
                                        max_tokens=80, temperature=0.0))
         except BackendError:
             return question
         return one_line_reply(reply) or question
+
+    @staticmethod
+    def instruction(listing: bool, lang: str) -> str:
+        """The answer's final instruction: a list for "which papers", in the question's language."""
+        text = prompts.LIST_INSTRUCTION if listing else prompts.ANSWER_INSTRUCTION
+        return text + (prompts.LANGUAGE_INSTRUCTION.format(language=language.name(lang))
+                       if lang != language.ENGLISH else "")
+
+    def judge(self, llm: Backend, base: tuple[list[Message], str], answer: Answer) -> Judge:
+        """The entailment check: the model, with the answer's prompt prefix (its KV cache), says whether
+        an abstract states a claim. Calls are counted in the answer's timings."""
+        def entails(claim: str, number: int, evidence: str) -> bool:
+            t = time.perf_counter()
+            instruction = prompts.VERIFY_INSTRUCTION.format(claim=claim, number=number, evidence=evidence)
+            try:
+                verdict = llm.choose(self.messages_for(base, instruction), ["yes", "no"])
+            except BackendError:
+                verdict = None  # the check could not run: the claim is not confirmed
+            answer.timings["entail_s"] = answer.timings.get("entail_s", 0.0) + time.perf_counter() - t
+            answer.timings["entail_calls"] = answer.timings.get("entail_calls", 0.0) + 1
+            return verdict == "yes"
+
+        return entails
+
+    def pin(self, hits: list[PaperHit], pinned: Sequence[str]) -> list[PaperHit]:
+        """``hits`` with the ``pinned`` papers first, scored as the best hit (read from the index when
+        the search did not return them; an id the index no longer holds is skipped)."""
+        if not pinned:
+            return hits
+        top = max((h.score for h in hits), default=1.0)
+        found = {h.paper.id: h for h in hits}
+        papers = self.retriever.index().papers
+        front = []
+        for pid in dict.fromkeys(pinned):
+            if (hit := found.pop(pid, None)) is not None:
+                front.append(replace(hit, score=max(hit.score, top)))
+            elif (paper := papers.get(pid)) is not None:
+                front.append(PaperHit(paper, top, None, None, None, None))
+        return front + [h for h in hits if h.paper.id in found]
 
     def should_abstain(self, result: SearchResult) -> tuple[bool, str | None]:
         """Abstain when retrieval found nothing close enough (calibrated thresholds)."""
@@ -388,11 +490,51 @@ class Answerer:
         top = max((hit.score for _, hit in numbered), default=0.0)
         return [(n, hit) for n, hit in numbered if hit.score >= self.settings.answer.context_min_score * top]
 
-    @staticmethod
-    def _abstain(answer: Answer, reason: str | None, numbered: list[tuple[int, PaperHit]]) -> None:
+    def _abstain(self, answer: Answer, reason: str | None, numbered: list[tuple[int, PaperHit]],
+                 context: Sequence[tuple[int, PaperHit]] = ()) -> None:
+        """Make ``answer`` the abstention, in the question's language. With ``context`` (the papers on
+        the question's subject) it goes on to quote the abstract sentence closest to the question: what
+        the papers do say, checked by construction, cited, with its evidence."""
         answer.abstained, answer.abstain_reason = True, reason
-        answer.answer, answer.sentences, answer.citations = prompts.ABSTAIN_PHRASE, [], []
-        answer.also_retrieved = [Citation(n, h.paper, False, h.score) for n, h in numbered]
+        answer.answer, answer.sentences, answer.citations = language.abstain_phrase(answer.language), [], []
+        quoted = self._closest_sentence(answer.query, context) if context else None
+        if quoted is not None:
+            number, hit, sentence = quoted
+            said = f"{language.context_lead(answer.language)} \u201c{sentence}\u201d [{number}]"
+            answer.answer = f"{answer.answer} {said}"
+            answer.sentences = [AnswerSentence(said, [number], True, 1.0, claim=False)]
+            answer.citations = [Citation(number, hit.paper, True, hit.score,
+                                         [Evidence(number, hit.paper.id, sentence, 1.0, said)])]
+        cited = {c.number for c in answer.citations}
+        answer.also_retrieved = [Citation(n, h.paper, False, h.score) for n, h in numbered if n not in cited]
+
+    def _closest_sentence(self, query: str, papers: Sequence[tuple[int, PaperHit]]
+                          ) -> tuple[int, PaperHit, str] | None:
+        """The abstract sentence that best matches the query (`ranked_sentences`), from the papers that
+        hold a name the query gives ("USI"), else from the best paper: what is said about the subject."""
+        names = anchors(query)
+        named = [(n, hit) for n, hit in papers
+                 if any(holds(f"{hit.paper.title} {hit.paper.abstract}".lower(), a) for a in names)]
+        ranked = self.ranked_sentences(query, named or list(papers)[:1])
+        if not ranked:
+            return None
+        number, sentence, _ = ranked[0]
+        return number, dict(papers)[number], sentence
+
+    def ranked_sentences(self, query: str, papers: Sequence[tuple[int, PaperHit]], top_papers: int = 3
+                         ) -> list[tuple[int, str, float]]:
+        """(number, sentence) of the first ``top_papers`` papers' abstracts, best first: sentence-to-query
+        support plus a prior for how well its paper matched (the retrieval score is fused over the
+        whole paper: names and acronyms weigh in there)."""
+        candidates = [(n, s) for n, hit in papers[:top_papers] for s in evidence.sentences_of(hit.paper.abstract)]
+        if not candidates:
+            return []
+        prior = {n: hit.score for n, hit in papers}
+        top = max(prior.values()) or 1.0
+        scores = self.support.support_scores([query], [s for _, s in candidates])[0] + \
+            np.array([0.25 * prior[n] / top for n, _ in candidates])
+        order = sorted(range(len(candidates)), key=lambda i: -scores[i])
+        return [(*candidates[i], float(scores[i])) for i in order]
 
     @staticmethod
     def _number(hits: list[PaperHit], numbers: dict[str, int] | None) -> list[tuple[int, PaperHit]]:
@@ -413,33 +555,48 @@ class Answerer:
             out.append((number, hit))
         return out
 
-    def prompt_parts(self, question: str, numbered: list[tuple[int, PaperHit]], llm: Backend,
-                     history: Sequence[Message] = (), delimiter: str = "SOURCE") -> tuple[list[Message], str]:
-        """(system + bounded history, the user message without its final instruction): sources
-        fenced and fitted to the backend's prompt budget, best papers first, whole sentences only."""
-        history = list(history)
-        longest = max(prompts.ANSWER_INSTRUCTION, prompts.CHECK_INSTRUCTION, key=len)
+    def sources(self, query: str, prompted: list[tuple[int, PaperHit]], llm: Backend, question: str,
+                history: Sequence[Message] = (), listing: bool = False) -> list[tuple[int, PaperHit, str]]:
+        """The text each prompted paper brings, best papers first, within the backend's prompt budget:
+        with ``answer.evidence`` ``sentences`` (the default) the sentences that best match the query
+        (`rag.evidence`, ``answer.evidence_tokens``; a list question's papers share
+        ``answer.list_evidence_tokens``), with ``abstracts`` each whole abstract (its best chunks when
+        long), cut at a sentence end. A paper that gets no text stays out of the prompt."""
+        cfg = self.settings.answer
+        longest = max(prompts.ANSWER_INSTRUCTION, prompts.LIST_INSTRUCTION, prompts.CHECK_INSTRUCTION, key=len)
         budget = llm.prompt_budget - llm.count_tokens(prompts.SYSTEM_PROMPT) - llm.count_tokens(question) \
             - llm.count_tokens(longest) - 60 - sum(llm.count_tokens(m.content) for m in history)
-        sources = []
-        for number, hit in numbered:
-            text = self._source_text(hit)
-            sentences = split_sentences(text) or [text]
-            while sentences:
-                block = prompts.SOURCE_TEMPLATE.format(
-                    number=number, title=hit.paper.title, year=f" ({hit.paper.year})" if hit.paper.year else "",
-                    delimiter=delimiter, text=" ".join(sentences))
-                cost = llm.count_tokens(block)
-                if cost <= budget:
-                    sources.append(block)
-                    budget -= cost
-                    break
+        header = {n: llm.count_tokens(self._block(n, hit, "SOURCE-0000abcd", "")) for n, hit in prompted}
+        if cfg.evidence == "sentences":
+            room = min(budget, cfg.list_evidence_tokens if listing else cfg.evidence_tokens)
+            texts = evidence.select(query, [hit.paper.abstract for _, hit in prompted],
+                                    lambda q, sentences: self.support.support_scores([q], sentences)[0],
+                                    llm.count_tokens, room, [header[n] for n, _ in prompted])
+            return [(n, hit, text) for (n, hit), text in zip(prompted, texts) if text]
+        out = []
+        for number, hit in prompted:
+            sentences = evidence.sentences_of(self._source_text(hit))
+            while sentences and (cost := header[number] + llm.count_tokens(" ".join(sentences))) > budget:
                 sentences.pop()  # drop whole sentences from the end, never cut one
             if not sentences:
                 break
+            out.append((number, hit, " ".join(sentences)))
+            budget -= cost
+        return out
+
+    @staticmethod
+    def _block(number: int, hit: PaperHit, delimiter: str, text: str) -> str:
+        return prompts.SOURCE_TEMPLATE.format(number=number, title=hit.paper.title, delimiter=delimiter, text=text,
+                                              year=f" ({hit.paper.year})" if hit.paper.year else "")
+
+    def prompt_parts(self, question: str, sources: list[tuple[int, PaperHit, str]], history: Sequence[Message] = (),
+                     delimiter: str = "SOURCE") -> tuple[list[Message], str]:
+        """(system + bounded history, the user message without its final instruction): the sources
+        (`sources`) fenced with ``delimiter``, then the question."""
+        blocks = [self._block(n, hit, delimiter, text) for n, hit, text in sources]
         # the instruction goes last, appended by `messages_for` (never substituted into text that
         # holds abstracts, which may contain anything, "{instruction}" included)
-        user = prompts.USER_TEMPLATE.format(sources="\n\n".join(sources), question=question, delimiter=delimiter,
+        user = prompts.USER_TEMPLATE.format(sources="\n\n".join(blocks), question=question, delimiter=delimiter,
                                             instruction="")
         return [Message("system", prompts.SYSTEM_PROMPT), *history], user
 
@@ -458,48 +615,63 @@ class Answerer:
 
     def _extractive(self, question: str, numbered: list[tuple[int, PaperHit]], max_sentences: int = 3) -> str:
         """The abstract sentences most similar to the question, quoted, each with its citation."""
-        candidates = [(n, s) for n, hit in numbered[:3] for s in split_sentences(hit.paper.abstract)]
-        if not candidates:
+        ranked = self.ranked_sentences(question, numbered)
+        if not ranked:
             return prompts.ABSTAIN_PHRASE
-        # sentence-to-question support, plus a prior for how well its paper matched the question
-        # (the retrieval score is fused over the whole paper: names and acronyms weigh in there)
-        prior = {n: hit.score for n, hit in numbered}
-        top = max(prior.values()) or 1.0
-        scores = self.support.support_scores([question], [s for _, s in candidates])[0] + \
-            np.array([0.25 * prior[n] / top for n, _ in candidates])
-        ranked = sorted(range(len(candidates)), key=lambda i: -scores[i])
-        best = scores[ranked[0]]
-        picked = [i for i in ranked[:max_sentences] if scores[i] >= best - 0.1]
-        picked.sort(key=lambda i: (candidates[i][0], i))  # group by paper, abstract order
-        return " ".join(f"\u201c{candidates[i][1].rstrip()}\u201d [{candidates[i][0]}]" for i in picked)
+        best = ranked[0][2]
+        picked = [(n, s) for n, s, score in ranked[:max_sentences] if score >= best - 0.1]
+        position = {c: i for i, c in enumerate((n, s) for n, hit in numbered
+                                                for s in evidence.sentences_of(hit.paper.abstract))}
+        picked.sort(key=lambda c: (c[0], position[c]))  # group by paper, abstract order
+        return " ".join(f"\u201c{s.rstrip()}\u201d [{n}]" for n, s in picked)
 
     def _finish(self, answer: Answer, text: str, numbered: list[tuple[int, PaperHit]], delimiter: str = "",
-                prompted: list[tuple[int, PaperHit]] | None = None) -> None:
+                prompted: list[tuple[int, PaperHit]] | None = None, judge: Judge | None = None) -> None:
         """Scrub, parse and check the model's text into ``answer``: the ``prompted`` papers (all
-        numbered ones when None) were in the prompt and can be cited, the rest are only listed."""
+        numbered ones when None) were in the prompt and can be cited, the rest are only listed.
+
+        A claim no abstract supports that states a number or a name is left out of the answer
+        (``Answer.withheld``), never shown flagged; an answer whose claims are all unsupported, or
+        that says first that the abstracts do not hold the answer, is an abstention that quotes what
+        the abstracts do say about the subject."""
         by_number = dict(numbered if prompted is None else prompted)
         answer.generated = text
         text, answer.removed = scrub(text, delimiter)
         clean, _, invalid = parse_citations(text, list(by_number))
         answer.invalid_citations = invalid
         papers = {n: hit.paper for n, hit in by_number.items()}
-        checked = self.support.check(clean, papers, given=f"{answer.question}\n{answer.query}")
-        answer.sentences = [s for s, _, _ in checked]
-        if not answer.incomplete and (
-                answer.sentences and not any(s.claim or s.citations and not says_no_answer(s.text)
-                                             for s in answer.sentences)
-                or answer.sentences and says_no_answer(answer.sentences[0].text)):
+        checked = self.support.check(clean, papers, given=f"{answer.question}\n{answer.query}", judge=judge)
+        sentences = [s for s, _, _ in checked]
+        claims = [s for s in sentences if s.claim]
+        context = list(by_number.items())
+        if not answer.incomplete and sentences and (
+                not any(s.claim or s.citations and not says_no_answer(s.text) for s in sentences)
+                or says_no_answer(sentences[0].text)):
             # only "not stated" sentences, or one first: the answer to what was asked is that it is not there
-            self._abstain(answer, "the model said the papers do not answer it", numbered)
+            self._abstain(answer, "the model said the papers do not answer it", numbered, context)
             return
-        for s, original, _ in checked:  # re-attributed and named sentences replace what the model wrote
-            if s.text != original:
+        if not answer.incomplete and claims and not any(s.supported for s in claims):
+            self._abstain(answer, "no retrieved abstract states what the answer claimed", numbered, context)
+            answer.withheld = [s.text for s in claims]
+            return
+        kept: list[tuple[AnswerSentence, list[Evidence]]] = []
+        for s, original, found in checked:
+            if s.claim and not s.supported and s.specifics:  # an unsupported number or name is never shown
+                answer.withheld.append(s.text)
+                clean = clean.replace(original, "", 1)
+                continue
+            if s.text != original:  # re-attributed and named sentences replace what the model wrote
                 clean = clean.replace(original, s.text, 1)
-        answer.answer = clean
+            kept.append((s, found))
+        if answer.withheld:
+            answer.notes.append(f"left out {len(answer.withheld)} sentence{'s' if len(answer.withheld) > 1 else ''} "
+                                "stating a number or name that no retrieved abstract states")
+        answer.answer = re.sub(r"[ \t]{2,}", " ", clean).strip()
+        answer.sentences = [s for s, _ in kept]
         cited = list(dict.fromkeys(n for s in answer.sentences for n in s.citations))
         citations = {n: Citation(n, by_number[n].paper, True, by_number[n].score) for n in cited}
-        for _, _, evidence in checked:
-            for e in evidence:
+        for _, found in kept:
+            for e in found:
                 citations[e.number].evidence.append(e)
         answer.citations = [citations[n] for n in cited]
         answer.also_retrieved = [Citation(n, h.paper, False, h.score) for n, h in numbered if n not in citations]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 CORPUS = "papers.jsonl"  # the bundled corpus: 184 recent ML papers
 DEV_SET = "eval/dev.jsonl"  # the development question set (also the web chat's example questions)
+# questions written apart from the dev set (issue 21), split before any tuning: tune on one half, score the other
+HOLDOUT_SETS = {"holdout-dev": "eval/holdout-dev.jsonl", "holdout-test": "eval/holdout-test.jsonl"}
 
 
 def bundled_file(name: str) -> Path:
@@ -24,4 +26,4 @@ def bundled_file(name: str) -> Path:
     return Path(str(files("rag.data").joinpath(name)))
 
 
-__all__ = ["CORPUS", "DEV_SET", "bundled_file"]
+__all__ = ["CORPUS", "DEV_SET", "HOLDOUT_SETS", "bundled_file"]

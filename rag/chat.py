@@ -31,6 +31,8 @@ from rag.support import content_words
 _FOLLOW_UP = re.compile(
     r"\b(it|its|they|them|their|this|that|these|those|the paper|the method|the model|the authors|"
     r"same|also|there|he|she|his|her)\b", re.I)
+_POINTS_BACK = re.compile(r"\b(it|its|they|them|their|the paper|the method|the model|the authors|this (?:paper|"
+                          r"method|model|approach|work))\b", re.I)
 _GENERIC_NAME = re.compile(r"^[A-Z]{2,}s$")  # plural acronyms (LLMs, GPUs) name no one paper
 
 
@@ -87,14 +89,18 @@ class Conversation:
 
     def names_its_subject(self, question: str) -> bool:
         """The question names a paper or method that retrieval finds verbatim in one or two of its
-        top papers (a title, or an abstract): it stands on its own."""
+        top papers (a title, or an abstract): it stands on its own. A question that points back with
+        a pronoun ("What does it get on MATH?") names its subject only by a title: a name found in
+        abstracts alone is what it asks about (a benchmark, a dataset), not whom."""
         names = [n for n in query_names(question) if not _GENERIC_NAME.match(n)]
         if not names:
             return False
+        pointing = bool(_POINTS_BACK.search(question))
         hits = self.answerer.retriever.search(question, k=5).hits
         for name in names:
             pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
-            holders = [h for h in hits if pattern.search(f"{h.paper.title} {h.paper.abstract}")]
+            holders = [h for h in hits
+                       if pattern.search(h.paper.title if pointing else f"{h.paper.title} {h.paper.abstract}")]
             if 1 <= len(holders) <= 2:
                 return True
         return False
@@ -115,7 +121,7 @@ class Conversation:
         history = "\n".join(f"User: {t.question}\nAssistant: {t.answer.answer[:400]}" for t in self.turns[-2:])
         prompt = prompts.CONDENSE_PROMPT.format(history=history, question=question)
         try:
-            text = "".join(llm.stream([Message("user", prompt)], max_tokens=60, temperature=0.0))
+            text = "".join(llm.stream(prompts.side_task(prompt), max_tokens=60, temperature=0.0))
         except BackendError:
             return None
         return one_line_reply(text)
@@ -137,12 +143,21 @@ class Conversation:
 
     # ---------------------------------------------------------- asking
 
+    def subject(self) -> list[str]:
+        """The papers the conversation is about: the last turn's cited papers, when it cited one or two
+        (a list answer names no single subject)."""
+        cited = [c.paper.id for c in self.turns[-1].answer.citations] if self.turns else []
+        return cited if 1 <= len(cited) <= 2 else []
+
     def stream(self, question: str, backend: str | None = None, **kwargs: Any) -> Iterator[Event]:
+        """Answer ``question`` in this conversation: a follow-up is condensed with the earlier turns and
+        keeps their subject (`subject`) in its retrieval and prompt, unless it names its own."""
         query, how = self.condense(question, backend)
         llm, _ = self.answerer.backend_for(backend)
         history = self.history() if llm is not None else []
+        pinned = self.subject() if how != "none" else []
         for event in self.answerer.stream(question, query=query if how != "none" else None, backend=backend,
-                                          history=history, numbers=self.numbers, **kwargs):
+                                          history=history, numbers=self.numbers, pinned=pinned, **kwargs):
             if event.kind == "done" and event.answer is not None:
                 self.turns.append(Turn(event.answer.question, query, how, event.answer))
             yield event

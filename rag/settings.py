@@ -230,6 +230,26 @@ class AnswerSettings(Group):
         False, description="Constrain generation so that every sentence ends in a valid citation marker (a "
         "llama.cpp grammar; other backends rely on the prompt)."
     )
+    evidence: Literal["sentences", "abstracts"] = Field(
+        "sentences", description="What each prompted paper brings: the abstract sentences that best match the "
+        "question, within `evidence_tokens` (answers start sooner: the prompt is what a CPU spends its time on), "
+        "or whole abstracts within the backend's prompt budget."
+    )
+    evidence_tokens: int = Field(
+        320, ge=32, description="With evidence=sentences: tokens of the prompt for the papers (titles, fences and "
+        "sentences), for one question."
+    )
+    list_papers: int = Field(
+        12, ge=1, description="Papers retrieved for a 'which papers ...' question (its answer is a list)."
+    )
+    list_evidence_tokens: int = Field(
+        700, ge=32, description="With evidence=sentences: prompt tokens for the papers of a 'which papers' question."
+    )
+    entailment: Literal["model", "off"] = Field(
+        "model", description="model: a capable backend says whether each answer claim is stated by the abstract "
+        "it cites (yes/no, sharing the answer's prompt prefix); a claim it rejects is not supported. off: the "
+        "overlap check alone."
+    )
     attribute: bool = Field(
         True, description="Re-attribute a sentence that its cited papers do not support to the numbered paper "
         "that does (the evidence check), instead of only flagging it."

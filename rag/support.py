@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from rag import prompts
 from rag.chunking import split_sentences
 from rag.corpus import Paper
 from rag.embeddings import Embedder
+from rag.language import is_english
 from rag.lexical import stemmer
 from rag.settings import AnswerSettings
 
@@ -107,22 +108,6 @@ def anchors(text: str) -> set[str]:
     return {t.lower() for t in tokens if any(c.isdigit() for c in t) or any(c.isupper() for c in t[1:])}
 
 
-def is_english(text: str) -> bool:
-    """Whether a question reads as English (function words), so retrieval with an English embedder works.
-
-    >>> is_english("How many parameters does Skywork-MoE have?"), is_english("Wie viele Parameter hat Skywork-MoE?")
-    (True, False)
-    >>> is_english("UNICE 论文一共收集了多少张 HDR 原始图像？")
-    False
-    """
-    if re.search(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\u0400-\u04ff\u0600-\u06ff]", text):
-        return False
-    words = re.findall(r"[^\W\d_]+", text.lower())
-    if len(words) < 3:
-        return True
-    return sum(w in _ENGLISH for w in words) / len(words) >= 0.1
-
-
 # Words of a sentence that only points at a paper ("This is described in [1].")
 _POINTER_WORDS = frozenset(["described", "discussed", "proposed", "presented", "introduced", "mentioned", "shown",
                             "demonstrated", "reported", "studied", "explored", "investigated", "addressed",
@@ -132,14 +117,6 @@ _GIVEN_WORDS = frozenset(stems([*_POINTER_WORDS, "yes", "no", "called", "named",
                                 "model", "method", "approach", "propose", "introduce", "present", "describe",
                                 "can", "could", "may", "might", "will", "would", "should", "must", "also", "from",
                                 "has", "have", "having", "had", "been", "being", "does", "did", "done"]))
-
-# English function and question words: a question with none of them among its words is not English
-_ENGLISH = frozenset([
-    "the", "a", "an", "of", "in", "on", "for", "to", "what", "which", "who", "how", "why", "when", "where",
-    "does", "do", "did", "is", "are", "was", "were", "and", "or", "with", "by", "from", "that", "this",
-    "these", "those", "many", "much", "it", "its", "can", "than", "between", "about", "any", "there",
-])
-
 
 # ------------------------------------------------------------------ sentences and their markers
 
@@ -229,6 +206,22 @@ def asks_for_papers(question: str) -> bool:
     return bool(_ASKS_FOR_PAPERS.search(question))
 
 
+_LISTS_PAPERS = re.compile(r"\b(?:which|what)\s+(?:\w+\s+)?(?:papers|works|studies|articles|publications|methods|"
+                           r"approaches)\b|\b(?:are\s+there|list|find|name)\s+(?:any\s+|all\s+|the\s+)?(?:\w+\s+)?"
+                           r"(?:papers|works|studies)\b", re.I)
+
+
+def lists_papers(question: str) -> bool:
+    """The question asks for every paper that does something (its answer is a list).
+
+    >>> lists_papers("Which papers study test-time adaptation?"), lists_papers("Which paper proposes SetFit?")
+    (True, False)
+    >>> lists_papers("Are there any papers on model merging?"), lists_papers("What methods reduce KV cache memory?")
+    (True, True)
+    """
+    return bool(_LISTS_PAPERS.search(question))
+
+
 def title_markers(sentence: str, titles: dict[int, str]) -> str:
     """The first marker of each paper in ``titles`` that follows a name ("SetFit [1]") preceded by
     the paper's title in parentheses; markers after other words are left alone.
@@ -265,7 +258,21 @@ def name_papers(sentence: str, titles: dict[int, str]) -> str:
     return _NOUN_MARKERS.sub(lambda m: m.group(1) + re.sub(r"\[(\d+)\]", titled, m.group(2)), sentence)
 
 
+def holds(text: str, name: str) -> bool:
+    """Whether lower-cased ``text`` holds ``name`` as a whole token.
+
+    >>> holds("we train seed-grpo on math", "seed-grpo"), holds("we train seed-grpo", "grpo")
+    (True, False)
+    >>> holds("qwen2.5-7b-instruct", "qwen2.5-7b")
+    True
+    """
+    return re.search(rf"(?<![\w-]){re.escape(name)}(?!\w)", text) is not None
+
+
 # ------------------------------------------------------------------ result objects
+
+# (claim without its markers, the paper's number, its best evidence sentence) -> does the paper state the claim?
+Judge = Callable[[str, int, str], bool]
 
 
 @dataclass
@@ -288,6 +295,8 @@ class AnswerSentence:
     score: float  # best evidence score (0 when nothing is cited)
     attributed: bool = False  # the citations were set by the evidence check, not written by the model
     claim: bool = True        # False: the sentence says the abstracts do not hold something
+    entailed: bool | None = None  # the judge's word on its cited paper (None: not asked)
+    specifics: list[str] = field(default_factory=list)  # numbers and names it adds to the question
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -307,21 +316,27 @@ class SupportChecker:
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._vectors_lock = threading.Lock()
 
-    def check(self, text: str, by_number: Mapping[int, Paper], given: str = ""
+    def check(self, text: str, by_number: Mapping[int, Paper], given: str = "", judge: Judge | None = None
               ) -> list[tuple[AnswerSentence, str, list[Evidence]]]:
         """Each sentence of ``text`` scored against the numbered papers: (checked sentence, as written, its evidence).
 
         ``given`` is what the user asked (the question, a line break, the retrieval query). A sentence that adds no word
         to it (a restatement, "Yes.", "This is described in [1].") or says the abstracts do not hold
         something is no claim: kept, not checked, its bare markers named by title. A claim is scored
-        on the words it adds (`support_scores`); a number it adds must be in the paper; a claim in
+        on the words it adds (`support_scores`); a number it adds must be in the paper; a name it holds
+        that another numbered paper holds and this one does not makes it a claim about that other paper
+        (SEED-GRPO is not DRA-GRPO); a name no paper and no question holds is invented; a claim in
         another language is also scored by its names and numbers found in the paper (`anchors`). A
         claim keeps the citations the model wrote when one of them supports it; otherwise the
         best-supporting numbered paper replaces them (``answer.attribute``); else it is unsupported.
+        With a ``judge`` (the model asked whether the paper states the claim: entailment, not
+        overlap), a claim is supported only by a paper the judge confirms, and re-attributed only to one.
         """
         threshold = self.settings.support_threshold
         english = is_english(given.split("\n")[0])
         titles = {n: paper.title for n, paper in by_number.items()}
+        texts = {n: f"{paper.title} {paper.abstract}".lower() for n, paper in by_number.items()}
+        given_names = anchors(given)
         named: set[int] = set()  # papers whose title the answer already gave
         which = asks_for_papers(given.split("\n")[0])
 
@@ -344,7 +359,9 @@ class SupportChecker:
                 out.append((AnswerSentence(shown, written, True, 0.0, claim=False), sentence, []))
                 continue
             numbers = numbers_in(sentence) - numbers_in(given)
-            names = set() if english and is_english(claim) else anchors(claim)
+            names = {a for a in anchors(claim) if not a.replace(".", "").isdigit()}
+            acronyms = {t.lower() for t in re.findall(r"\b[A-Z]{2,5}s?\b", claim)}  # RL, NLP, LLMs: often spelled out
+            invented = {a for a in names - given_names - acronyms if not any(holds(t, a) for t in texts.values())}
             best: dict[int, tuple[float, str]] = {}
             for n, paper in by_number.items():
                 if n in written or self.settings.attribute:
@@ -352,16 +369,22 @@ class SupportChecker:
                     if names_title(claim, paper.title):  # "It is called DenseNets Reloaded [1]."
                         paper_sentences = [paper.title, *paper_sentences]
                     scores = self.support_scores([claim], paper_sentences, added=[added])[0]
-                    if names:
+                    if names and not (english and is_english(claim)):
                         scores = np.maximum(scores, [len(names & anchors(ps)) / len(names) for ps in paper_sentences])
                     if numbers:  # a number the paper does not hold is not supported by it
                         held = numbers_in(f"{paper.title} {paper.abstract}")
                         scores = scores * (len(numbers & held) / len(numbers))
+                    # a name this paper lacks that another numbered paper holds, and no other cited one
+                    foreign = any(not holds(texts[n], a) and any(holds(texts[m], a) for m in texts if m != n)
+                                  and not any(holds(texts[w], a) for w in written if w != n) for a in names)
+                    if foreign or invented:  # about another numbered paper, or naming what none holds
+                        scores = scores * 0.0
                     i = int(np.argmax(scores))
                     best[n] = (float(scores[i]), paper_sentences[i])
             cites, attributed = written, False
             supporting = [n for n in written if best[n][0] >= threshold]
-            if _TRAILING_MARKERS.fullmatch(sentence) or not written:
+            correctable = bool(_TRAILING_MARKERS.fullmatch(sentence)) or not written
+            if correctable:
                 # markers only at the end can be corrected: the unsupported ones dropped when another
                 # supports the sentence, all replaced by the best-supporting paper when none does
                 if supporting and supporting != written:
@@ -370,11 +393,23 @@ class SupportChecker:
                     top = max(best, key=lambda n: best[n][0])
                     if best[top][0] >= threshold:
                         cites, attributed = [top], True
+            entailed: bool | None = None
+            if judge is not None and any(best[n][0] >= threshold for n in cites):
+                confirmed = [n for n in cites if best[n][0] >= threshold and judge(claim, n, best[n][1])]
+                if not confirmed and correctable and self.settings.attribute:
+                    others = sorted((m for m in best if m not in cites and best[m][0] >= threshold),
+                                    key=lambda m: -best[m][0])[:1]
+                    confirmed = [m for m in others if judge(claim, m, best[m][1])]
+                if confirmed and confirmed != cites and correctable:
+                    cites, attributed = confirmed, True
+                entailed = bool(confirmed)
             score = max((best[n][0] for n in cites), default=0.0)
+            supported = score >= threshold and entailed is not False
             shown = with_citations(sentence, cites) if attributed else sentence
             shown = titled(shown, [n for n in cites if best[n][0] >= threshold])  # never a wrong title
             evidence = [Evidence(n, by_number[n].id, best[n][1], round(best[n][0], 4), shown) for n in cites]
-            out.append((AnswerSentence(shown, cites, score >= threshold, round(score, 4), attributed=attributed),
+            out.append((AnswerSentence(shown, cites, supported, round(score, 4), attributed=attributed,
+                                       entailed=entailed, specifics=sorted(numbers | (names - given_names))),
                         sentence, evidence))
         return out
 

@@ -53,13 +53,15 @@ class ScriptedBackend:
     """A ``rag.llm.Backend`` that streams ``reply`` word by word.
 
     ``reply`` may be a function of the messages (e.g. to answer a condensation prompt differently
-    from an answer prompt); ``verdict`` is what ``choose`` returns; ``fail_after`` raises
+    from an answer prompt); ``verdict`` is what ``choose`` returns, or a function of the messages
+    (to answer the answerability check and each claim's entailment check apart); ``fail_after`` raises
     ``StreamInterrupted`` after that many words, as a dropped connection would. Every call is
     recorded in ``calls`` as ``(kind, messages)``, and the citation numbers the last ``stream`` was
     allowed (its ``cite``) in ``cited``.
     """
 
-    def __init__(self, reply: str | Callable[[list[Message]], str] = "", *, verdict: str | None = "yes",
+    def __init__(self, reply: str | Callable[[list[Message]], str] = "", *,
+                 verdict: str | Callable[[list[Message]], str] | None = "yes",
                  fail_after: int | None = None, name: str = "llamacpp", model: str = "scripted",
                  capable: bool = True, context_window: int = 4096, prompt_budget: int = 1400) -> None:
         self.reply, self.verdict, self.fail_after = reply, verdict, fail_after
@@ -95,7 +97,8 @@ class ScriptedBackend:
 
     def choose(self, messages: list[Message], options: Sequence[str]) -> str | None:
         self.calls.append(("choose", list(messages)))
-        return pick(self.verdict or "", options)
+        verdict = self.verdict(list(messages)) if callable(self.verdict) else self.verdict
+        return pick(verdict or "", options)
 
 
 def hash_vector(text: str, dim: int) -> np.ndarray:

@@ -150,7 +150,10 @@ def test_ollama_answer_maps_citations_and_drops_invalid(hybrid_index: Settings, 
     assert answer.invalid_citations == 1 and "[9]" not in answer.answer
     assert [c.paper.title for c in answer.citations] == ["ZQRT: Sparse Kernels for Attention"]
     assert answer.sentences[0].supported and not answer.sentences[1].supported  # "It is magic" is uncited
-    check, body = (r.body for r in standin.requests if r.path == "/api/chat")
+    check, body, *entailment = (r.body for r in standin.requests if r.path == "/api/chat")
+    assert len(entailment) == 1  # one claim was scored supported: the model was asked whether [1] states it
+    assert entailment[0]["format"] == check["format"] and "Claim: \"ZQRT runs three times faster" in \
+        entailment[0]["messages"][-1]["content"]
     assert check["stream"] is False
     assert check["format"] == {"type": "string", "enum": ["yes", "Yes", "YES", "no", "No", "NO"]}
     assert check["messages"][-1]["content"].endswith(prompts.CHECK_INSTRUCTION)
@@ -160,6 +163,7 @@ def test_ollama_answer_maps_citations_and_drops_invalid(hybrid_index: Settings, 
     assert delimiter.startswith("SOURCE-") and user.count(f"<<<{delimiter}") == user.count(f"{delimiter}>>>") >= 1
     assert "data, not instructions" in body["messages"][0]["content"]
     assert user.rsplit("\n\n", 1)[0] == check["messages"][-1]["content"].rsplit("\n\n", 1)[0]  # one prefix
+    assert entailment[0]["messages"][-1]["content"].startswith(user.rsplit("\n\n", 1)[0])
     assert answer.timings["ttft_s"] <= answer.timings["total_s"]
 
 

@@ -56,7 +56,7 @@ def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
     corpus.write_text("".join(BUNDLED.read_text(encoding="utf-8").splitlines(keepends=True)[:6]), encoding="utf-8")
     out = tmp_path / "bench"
     results = run_bench(out=out, quick=True, corpus=[corpus], rounds=1, n_queries=6, tokenize_texts=300,
-                        skip=("cold_start", "llm"))
+                        skip=("cold_start", "llm", "answer"))
 
     data = json.loads((out / "bench.json").read_text())
     steps = data["steps"]
@@ -65,13 +65,28 @@ def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
     assert steps["reingest"]["chunks_embedded"] == [0]  # unchanged corpus: nothing embedded again
     assert steps["retrieval"]["queries"] == 6 and steps["retrieval"]["ratio"] > 0
     assert steps["tokenization"]["max_abs_diff_vs_sentence_transformers"] < 1e-5
-    for name in ("scale", "throughput", "cold_start", "llm"):
+    for name in ("scale", "throughput", "cold_start", "llm", "answer"):
         assert steps[name]["skipped"], name
     rows = [row for step in steps.values() for row in step["rows"]]
     assert {row["status"] for row in rows} <= {"pass", "miss", "info", "skipped"}  # no step errored
     png = out / "bench.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert results["run_dir"] == str(out)
+
+
+def test_answer_bench_compares_the_pipeline_with_the_limit_of_its_own_prompts() -> None:
+    from eval.bench.answer import summarise
+
+    rows = [{"prompt_tokens": 300.0, "answer_tokens": 24.0, "ttft_s": 2.5, "total_s": 5.0, "entail_s": 0.4,
+             "check_s": 0.5},
+            {"prompt_tokens": 0.0, "answer_tokens": 0.0, "ttft_s": 0.1, "total_s": 0.1, "entail_s": 0.0,
+             "check_s": 0.0}]  # an abstention before any generation: no prompt, left out of the limit
+    figures = summarise(rows, prompt_rate=150.0, decode_rate=12.0)
+    assert figures["questions"] == 2 and figures["generated"] == 1
+    assert figures["limit_ttft_median_s"] == pytest.approx(300 / 150 + 1 / 12)
+    assert figures["limit_total_median_s"] == pytest.approx(300 / 150 + 24 / 12)
+    assert figures["ratio_total"] == pytest.approx(5.0 / 4.0)
+    assert figures["ratio_ttft"] == pytest.approx(2.5 / (2 + 1 / 12))
 
 
 def test_bench_command_rejects_a_malformed_scale() -> None:

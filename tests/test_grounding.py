@@ -67,36 +67,40 @@ def test_a_wrong_or_missing_citation_is_reattributed_to_the_supporting_paper(ind
     assert all(c.evidence for c in answer.citations)
 
 
-def test_an_unsupported_claim_is_flagged_not_hidden(index, embedder) -> None:  # type: ignore[no-untyped-def]
-    reply = "ZQRT runs three times faster than dense attention [1]. It was trained on 4,096 GPUs in Antarctica [1]."
+def test_an_unsupported_claim_is_flagged_and_one_with_an_invented_number_withheld(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    reply = ("ZQRT runs three times faster than dense attention [1]. It was praised for its elegance by reviewers "
+             "[1]. It was trained on 4,096 GPUs in Antarctica [1].")
     answer = ask(index, embedder, ScriptedBackend(reply), "How much faster is ZQRT than dense attention?")
     assert [s.supported for s in answer.sentences] == [True, False]
-    assert marked_answer(answer).endswith("Antarctica [1]. [unsupported]")
+    assert marked_answer(answer).endswith("reviewers [1]. [unsupported]")
     assert "\u26a0 *unsupported*" in marked_answer(answer, "markdown")
+    assert "4,096" not in answer.answer and answer.withheld == ["It was trained on 4,096 GPUs in Antarctica [1]."]
 
 
 def test_the_models_own_not_stated_is_an_abstention(index, embedder) -> None:  # type: ignore[no-untyped-def]
     reply = "The abstracts do not mention which GPUs trained ZQRT [1]."
     answer = ask(index, embedder, ScriptedBackend(reply), "Which GPUs were used to build ZQRT?")
-    assert answer.abstained and answer.answer == prompts.ABSTAIN_PHRASE and answer.citations == []
+    assert answer.abstained and answer.answer.startswith(prompts.ABSTAIN_PHRASE)
     assert "model said" in (answer.abstain_reason or "") and answer.also_retrieved
+    (said,) = answer.citations  # what the abstracts do say about ZQRT, quoted and cited
+    assert said.paper.title == ZQRT and f"\u201c{said.evidence[0].sentence}\u201d" in answer.answer
 
 
 def test_counting_what_no_abstract_mentions_abstains_before_generating(index, embedder) -> None:  # type: ignore[no-untyped-def]
     backend = ScriptedBackend("ZQRT runs three times faster than dense attention [1].")
     answer = ask(index, embedder, backend, "How many GPUs were used to build ZQRT?")
-    assert answer.abstained and answer.answer == prompts.ABSTAIN_PHRASE and backend.calls == []
+    assert answer.abstained and answer.answer.startswith(prompts.ABSTAIN_PHRASE) and backend.calls == []
     assert "GPUs" in (answer.abstain_reason or "")
-    counted = ask(index, embedder, ScriptedBackend("ZQRT has 12 sparse kernels [1]."),
-                  "How many kernels does ZQRT provide?")  # "kernels" is in ZQRT's abstract: asked
-    assert not counted.abstained
+    counted = ScriptedBackend("ZQRT has 12 sparse kernels [1].")
+    answer = ask(index, embedder, counted, "How many kernels does ZQRT provide?")  # "kernels" is in ZQRT's abstract
+    assert "counts" not in (answer.abstain_reason or "") and counted.calls  # asked (then its "12" is withheld)
 
 
 def test_a_first_sentence_saying_it_is_not_stated_abstains_despite_context(index, embedder) -> None:  # type: ignore[no-untyped-def]
     reply = ("The GPU count is not specified in the abstracts. ZQRT runs three times faster than dense "
              "attention [1].")
     answer = ask(index, embedder, ScriptedBackend(reply), "Which GPUs were used to build ZQRT?")
-    assert answer.abstained and answer.answer == prompts.ABSTAIN_PHRASE
+    assert answer.abstained and answer.answer.startswith(prompts.ABSTAIN_PHRASE)
 
 
 def test_a_restatement_is_no_claim_and_a_bare_citation_gets_its_title(index, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -141,8 +145,8 @@ def test_a_number_the_cited_paper_does_not_hold_is_unsupported(index, embedder) 
     # every word but the number is in ZQRT's abstract: word overlap alone would call it supported
     reply = "ZQRT runs 7 times faster than dense attention [1]."
     answer = ask(index, embedder, ScriptedBackend(reply), "How much faster is ZQRT than dense attention?")
-    assert [s.supported for s in answer.sentences] == [False]
-    assert marked_answer(answer).endswith("[unsupported]")
+    assert answer.withheld == [reply] and "7 times" not in answer.answer
+    assert answer.abstained  # its only claim was unsupported: the answer is that the abstracts do not say it
 
 
 def test_a_wrong_extra_citation_is_dropped_when_another_supports_the_sentence(index, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -181,7 +185,7 @@ def test_papers_far_below_the_best_stay_out_of_the_prompt(index, embedder) -> No
 def test_a_no_verdict_abstains_before_generating(index, embedder) -> None:  # type: ignore[no-untyped-def]
     backend = ScriptedBackend("ZQRT was trained on 512 GPUs [1].", verdict="no")
     answer = ask(index, embedder, backend, "Which GPUs were used to build ZQRT?")
-    assert answer.abstained and answer.verdict == "no" and answer.answer == prompts.ABSTAIN_PHRASE
+    assert answer.abstained and answer.verdict == "no" and answer.answer.startswith(prompts.ABSTAIN_PHRASE)
     assert [kind for kind, _ in backend.calls] == ["choose"]  # never asked to write the answer
     check = backend.calls[0][1][-1].content
     assert check.endswith(prompts.CHECK_INSTRUCTION) and "ZQRT" in check
@@ -189,9 +193,11 @@ def test_a_no_verdict_abstains_before_generating(index, embedder) -> None:  # ty
 
 def test_flag_mode_records_the_verdict_and_answers(index, embedder) -> None:  # type: ignore[no-untyped-def]
     settings = index.model_copy(update={"answer": index.answer.model_copy(update={"verify": "flag"})})
-    backend = ScriptedBackend("ZQRT runs three times faster than dense attention [1].", verdict="no")
+    backend = ScriptedBackend("ZQRT runs three times faster than dense attention [1].",
+                              verdict=lambda messages: "yes" if "Claim:" in messages[-1].content else "no")
     answer = ask(settings, embedder, backend, "How much faster is ZQRT than dense attention?")
-    assert not answer.abstained and answer.verdict == "no" and [k for k, _ in backend.calls] == ["choose", "stream"]
+    assert not answer.abstained and answer.verdict == "no"
+    assert [k for k, _ in backend.calls] == ["choose", "stream", "choose"]  # the verdict, the answer, its claim
 
 
 def test_a_model_that_cannot_follow_instructions_is_not_asked_for_a_verdict(index, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -284,12 +290,12 @@ def test_citation_numbers_stay_small_and_stable_over_a_conversation(index, embed
 
 
 def test_cli_ask_marks_an_unsupported_sentence(index) -> None:  # type: ignore[no-untyped-def]
-    reply = "ZQRT runs three times faster than dense attention [1]. It was trained on 4,096 GPUs in Antarctica [1]."
+    reply = "ZQRT runs three times faster than dense attention [1]. It was praised for its elegance by reviewers [1]."
     with OllamaStandIn(reply=reply) as server:
         env = {"RAG_LLM__BACKEND": "ollama", "RAG_LLM__OLLAMA_URL": server.url}
         result = run_cli("ask", "How much faster is ZQRT than dense attention?", env=env)
         assert result.returncode == 0, result.stderr
-        assert "Antarctica [1]. [unsupported]" in result.stdout
+        assert "reviewers [1]. [unsupported]" in result.stdout
         assert "1 of 2 sentences not supported" in result.stdout
         data = json.loads(run_cli("ask", "--json", "How much faster is ZQRT than dense attention?", env=env).stdout)
     assert data["backend"] == "ollama" and data["model"] == "qwen2.5-coder:1.5b"

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from eval.bench.answer import bench_answer
 from eval.bench.api import bench_api
 from eval.bench.cold_start import bench_cold_start
 from eval.bench.figures import BUNDLED, bench_queries, bench_settings, loadavg, skipped_step, table_row
@@ -77,7 +78,8 @@ def machine() -> dict[str, Any]:
 
 
 MODEL_FREE = {"scale", "llm"}  # steps that need no embedder in this process (scale runs its own children)
-STEPS = ("first_ingest", "reingest", "retrieval", "cold_start", "llm", "scale", "throughput", "tokenization", "api")
+STEPS = ("first_ingest", "reingest", "retrieval", "cold_start", "llm", "answer", "scale", "throughput", "tokenization",
+         "api")
 
 
 def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_000), quick: bool = False,
@@ -152,7 +154,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     try:
         first = step("first_ingest", lambda: bench_first_ingest(embedder, base, corpus_paths, work, rounds, log))
         homes = first.get("homes", [])
-        if not homes and {"retrieval", "cold_start", "api"} - skipped:  # these steps still need an index
+        if not homes and {"retrieval", "cold_start", "api", "answer"} - skipped:  # these steps still need an index
             from rag.ingest import Ingestor
 
             Ingestor(bench_settings(base, work / "ingest-0"), embedder=embedder).run(corpus_paths)
@@ -164,6 +166,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
         step("retrieval", lambda: bench_retrieval(embedder, base, Path(homes[0]), queries, log=log))
         step("cold_start", lambda: bench_cold_start(Path(homes[0]), queries[0], rounds, device, log=log))
         step("llm", lambda: bench_llm_ttft(rounds, log))
+        step("answer", lambda: bench_answer(Path(homes[0]), log=log, settings=lambda h: bench_settings(base, h)))
         step("api", lambda: bench_api(Path(homes[0]), embedder, rounds, log=log))
         step("tokenization", lambda: bench_tokenization(
             embedder, tokenize_texts or (4_000 if quick else 20_000), rounds=2 if quick else 3, log=log))
@@ -222,6 +225,8 @@ def json_summary(results: dict[str, Any]) -> dict[str, Any]:
                             for p in step.get("points", [])]
             if step.get("error"):
                 out["scale_error"] = step["error"]
+        elif name == "answer" and "answer" in step:
+            out["answer"] = {**step["answer"], "knobs": step.get("knobs", {})}
         else:
             out[name] = {k: step.get(k) for k in ("ours", "baseline", "ratio", "target", "error") if k in step}
     return out
