@@ -22,7 +22,9 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
 
-FIRST_STAGE = "searching the papers"  # shown from the start, before the stream says anything
+from rag.answer import STAGE_SEARCH
+
+FIRST_STAGE = STAGE_SEARCH  # shown from the start, before the stream says anything
 
 
 def answer_text(answer: Any) -> Text:

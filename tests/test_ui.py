@@ -90,6 +90,9 @@ def test_tokens_appear_as_they_are_generated_then_the_checked_answer(bundled_cop
     app = fake_app(bundled_copy, embedder, reply)
     outs, session = run(app, PLAMO_Q)
     partial = [o[0][-1]["content"] for o in outs[1:-1]]
+    stages = [re.search(r'rag-stage[^>]*>([^<…]+)', p)[1] for p in partial]
+    assert stages[0] == "searching the papers" and "writing the answer" in stages  # the stage line first
+    partial = [p for p in partial if '"rag-text">The' in p]
     assert len(partial) >= 10 and partial[0].count(" ") < partial[5].count(" ")  # grows token by token
     assert "The model was" in partial[5] and "Bananas" not in partial[5]
     assert all("rag-card" not in p for p in partial)

@@ -36,6 +36,7 @@ from typing import Any
 
 import gradio as gr
 
+from rag.answer import STAGE_SEARCH as FIRST_STAGE
 from rag.answer import clean_question
 from rag.bundled import DEV_SET, bundled_file
 from rag.corpus import FORMATS, Paper, clean_text
@@ -45,7 +46,6 @@ from rag.ingest import record_lines
 from rag.ingest import stats as index_stats
 from rag.retrieval import field_count
 from rag.settings import Settings
-from rag.terminal import FIRST_STAGE
 from ui import render
 from ui.feedback import FeedbackLog, feedback_record
 from ui.guard import HostPolicy, RequestGuard

@@ -31,11 +31,11 @@ from urllib.parse import urlsplit
 
 import nh3
 
+from rag.answer import STAGE_SEARCH as FIRST_STAGE
 from rag.answer import Answer, Citation
 from rag.corpus import Paper
 from rag.retrieval import SCORE_SCALE, PaperHit
 from rag.support import AnswerSentence
-from rag.terminal import FIRST_STAGE
 
 ALLOWED_TAGS = {"div", "span", "p", "br", "a", "details", "summary", "mark", "small", "strong", "em",
                 "ol", "ul", "li", "code"}
