@@ -58,14 +58,16 @@ def eval_compare(
     out_path: Annotated[Path | None, typer.Option("--out", help="Plot path (default B/compare.png).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
-    """Per-metric deltas B - A on shared questions, with paired significance tests and a plot."""
-    from eval.compare import comparison_table, write_comparison
+    """Per-metric deltas B - A on shared questions, with paired significance tests and a plot, then the
+    questions that flipped between the runs (all of them in compare.json)."""
+    from eval.compare import comparison_table, flipped_lines, write_comparison
 
     result, plot = write_comparison(run_a, run_b, out_path)
     if as_json:
         emit_json(result)
         return
     out.print(comparison_table(result))
+    out.print("\n".join(flipped_lines(result)), markup=False, highlight=False)
     for line in result["settings_diff"]:
         console.print(f"settings differ: {line}", markup=False, highlight=False)
     console.print(f"wrote {plot}", markup=False, highlight=False)

@@ -9,7 +9,9 @@ For each per-question metric (only questions where both runs define it):
   sign-flip permutation test on the per-question differences (10,000 permutations, seed 0).
 
 The delta is mean(B) - mean(A), with a 95% paired-bootstrap CI (1000 resamples, seed 0).
-Also reported: the settings that differ between the runs. ``compare.png`` draws the deltas.
+Also reported: the settings that differ between the runs, and the questions that flipped (a yes/no
+metric right in one run and wrong in the other), worse first. ``compare.png`` draws the deltas;
+``compare.json`` holds everything.
 Left out: multiple-comparison correction (read many p-values with that in mind) and runs
 of different datasets (only shared question ids are compared, and their count is shown).
 """
@@ -116,7 +118,33 @@ def compare_runs(a: Path, b: Path) -> dict[str, Any]:
                 else None for x in (a, b)]
     return {"a": str(a), "b": str(b), "shared": len(shared), "only_a": len(run_a) - len(shared),
             "only_b": sum(q not in run_a for q in run_b), "metrics": rows,
+            "flipped": flipped_questions(run_a, run_b, shared),
             "settings_diff": diff_records(settings[0], settings[1], labels=("in A", "in B")) if all(settings) else []}
+
+
+def flipped_questions(run_a: dict[str, dict[str, Any]], run_b: dict[str, dict[str, Any]],
+                      shared: list[str]) -> list[dict[str, Any]]:
+    """The shared questions whose outcome on a yes/no quality metric differs between the runs:
+    ``{"id", "question", "better": [metrics B got right and A not], "worse": [the reverse]}``,
+    questions that got worse first (what a change broke is what a reader looks for).
+
+    >>> r = lambda correct: {"question": "Q?", "metrics": {"correct": correct, "answerable": True, "abstained": 0}}
+    >>> flipped_questions({"q1": r(1), "q2": r(0)}, {"q1": r(0), "q2": r(0)}, ["q1", "q2"])
+    [{'id': 'q1', 'question': 'Q?', 'better': [], 'worse': ['correct']}]
+    """
+    out = []
+    for q in shared:
+        better: list[str] = []
+        worse: list[str] = []
+        for metric in QUALITY:
+            x, y = per_question(run_a[q], metric), per_question(run_b[q], metric)
+            if x is None or y is None or x == y or {x, y} - {0.0, 1.0}:
+                continue
+            (better if (y > x) != (metric in LOWER_IS_BETTER) else worse).append(metric)
+        if better or worse:
+            out.append({"id": q, "question": run_b[q].get("question") or run_a[q].get("question") or "",
+                        "better": better, "worse": worse})
+    return sorted(out, key=lambda f: (not f["worse"], f["id"]))
 
 
 def plot_comparison(result: dict[str, Any], path: Path) -> None:
@@ -169,19 +197,44 @@ def _p(p: float) -> str:
 
 
 def comparison_table(result: dict[str, Any]) -> Any:
-    """A rich table: metric, A, B, delta with CI, p, test, which run is better (p < 0.05)."""
+    """A rich table that fits 80 columns: metric, A, B, delta with CI, p, n, which run is better
+    (p < 0.05); the test each p comes from is in the caption. Numbers never wrap; long metric
+    names do."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table("metric", "A", "B", "B − A", "95% CI", "p", "test", "n", "better",
-                  title=Text(f"A = {result['a']}  B = {result['b']}  ({result['shared']} shared questions)"))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+                  title=Text(f"A = {result['a']}\nB = {result['b']}\n{result['shared']} shared questions"),
+                  caption="p: McNemar exact test for yes/no metrics, paired permutation test for the others; "
+                          "better: the run ahead at p < 0.05")
+    table.add_column("metric", overflow="fold", min_width=12)
+    for name in ("A", "B", "B − A", "95% CI", "p", "n", "better"):
+        table.add_column(name, justify="right", no_wrap=True)
     for r in result["metrics"]:
         unit = "s" if r["metric"] in LATENCY else ""
         table.add_row(LABELS.get(r["metric"], r["metric"]), f"{r['a']:.3f}{unit}", f"{r['b']:.3f}{unit}",
-                      f"{r['delta']:+.3f}{unit}", f"{r['ci'][0]:+.3f} – {r['ci'][1]:+.3f}", _p(r["p"]),
-                      r["test"], str(r["n"]), r["better"] or "")
+                      f"{r['delta']:+.3f}", f"{r['ci'][0]:+.3f}..{r['ci'][1]:+.3f}", _p(r["p"]), str(r["n"]),
+                      r["better"] or "")
     return table
 
 
-__all__ = ["comparison_table", "compare_runs", "write_comparison", "plot_comparison", "mcnemar_exact",
+def flipped_lines(result: dict[str, Any], limit: int = 40) -> list[str]:
+    """One line per flipped question for the terminal: ``- id: metrics (question)``, worse first;
+    ``+`` marks B better. The whole list is in compare.json."""
+    flips = result.get("flipped") or []
+    if not flips:
+        return ["no question flipped between the runs"]
+    worse, better = sum(bool(f["worse"]) for f in flips), sum(bool(f["better"]) for f in flips)
+    lines = [f"{len(flips)} questions flipped: {worse} worse in B, {better} better in B"]
+    for f in flips[:limit]:
+        marks = [f"-{LABELS.get(m, m)}" for m in f["worse"]] + [f"+{LABELS.get(m, m)}" for m in f["better"]]
+        lines.append(f"{'-' if f['worse'] else '+'} {f['id']}: {', '.join(marks)}  ({f['question'][:70]})")
+    if len(flips) > limit:
+        lines.append(f"... and {len(flips) - limit} more (compare.json has them all)")
+    return lines
+
+
+__all__ = ["comparison_table", "compare_runs", "flipped_lines", "flipped_questions",
+           "write_comparison", "plot_comparison", "mcnemar_exact",
            "permutation_test", "paired_ci", "load_run"]

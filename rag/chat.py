@@ -21,6 +21,7 @@ from typing import Any
 
 from rag import prompts
 from rag.answer import Answer, Answerer, Event, marked_answer, one_line_reply
+from rag.bibtex import paper_bibtex
 from rag.corpus import Paper
 from rag.errors import BackendError
 from rag.llm import Backend, Message, approx_tokens
@@ -199,23 +200,6 @@ class Conversation:
 
     def to_bibtex(self) -> str:
         return "\n".join(paper_bibtex(p) for _, p in self.cited_papers())
-
-
-def _bib_escape(text: str) -> str:
-    return text.replace("\\", "").replace("{", "").replace("}", "")
-
-
-def paper_bibtex(paper: Paper) -> str:
-    """A BibTeX entry that `rag.corpus.load_bibtex` reads back to the same paper."""
-    first = re.sub(r"\W", "", (paper.authors[0].split(",")[0].split()[-1] if paper.authors else "paper")).lower()
-    key = f"{first}{paper.year or ''}{re.sub(r'[^a-z0-9]', '', paper.id.split(':', 1)[-1].lower())[:8]}"
-    fields = {"title": "{" + _bib_escape(paper.title) + "}", "author": " and ".join(paper.authors),
-              "year": str(paper.year or ""), "doi": paper.doi or "", "abstract": _bib_escape(paper.abstract),
-              "url": paper.links[0] if paper.links else ""}
-    if paper.arxiv_id:
-        fields |= {"eprint": paper.arxiv_id, "archiveprefix": "arXiv"}
-    body = ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items() if v)
-    return f"@{'misc' if paper.arxiv_id else 'article'}{{{key},\n{body}\n}}\n"
 
 
 __all__ = ["Conversation", "Turn", "looks_like_follow_up", "paper_bibtex", "rule_condense"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,7 @@ out = Console(soft_wrap=True)
 
 COMMANDS_GROUP = "paper_rag.commands"  # entry points: NAME = "module:register_commands"
 EXIT_REJECTED = 1  # ingest: some records were rejected, the rest was ingested
+EXIT_FAILED = 1  # ask / chat: an answer (a turn) failed or was cut short
 EXIT_ERROR = 2
 
 
@@ -166,14 +168,19 @@ def search(
     from rag.retrieval import Retriever
 
     result = Retriever(settings()).search(query, k=k, filters=parse_filters(year, author, category), fusion=fusion)
-    for notice in result.notices:
-        console.print(f"note: {notice}", markup=False)
+    print_notices(result.notices)
     if as_json:
         emit_json([h.as_dict() for h in result.hits])
     elif result.empty_because:
         out.print(f"no results: {result.empty_because}", markup=False)
     else:
         print_hits(result.hits)
+
+
+def print_notices(notices: list[str]) -> None:
+    """What the filters left out (`rag.retrieval.allowed_ids`), one ``note:`` line each on stderr."""
+    for notice in notices:
+        console.print(f"note: {notice}", markup=False)
 
 
 def print_hits(hits: list[Any]) -> None:
@@ -192,7 +199,8 @@ def print_hits(hits: list[Any]) -> None:
 
 @app.command()
 def similar(
-    paper_id: Annotated[str, typer.Argument(help="A paper id (see `rag papers list` or `rag search`).")],
+    paper_id: Annotated[str, typer.Argument(help="A paper: its id (see `rag papers list` or `rag search`), exact "
+                                                 "title, arXiv id or DOI.")],
     k: KOpt = None,
     year: YearOpt = None,
     author: AuthorOpt = None,
@@ -203,7 +211,9 @@ def similar(
     from rag.library import similar_papers
     from rag.retrieval import Retriever
 
-    result = similar_papers(Retriever(settings()), paper_id, k=k or 5, filters=parse_filters(year, author, category))
+    filters = parse_filters(year, author, category)
+    result = similar_papers(Retriever(settings()), paper_id, k=k or 5, filters=filters)
+    print_notices(result.notices)
     if as_json:
         emit_json([h.as_dict() for h in result.hits])
     elif result.empty_because:
@@ -227,8 +237,9 @@ def papers_list(
     """Every indexed paper (newest first) with its id, year and title; filters as in `rag search`."""
     from rag.library import catalogue, chunk_counts, list_papers, paper_summary
 
+    filters = parse_filters(year, author, category)  # a mistyped filter is said before the index is read
     index = catalogue(settings())
-    papers, counts = list_papers(index, parse_filters(year, author, category)), chunk_counts(index)
+    papers, counts = list_papers(index, filters), chunk_counts(index)
     if as_json:
         emit_json([paper_summary(p, counts.get(p.id)) for p in papers])
         return
@@ -239,7 +250,7 @@ def papers_list(
 
 @papers_app.command("show")
 def papers_show(
-    paper_id: Annotated[str, typer.Argument(help="A paper id.")],
+    paper_id: Annotated[str, typer.Argument(help="A paper: its id, exact title, arXiv id or DOI.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
 ) -> None:
     """One paper's record: title, authors, year, categories, links, chunks and abstract."""
@@ -270,7 +281,8 @@ def papers_show(
 
 @papers_app.command("rm")
 def papers_rm(
-    paper_ids: Annotated[list[str], typer.Argument(help="Paper ids to remove (all must be in the index).")],
+    paper_ids: Annotated[list[str], typer.Argument(help="Papers to remove, each by id, exact title, arXiv id or DOI "
+                                                        "(all must be in the index).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Remove papers: their chunks leave Chroma and the lexical index; running servers notice within a second."""
@@ -303,72 +315,19 @@ def answer_settings(backend: str | None, model: str | None) -> Any:
     return cfg.model_copy(update={"llm": cfg.llm.model_copy(update=llm)}) if llm else cfg
 
 
-def answer_text(answer: Any) -> Any:
-    """The checked answer as rich ``Text``: unsupported and uncited sentences underlined and marked.
+def stream_to_terminal(events: Any, as_json: bool, lines: bool = False, notices: Any = None,
+                       backend_notes: Any = tuple) -> Any:
+    """One answer on the terminal (`rag.terminal`: stage spinner, tokens, the checked answer once),
+    or as JSON; ``notices`` (a `rag.notices.Notices`) says each note once per chat, ``backend_notes``
+    (called after the answer) gives the backend's notes, shown only when a model ran."""
+    from rag.notices import Notices
+    from rag.terminal import print_answer, render_events
 
-    Built from ``Text`` pieces, never markup, so brackets in answers and titles print as written."""
-    from rich.text import Text
-
-    from rag.answer import flagged_segments
-
-    text = Text()
-    for segment, flag in flagged_segments(answer):
-        if flag is None:
-            text.append(segment)
-        else:
-            text.append(segment, style="underline yellow")
-            text.append(f" [{flag}]", style="bold yellow")
-    return text
-
-
-def print_answer(answer: Any, streamed: str | None = None, seen: set[str] | None = None) -> None:
-    """Flags, the checked answer (when it differs from what streamed or has flagged sentences),
-    sources (cited first, with evidence) and small print, after the streamed text."""
-    from rich.text import Text
-
-    for note in [n for n in answer.notes if seen is None or n not in seen]:  # a chat says each note once
-        console.print(Text.assemble(("note: ", "yellow"), note))
-    if answer.incomplete:
-        console.print(Text.assemble(("incomplete answer: ", "red"), answer.error or "the backend stopped"))
-    flagged = [s for s in answer.sentences if not s.supported]
-    if flagged or (streamed is not None and answer.answer.strip() != streamed.strip()):
-        label = "checked answer" + (f" ({len(flagged)} of {len(answer.sentences)} sentences not supported by "
-                                    "the abstracts they cite)" if flagged else "")
-        out.print(Text(label + ":", style="dim"))
-        out.print(answer_text(answer))
-    if answer.abstained and answer.abstain_reason:
-        console.print(Text(f"abstained: {answer.abstain_reason}", style="dim"))
-    for c in answer.citations:
-        out.print(Text.assemble((f"[{c.number}] ", "bold"), c.paper.title, "  ", (c.paper.id, "dim")))
-        for link in c.paper.links[:2]:
-            out.print(Text(f"    {link}"))
-        for e in c.evidence:
-            out.print(Text.assemble(("    evidence ", "green"), (f"({e.score:.2f}): ", "green"), e.sentence))
-    if answer.also_retrieved:
-        out.print(Text("also retrieved: " + "; ".join(f"[{c.number}] {c.paper.title}" for c in answer.also_retrieved),
-                       style="dim"))
-    t = answer.timings
-    out.print(Text(f"{answer.backend} ({answer.model}) · retrieval {t.get('retrieval_s', 0):.2f}s · "
-                   f"first token {t.get('ttft_s', 0):.2f}s · total {t.get('total_s', 0):.2f}s", style="dim"))
-
-
-def stream_to_terminal(events: Any, as_json: bool, lines: bool = False, seen: set[str] | None = None) -> Any:
-    answer: Any = None
-    streamed = ""
-    for event in events:
-        if event.kind == "token" and not as_json:
-            streamed += event.text
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-        elif event.kind == "done":
-            answer = event.answer
+    answer = render_events(events, out, console, write=not as_json)
     if as_json:
         emit_json(answer.as_dict(), lines=lines)
     else:
-        sys.stdout.write("\n")
-        print_answer(answer, streamed, seen)
-        if seen is not None:
-            seen.update(answer.notes)
+        print_answer(answer, out, console, (notices or Notices()).fresh(answer, backend_notes()))
     return answer
 
 
@@ -387,7 +346,19 @@ def ask(
     from rag.answer import Answerer
 
     answerer = Answerer(answer_settings(backend, model))
-    stream_to_terminal(answerer.stream(question, k=k, filters=parse_filters(year, author, category)), as_json)
+    answer = stream_to_terminal(answerer.stream(question, k=k, filters=parse_filters(year, author, category)),
+                                as_json, backend_notes=lambda: answerer.backend_for()[1])
+    if answer.error:
+        raise typer.Exit(EXIT_FAILED)
+
+
+CHAT_COMMANDS = {"/new": "start a new conversation", "/md FILE": "write the conversation as Markdown",
+                 "/bib FILE": "write the cited papers as BibTeX", "/help": "this list",
+                 "/quit": "leave (or Ctrl-D)"}
+
+
+def chat_help() -> str:
+    return "Commands: " + "; ".join(f"{name} {what}" for name, what in CHAT_COMMANDS.items())
 
 
 @app.command()
@@ -397,21 +368,24 @@ def chat(
     k: KOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one result object (JSON) per turn.")] = False,
 ) -> None:
-    """A conversation. /new starts over, /md and /bib export, /quit (or Ctrl-D) leaves.
+    """A conversation. /new starts over, /md and /bib export, /help lists the commands, /quit (or Ctrl-D) leaves.
 
     Reads questions line by line from standard input when it is not a terminal; with --json it
     prints one result object per turn, one per line (a scripted conversation for evaluation:
-    `printf 'Q1\\nQ2\\n' | rag chat --json`)."""
+    `printf 'Q1\\nQ2\\n' | rag chat --json`). Exit status 1 when any turn failed (an error, or an
+    answer the backend cut short), so a script notices."""
     from rich.text import Text
 
     from rag.answer import Answerer
     from rag.chat import Conversation
+    from rag.notices import Notices
 
     conversation = Conversation(Answerer(answer_settings(backend, model)))
-    seen: set[str] = set()  # notes already shown in this conversation
+    notices = Notices()  # each note once in this conversation
+    failed = 0
     interactive = sys.stdin.isatty()
     if interactive and not as_json:
-        console.print("Ask about the papers. Commands: /new, /md FILE, /bib FILE, /quit")
+        console.print(f"Ask about the papers. {chat_help()}", markup=False, highlight=False)
     while True:
         try:
             line = (input("\n> ") if interactive else input()).strip()
@@ -429,14 +403,26 @@ def chat(
             text = conversation.to_markdown() if command == "/md" else conversation.to_bibtex()
             Path(arg or f"conversation.{command[1:]}").write_text(text, encoding="utf-8")
             console.print(Text(f"wrote {arg or f'conversation.{command[1:]}'}"))
+        elif command in ("/help", "/?"):
+            console.print(chat_help(), markup=False, highlight=False)
+        elif re.fullmatch(r"/[A-Za-z]\w*", command):  # a mistyped command is never sent as a question
+            console.print(Text.assemble(("unknown command ", "yellow"), command, f". {chat_help()}"))
         else:
             try:
-                stream_to_terminal(conversation.stream(line, k=k), as_json=as_json, lines=True, seen=seen)
+                answer = stream_to_terminal(conversation.stream(line, k=k), as_json=as_json, lines=True,
+                                            notices=notices,
+                                            backend_notes=lambda: conversation.answerer.backend_for()[1])
+                failed += bool(answer.error)
             except RagError as err:  # a bad question must not end the conversation
+                failed += 1
                 if as_json:
                     emit_json({"question": line, "error": err.user_message()}, lines=True)
                 else:
                     console.print(Text.assemble(("error: ", "red"), err.user_message()))
+    if failed:
+        if not as_json:
+            console.print(f"{failed} turn{'s' if failed != 1 else ''} failed", markup=False, highlight=False)
+        raise typer.Exit(EXIT_FAILED)
 
 
 _loaded: set[tuple[int, str]] = set()

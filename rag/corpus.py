@@ -21,6 +21,7 @@ winning. Left out: chunking, embedding and anything that writes.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import html
 import io
@@ -156,15 +157,27 @@ def decode_markup(text: str, latex: bool | None = None) -> str:
     return text
 
 
+@functools.cache
+def _latex_decoder() -> Any:
+    """pylatexenc's decoder, knowing the text-mode escapes of LaTeX's special characters too
+    (``\\textbraceleft{}`` -> ``{``: its default drops them; `rag.bibtex` writes them)."""
+    from pylatexenc.latex2text import LatexNodes2Text, MacroTextSpec, get_default_latex_context_db
+
+    db = get_default_latex_context_db()
+    db.add_context_category("paper-rag", prepend=True, macros=[
+        MacroTextSpec(name, text) for name, text in (("textbraceleft", "{"), ("textbraceright", "}"),
+                                                     ("textbackslash", "\\"), ("textasciicircum", "^"),
+                                                     ("textasciitilde", "~"))])
+    return LatexNodes2Text(math_mode="text", latex_context=db)
+
+
 def _latex_to_text(text: str) -> str:
     """One pylatexenc pass, URLs and literal ``%`` and ``&`` protected."""
-    from pylatexenc.latex2text import LatexNodes2Text
-
     urls = _URL.findall(text)
     for n, url in enumerate(urls):
         text = text.replace(url, f"RAGURLSLOT{n}X", 1)
     try:
-        out = LatexNodes2Text(math_mode="text").latex_to_text(_LITERAL.sub(r"\\\1", text))
+        out = _latex_decoder().latex_to_text(_LITERAL.sub(r"\\\1", text))
     except Exception:  # noqa: BLE001 - pylatexenc is lenient, but a record must never fail on decoding
         return text
     for n, url in enumerate(urls):
@@ -299,15 +312,18 @@ def _encoding_problem(paper: Paper) -> str | None:
     return None
 
 
-def paper_from_record(record: dict[str, Any], source: str, line: int) -> Paper | RecordError:
-    """A dict in our schema or the arXiv snapshot's -> `Paper`, or the reason it is not one."""
+def paper_from_record(record: dict[str, Any], source: str, line: int, decoded: bool = False) -> Paper | RecordError:
+    """A dict in our schema or the arXiv snapshot's -> `Paper`, or the reason it is not one.
+
+    ``decoded``: the text fields are already Unicode (a BibTeX loader decoded them): decoding
+    twice would read a literal backslash that the first pass produced as LaTeX."""
     if not isinstance(record, dict):
         return RecordError(source, line, f"expected an object, got {type(record).__name__}")
     record = {str(k).strip().lower(): v for k, v in record.items()}
     if problem := _shape_problem(record):
         return RecordError(source, line, *problem)
     try:
-        paper = _paper(record, source, line)
+        paper = _paper(record, source, line, decoded)
     except (TypeError, ValueError, RecursionError) as err:  # a shape _shape_problem did not foresee
         return RecordError(source, line, f"malformed record ({type(err).__name__}: {str(err)[:120]})")
     if isinstance(paper, Paper) and (encoding := _encoding_problem(paper)):
@@ -315,14 +331,17 @@ def paper_from_record(record: dict[str, Any], source: str, line: int) -> Paper |
     return paper
 
 
-def _paper(record: dict[str, Any], source: str, line: int) -> Paper | RecordError:
+def _paper(record: dict[str, Any], source: str, line: int, decoded: bool = False) -> Paper | RecordError:
     """`paper_from_record` after the shape checks: lower-cased keys, known field types."""
+
+    def decode(text: str) -> str:
+        return text if decoded else decode_markup(text)
     for key, cap in (("title", MAX_TITLE_CHARS), ("abstract", MAX_ABSTRACT_CHARS)):
         if isinstance(record.get(key), str) and len(record[key]) > cap:
             return RecordError(source, line, f"{key} is {len(record[key]):,} characters, over the limit of {cap:,}",
                                f"shorten the {key}; this tool indexes abstracts, not full texts")
-    title = clean_text(decode_markup(record.get("title") or ""))
-    abstract = clean_text(decode_markup(record.get("abstract") or ""))
+    title = clean_text(decode(record.get("title") or ""))
+    abstract = clean_text(decode(record.get("abstract") or ""))
     if not title:
         return RecordError(source, line, "record has no title", "add a non-empty `title`")
     if not abstract:
@@ -330,11 +349,11 @@ def _paper(record: dict[str, Any], source: str, line: int) -> Paper | RecordErro
     raw_id = str(record.get("arxiv_id") or record.get("id") or "")
     authors = record.get("authors")
     if isinstance(authors, str):
-        authors = split_authors(decode_markup(authors))
+        authors = split_authors(decode(authors))
     elif record.get("authors_parsed") and not authors:
         authors = [" ".join(reversed([p for p in a[:2] if p])) for a in record["authors_parsed"]]
     if isinstance(authors, list):
-        authors = [decode_markup(" ".join(a) if isinstance(a, list) else a) for a in authors if a]
+        authors = [decode(" ".join(a) if isinstance(a, list) else a) for a in authors if a]
     categories = record.get("categories")
     urls = record.get("urls") or ([record["url"]] if record.get("url") else [])
     extra = dict(record.get("extra") or {})
@@ -496,8 +515,19 @@ def _same_name_columns(names: Iterable[str | None]) -> list[str]:
     return next((group for group in groups.values() if len(group) > 1), [])
 
 
+VERBATIM_FIELDS = ("doi", "url", "eprint")  # identifiers: only an escape is decoded, never a dash or a tilde
+VENUE_FIELDS = ("journal", "journaltitle", "booktitle", "eventtitle", "publisher", "organization", "institution",
+                "school", "howpublished", "series", "edition", "volume", "number", "issue", "pages", "month",
+                "address", "location", "editor", "isbn", "issn", "note")  # kept in ``extra["bibtex"]`` for export
+
+
 def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
-    """BibTeX entries; ``eprint`` + ``archiveprefix = arXiv`` gives the arXiv id."""
+    """BibTeX entries; ``eprint`` + ``archiveprefix = arXiv`` gives the arXiv id.
+
+    Text fields are decoded once from LaTeX (every accent form: ``Fran{\\c{c}}ois``, ``{\\L}ukasz``,
+    ``\\"{o}``, ``{\\'e}``), authors split at ``and`` outside braces and turned round from
+    ``Last, First``. The entry type, key and venue fields are kept in ``extra`` (`rag.bibtex` writes
+    them back)."""
     import bibtexparser
 
     quiet = logging.getLogger("bibtexparser")
@@ -510,9 +540,9 @@ def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
         yield RecordError(str(path), (block.start_line or 0) + 1, bibtex_failure(block),
                           "fix that entry (a missing `}` or `,` is the usual cause), or remove it")
     for entry in library.entries:
-        fields = {k.lower(): str(v.value) for k, v in entry.fields_dict.items()}
-        text = {k: clean_text(decode_markup(fields.get(k, ""), latex=True)) for k in ("title", "abstract")}
-        fields = {k: text.get(k) or _strip_braces(v) for k, v in fields.items()}
+        raw = {k.lower(): str(v.value) for k, v in entry.fields_dict.items()}
+        fields = {k: _bib_verbatim(v) if k in VERBATIM_FIELDS else clean_text(decode_markup(v, latex=True))
+                  for k, v in raw.items() if k != "author"}
         line = (entry.start_line or 0) + 1
         if not fields.get("title"):
             yield RecordError(str(path), line, f"entry {entry.key!r} has no title", "add a title field")
@@ -522,15 +552,57 @@ def load_bibtex(path: Path) -> Iterator[Paper | RecordError]:
             continue
         prefix = (fields.get("archiveprefix", "") + fields.get("eprinttype", "")).lower()
         arxiv = fields.get("eprint") if "arxiv" in prefix else None
+        venue = {k: fields[k] for k in VENUE_FIELDS if fields.get(k)}
         yield paper_from_record({
-            "title": fields["title"], "abstract": fields["abstract"],
-            "authors": [decode_markup(a, latex=True) for a in re.split(r"\s+and\s+", fields.get("author", ""))
-                        if a.strip()],
+            "title": fields["title"], "abstract": fields["abstract"], "authors": bibtex_names(raw.get("author", "")),
             "year": fields.get("year") or fields.get("date"), "doi": fields.get("doi"),
             "arxiv_id": arxiv or (fields.get("eprint") if normalise_arxiv_id(fields.get("eprint", "")) else None),
-            "categories": fields.get("keywords"), "url": fields.get("url"),
-            "extra": {"bibtex_key": entry.key, "entry_type": entry.entry_type},
-        }, str(path), line)
+            "categories": fields.get("keywords") or fields.get("primaryclass"), "url": fields.get("url"),
+            "extra": {"bibtex_key": entry.key, "entry_type": entry.entry_type, **({"bibtex": venue} if venue else {})},
+        }, str(path), line, decoded=True)
+
+
+def _split_top(text: str, separator: re.Pattern[str]) -> list[str]:
+    """``text`` split where ``separator`` matches outside braces."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        depth += (char == "{") - (char == "}")
+        if depth == 0 and (m := separator.match(text, i)):
+            parts.append(text[start:i])
+            start = i = m.end()
+            continue
+        i += 1
+    return [*parts, text[start:]]
+
+
+def bibtex_names(field: str) -> list[str]:
+    r"""A BibTeX ``author`` field -> names, decoded, ``Last, First`` and ``Last, Jr, First`` turned round.
+
+    >>> bibtex_names(r"Fran{\c{c}}ois Chollet and {\L}ukasz Kaiser and M{\"{u}}ller, J{\'e}r{\^o}me")
+    ['François Chollet', 'Łukasz Kaiser', 'Jérôme Müller']
+    >>> bibtex_names(r"{Barnes and Noble, Inc.} and van der Berg, Jr, Jan")
+    ['Barnes and Noble, Inc.', 'Jan van der Berg Jr']
+    """
+    names = []
+    for name in _split_top(field, re.compile(r"\s+and\s+", re.I)):
+        parts = [p.strip() for p in _split_top(name, re.compile(r","))]
+        if len(parts) == 2 and parts[1]:
+            parts = [parts[1], parts[0]]
+        elif len(parts) == 3 and parts[2]:
+            parts = [parts[2], parts[0], parts[1]]
+        decoded = clean_text(decode_markup(" ".join(p for p in parts if p), latex=True))
+        if decoded:
+            names.append(decoded)
+    return names
+
+
+def _bib_verbatim(value: str) -> str:
+    """A DOI, URL or eprint field: braces dropped, LaTeX escapes (``{\\_}``, ``\\%``) decoded only when present."""
+    return clean_text(decode_markup(value, latex=True) if "\\" in value else value.replace("{", "").replace("}", ""))
 
 
 def bibtex_failure(block: Any) -> str:
@@ -546,10 +618,6 @@ def bibtex_failure(block: Any) -> str:
         reason += " (the entry does not end before the next one)"
     reason = reason[:1].lower() + reason[1:]
     return f"entry `{first[:80]}` cannot be read: {reason}"[:300]
-
-
-def _strip_braces(value: str) -> str:
-    return clean_text(value.replace("{", "").replace("}", "").replace("\\&", "&"))
 
 
 LOADERS = {"trending": load_trending, "jsonl": load_jsonl, "json": load_json,

@@ -79,4 +79,5 @@ class BackendUnavailableError(BackendError):
 class PaperNotFoundError(InputError):
     """A paper id that is not in the index."""
 
-    fix = "use an id from `rag papers list` or a search result (paper_id), e.g. arxiv:2406.06563 or title:<hash>"
+    fix = ("use an id from `rag papers list` or a search result (paper_id), e.g. arxiv:2406.06563, or the "
+           "paper's exact title, arXiv id or DOI")

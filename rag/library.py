@@ -19,6 +19,7 @@ Left out: adding papers (`rag.ingest`), printing (`rag.cli`), and undo (re-inges
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from rag.chunking import paper_of
-from rag.corpus import Paper
+from rag.corpus import Paper, normalise_arxiv_id, normalise_doi, normalise_title
 from rag.errors import EmptyIndexError, InputError, PaperNotFoundError
 from rag.ingest import ingest_lock
 from rag.lexical import LexicalIndex, refresh_lexical
-from rag.retrieval import IN_FILTER_LIMIT, ChunkHit, Filters, PaperHit, Retriever, passing
+from rag.retrieval import IN_FILTER_LIMIT, ChunkHit, Filters, PaperHit, Retriever, allowed_ids
 from rag.settings import Settings
 from rag.store import Store
 
@@ -41,10 +42,11 @@ class SimilarResult:
     paper: Paper
     hits: list[PaperHit]
     empty_because: str | None = None  # the filter that left no other paper
+    notices: list[str] = field(default_factory=list)  # what the filters left out, as `rag search` says it
 
     def as_dict(self) -> dict[str, Any]:
         return {"paper_id": self.paper.id, "title": self.paper.title, "results": [h.as_dict() for h in self.hits],
-                "empty_because": self.empty_because}
+                "notices": self.notices, "empty_because": self.empty_because}
 
 
 @dataclass
@@ -75,16 +77,11 @@ def chunk_counts(index: LexicalIndex) -> dict[str, int]:
     return index.catalogue.chunk_counts()
 
 
-def allowed_papers(papers: Mapping[str, Paper], filters: Filters | None) -> tuple[set[str] | None, str | None]:
-    """(ids passing every filter or None when no filter is set, the filter that left none)."""
-    if filters is None or not filters.checks():
-        return None, None
-    allowed: set[str] | None = None
-    for description, predicate in filters.checks():
-        allowed = passing(papers, predicate, allowed)
-        if not allowed:
-            return allowed, f"no paper matches the filter {description}"
-    return allowed, None
+def allowed_papers(papers: Mapping[str, Paper], filters: Filters | None,
+                   notices: list[str] | None = None) -> tuple[set[str] | None, str | None]:
+    """(ids passing every filter or None when no filter is set, the filter that left none), with the
+    notes `rag search` gives (`rag.retrieval.allowed_ids`) added to ``notices``."""
+    return allowed_ids(papers, filters, notices)
 
 
 def list_papers(index: LexicalIndex, filters: Filters | None = None) -> list[Paper]:
@@ -94,11 +91,43 @@ def list_papers(index: LexicalIndex, filters: Filters | None = None) -> list[Pap
     return sorted(papers, key=lambda p: (-(p.year or 0), p.title.casefold(), p.id))
 
 
+_ARXIV_URL = re.compile(r"^(?:https?://)?(?:www\.)?arxiv\.org/(?:abs|pdf)/", re.I)
+
+
+def resolve_paper(papers: Mapping[str, Paper], given: str) -> Paper:
+    """The paper ``given`` names: its id, its arXiv id (``2406.06563``, ``arXiv:2406.06563v2``, an
+    arxiv.org link), its DOI (``10.1/x``, a doi.org link) or its exact title (case, accents and
+    punctuation aside). Every command and route that takes a paper id goes through here.
+
+    A title two papers share is an `InputError` listing their ids; nothing found is a
+    `PaperNotFoundError`. Ids and arXiv ids are looked up directly; a DOI or a title reads the
+    catalogue once."""
+    text = " ".join(str(given).split())
+    if not text:
+        raise InputError("no paper given", "name a paper by id, exact title, arXiv id or DOI")
+    if text in papers:
+        return papers[text]
+    arxiv = normalise_arxiv_id(_ARXIV_URL.sub("", text).removesuffix(".pdf"))
+    if arxiv and f"arxiv:{arxiv}" in papers:
+        return papers[f"arxiv:{arxiv}"]
+    doi = normalise_doi(text.removeprefix("doi:").removeprefix("DOI:"))
+    if doi and f"doi:{doi}" in papers:
+        return papers[f"doi:{doi}"]
+    title = normalise_title(text)
+    found = [p for p in papers.values() if (doi and p.doi == doi) or (arxiv and p.arxiv_id == arxiv)
+             or (title and normalise_title(p.title) == title)]
+    if len({p.id for p in found}) > 1:
+        raise InputError(f"{len(found)} papers are titled {text!r}: {', '.join(p.id for p in found)}",
+                         "give one of their ids")
+    if not found:
+        raise PaperNotFoundError(f"no paper with id {text!r} in the index (nor with that exact title, arXiv id "
+                                 "or DOI)")
+    return found[0]
+
+
 def get_paper(index: LexicalIndex, paper_id: str) -> Paper:
-    paper = index.papers.get(paper_id)
-    if paper is None:
-        raise PaperNotFoundError(f"no paper with id {paper_id!r} in the index")
-    return paper
+    """`resolve_paper` over the index's catalogue."""
+    return resolve_paper(index.papers, paper_id)
 
 
 def paper_summary(paper: Paper, chunks: int | None = None) -> dict[str, Any]:
@@ -129,11 +158,13 @@ def similar_papers(retriever: Retriever, paper_id: str, k: int = 5, filters: Fil
         raise InputError(f"k={k} is below 1", "ask for at least one paper")
     index = retriever.index()  # refreshes the store client too when another process wrote
     paper = get_paper(index, paper_id)
-    allowed, empty_because = allowed_papers(index.papers, filters)
+    paper_id = paper.id
+    notices: list[str] = []
+    allowed, empty_because = allowed_papers(index.papers, filters, notices)
     if allowed is not None:
         allowed.discard(paper_id)
         if not allowed:
-            return SimilarResult(paper, [], empty_because or "no other paper matches the filters")
+            return SimilarResult(paper, [], empty_because or "no other paper matches the filters", notices)
     store = retriever.store
     vector = paper_vector(store, paper_id)
     n = max(retriever.settings.retrieval.candidates, 4 * k)
@@ -150,7 +181,7 @@ def similar_papers(retriever: Retriever, paper_id: str, k: int = 5, filters: Fil
     hits = [PaperHit(index.papers[pid], best[pid][1], best[pid][1], None, rank, None,
                      [ChunkHit(best[pid][0], index.text(best[pid][0]), dense=best[pid][1])])
             for rank, pid in enumerate(order, 1)]
-    return SimilarResult(paper, hits)
+    return SimilarResult(paper, hits, notices=notices)
 
 
 # ------------------------------------------------------------------ removing
@@ -160,9 +191,11 @@ def remove_papers(settings: Settings, paper_ids: Iterable[str], store: Store | N
     """Delete the papers' chunks from Chroma and the lexical index; a new generation tells readers.
 
     Every id must be in the index, else `PaperNotFoundError` and nothing is removed."""
-    ids = list(dict.fromkeys(pid.strip() for pid in paper_ids if pid.strip()))
-    if not ids:
+    given = [pid.strip() for pid in paper_ids if pid.strip()]
+    if not given:
         raise InputError("no paper id given", "name the papers to remove: `rag papers rm ID...`")
+    papers = catalogue(settings).papers
+    ids = list(dict.fromkeys(_resolved(papers, pid) for pid in given))
     with ingest_lock(settings):
         store = store or Store(settings)
         if not store.exists():
@@ -185,6 +218,14 @@ def remove_papers(settings: Settings, paper_ids: Iterable[str], store: Store | N
     return Removal(ids, titles, len(chunk_ids), len(index.papers), generation)
 
 
+def _resolved(papers: Mapping[str, Paper], given: str) -> str:
+    """The id ``given`` resolves to, or ``given`` itself when it names no paper (reported with the others)."""
+    try:
+        return resolve_paper(papers, given).id
+    except PaperNotFoundError:
+        return given
+
+
 def _title(record: str) -> str:
     try:
         return str(json.loads(record).get("title", ""))
@@ -193,4 +234,4 @@ def _title(record: str) -> str:
 
 
 __all__ = ["Removal", "SimilarResult", "allowed_papers", "catalogue", "chunk_counts", "get_paper", "list_papers",
-           "paper_summary", "remove_papers", "similar_papers"]
+           "paper_summary", "remove_papers", "resolve_paper", "similar_papers"]

@@ -734,4 +734,4 @@ def select_backend(settings: LLMSettings) -> tuple[Backend | None, list[str]]:
             f"{reason}: {advice}",
             f"no bundled model available ({exc}): answering extractively; {exc.fix} for generated answers",
         ]
-    return local, [f"{reason}: using {local.describe()}; {advice}"]
+    return local, [f"answering with {local.describe()} ({reason}; {advice})"]  # information first: it works

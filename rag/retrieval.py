@@ -61,6 +61,12 @@ class Filters:
     category: str | None = None
     paper_ids: frozenset[str] | None = None
 
+    def __post_init__(self) -> None:
+        """A reversed range matches nothing: it is a mistake, said with its fix in every interface."""
+        if self.year_from is not None and self.year_to is not None and self.year_from > self.year_to:
+            raise InputError(f"the year range {self.year_from}..{self.year_to} runs backwards and matches no paper",
+                             f"give the earlier year first: {self.year_to}..{self.year_from}")
+
     @classmethod
     def parse_years(cls, text: str) -> tuple[int | None, int | None]:
         """``"2023..2025"`` -> (2023, 2025); ``"2024"`` -> (2024, 2024); ``"..2020"`` -> (None, 2020)."""
@@ -119,6 +125,32 @@ def field_count(papers: Iterable[Paper], name: str) -> str:
         lo, hi = min(p.year for p in having), max(p.year for p in having)  # type: ignore[type-var]
         text += f" ({lo}–{hi})" if lo != hi else f" ({lo})"
     return text
+
+
+def allowed_ids(papers: Mapping[str, Paper], filters: Filters | None,
+                notices: list[str] | None = None) -> tuple[set[str] | None, str | None]:
+    """The paper ids every filter lets through (None: no filter), and why none did.
+
+    A filter on a field some papers lack says so: an empty result names how many papers have
+    the field at all, and ``notices`` gets how many a year filter left out for having no year.
+    One source for `Retriever.search` and `rag.library` (``rag similar``, ``rag papers list``)."""
+    if filters is None or not filters.checks():
+        return None, None
+    allowed: set[str] | None = None
+    for name, description, predicate in filters.field_checks():
+        allowed = passing(papers, predicate, allowed)
+        if not allowed:
+            if name is None:
+                return allowed, f"no paper matches the filter {description}"
+            count = field_count(papers.values(), name)
+            joiner = ": " if count.startswith("no paper") else "; "
+            return allowed, f"no paper matches the filter {description}{joiner}{count}"
+        if name == "year" and notices is not None:
+            missing = sum(1 for p in papers.values() if p.year is None)
+            if missing:
+                notices.append(f"{missing} of {len(papers)} papers have no year and were left out by the "
+                               f"filter {description}")
+    return allowed, None
 
 
 @dataclass
@@ -448,28 +480,7 @@ class Retriever:
 
     def _allowed(self, index: LexicalIndex, filters: Filters | None,
                  notices: list[str] | None = None) -> tuple[set[str] | None, str | None]:
-        """The paper ids every filter lets through (None: no filter), and why none did.
-
-        A filter on a field some papers lack says so: an empty result names how many papers have
-        the field at all, and ``notices`` gets how many a year filter left out for having no year."""
-        if filters is None or not filters.checks():
-            return None, None
-        papers = index.papers
-        allowed: set[str] | None = None
-        for name, description, predicate in filters.field_checks():
-            allowed = passing(papers, predicate, allowed)
-            if not allowed:
-                if name is None:
-                    return allowed, f"no paper matches the filter {description}"
-                count = field_count(papers.values(), name)
-                joiner = ": " if count.startswith("no paper") else "; "
-                return allowed, f"no paper matches the filter {description}{joiner}{count}"
-            if name == "year" and notices is not None:
-                missing = sum(1 for p in papers.values() if p.year is None)
-                if missing:
-                    notices.append(f"{missing} of {len(papers)} papers have no year and were left out by the "
-                                   f"filter {description}")
-        return allowed, None
+        return allowed_ids(index.papers, filters, notices)
 
     def _confidence(self, index: LexicalIndex, query: str, hits: list[PaperHit],
                     dense_chunks: list[tuple[str, float]], lexical_chunks: list[tuple[str, float]],

@@ -91,7 +91,7 @@ def test_csv_case_insensitive_header_extra_columns_and_line_numbers() -> None:
 def test_bibtex_entries() -> None:
     papers, errors = split(FIXTURES / "zotero.bib")
     assert [p.title for p in papers] == ["Contrastive Learning for Tables", "Diffusion Policies for Robots"]
-    assert papers[0].doi == "10.5555/tables.2024" and papers[0].authors == ["Smith, Jane", "Doe, John"]
+    assert papers[0].doi == "10.5555/tables.2024" and papers[0].authors == ["Jane Smith", "John Doe"]
     assert papers[0].urls == ["https://github.com/jsmith/tables"]
     assert papers[1].id == "arxiv:2502.01234"
     assert {e.line for e in errors} == {20, 26}
@@ -234,7 +234,7 @@ def test_bibtex_latex_is_decoded_to_unicode(tmp_path: Path) -> None:
     path.write_text(LATEX_BIB, encoding="utf-8")
     (paper,), errors = split(path)
     assert not errors
-    assert paper.authors == ["Lučić, Mario", "Rätsch, Gunnar", "Schölkopf, Bernhard", "Dessì, Roberto"]
+    assert paper.authors == ["Mario Lučić", "Gunnar Rätsch", "Bernhard Schölkopf", "Roberto Dessì"]
     assert paper.title == "Are GANs Created Equal? A Large-Scale Study with 80.5% of Q&A"
     assert paper.abstract == ("We reach 80.5% on Q&A, a 5× speedup in O(n^2) time; 40% of runs, "
                               "see https://github.com/x/y_z%20 and more.")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from eval import metrics
-from eval.compare import mcnemar_exact, permutation_test, write_comparison
+from eval.compare import load_run, mcnemar_exact, permutation_test, write_comparison
 from eval.datasets import Question, load_dataset, read_jsonl, title_abstract
 from eval.results import ResultsWriter, read_results
 from eval.run import RunMismatchError, run_dataset
@@ -374,6 +374,31 @@ def test_compare_two_runs(runs: dict[str, Any], tmp_path: Path) -> None:
     assert any("abstain_threshold" in line for line in result["settings_diff"])
     _, other = write_comparison(runs["root"] / "A", runs["root"] / "B", tmp_path / "cmp.png")
     assert other.is_file() and (tmp_path / "cmp.json").is_file()
+
+
+def test_compare_lists_the_flipped_questions_and_its_table_fits_80_columns(runs: dict[str, Any]) -> None:
+    import io
+
+    from rich.console import Console
+
+    from eval.compare import comparison_table, flipped_lines
+
+    result, plot = write_comparison(runs["root"] / "A", runs["root"] / "B")
+    flipped = {f["id"]: f for f in result["flipped"]}
+    far = [q for q, r in load_run(runs["root"] / "A").items() if r["metrics"]["answerable"] is False]
+    assert len(far) == 2 and all("abstained_unanswerable" in flipped[q]["worse"] for q in far)  # B stopped abstaining
+    assert json.loads(plot.with_suffix(".json").read_text())["flipped"] == result["flipped"]
+    lines = flipped_lines(result)
+    assert lines[0].startswith(f"{len(flipped)} questions flipped") and any(far[0] in line for line in lines)
+
+    screen = io.StringIO()
+    Console(file=screen, width=80, color_system=None).print(comparison_table(result))
+    rows = screen.getvalue().splitlines()
+    assert max(len(row) for row in rows) <= 80
+    for r in result["metrics"]:  # every number on one line, none cut or wrapped
+        assert any(f"{r['ci'][0]:+.3f}..{r['ci'][1]:+.3f}" in row and f"{r['delta']:+.3f}" in row for row in rows), r
+    cli = run_cli("eval", "compare", str(runs["root"] / "A"), str(runs["root"] / "B"), env={"COLUMNS": "80"})
+    assert cli.returncode == 0 and "questions flipped" in cli.stdout, cli.stderr
 
 
 def test_calibrate_on_retrieval_confidences(runs: dict[str, Any]) -> None:

@@ -207,3 +207,68 @@ def test_serve_answers_the_chat_and_the_api_on_one_port(bundled_copy: Path) -> N
         report = chat.predict(SKYWORK_ID, api_name="/remove_papers")[0]
         assert report.startswith(f"removed {SKYWORK_ID}")
         wait_until(lambda: httpx.get(f"{url}/v1/papers/{SKYWORK_ID}", headers=auth).status_code == 404)
+
+
+# ------------------------------------------------------------------ naming a paper
+
+
+NAMED = [{"title": "Zephyr Graphs for Retrieval", "abstract": "Zephyr graphs index abstracts for retrieval.",
+          "arxiv_id": "2406.06563", "doi": "10.1234/zephyr", "year": 2024},
+         {"title": "Quokka Counting on Islands", "abstract": "Quokka populations were counted on an island.",
+          "doi": "10.1234/quokka", "year": 2019},
+         {"title": "Twin Title", "abstract": "The first of two papers that share a title.", "doi": "10.1234/twin-a"},
+         {"title": "Twin Title", "abstract": "The second of two papers that share a title.", "doi": "10.1234/twin-b"},
+         {"title": "Undated Notes on Sparse Attention", "abstract": "Sparse attention without a year."}]
+
+
+@pytest.fixture
+def named_home(rag_home: Path, embedder, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    from rag.ingest import Ingestor
+
+    path = tmp_path / "named.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in NAMED), encoding="utf-8")
+    Ingestor(Settings(home=rag_home), embedder=embedder).run([path])
+    return rag_home
+
+
+def test_a_paper_is_named_by_id_exact_title_arxiv_id_or_doi(named_home: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from rag.errors import InputError
+    from rag.library import resolve_paper
+    from ui.api import create_app
+
+    papers = catalogue(Settings(home=named_home)).papers
+    for given in ("arxiv:2406.06563", "2406.06563", "arXiv:2406.06563v2", "https://arxiv.org/abs/2406.06563",
+                  "10.1234/zephyr", "https://doi.org/10.1234/ZEPHYR", "zephyr graphs for retrieval",
+                  "  Zephyr  Graphs for Retrieval. "):
+        assert resolve_paper(papers, given).id == "arxiv:2406.06563", given
+    assert resolve_paper(papers, "Quokka counting on islands").id == "doi:10.1234/quokka"
+    with pytest.raises(InputError, match="2 papers are titled 'Twin Title'"):
+        resolve_paper(papers, "Twin Title")
+    with pytest.raises(PaperNotFoundError, match="no paper with id 'Zephyr'"):
+        resolve_paper(papers, "Zephyr")  # a title is matched whole, never in part
+
+    env = {"RAG_HOME": str(named_home)}
+    shown = run_cli("papers", "show", "Quokka Counting on Islands", "--json", env=env)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["paper_id"] == "doi:10.1234/quokka", shown.stderr
+    near = run_cli("similar", "2406.06563", "--json", env=env)
+    assert near.returncode == 0 and "arxiv:2406.06563" not in near.stdout and json.loads(near.stdout), near.stderr
+    with TestClient(create_app(Settings(home=named_home, llm={"backend": "extractive"}))) as api:
+        assert api.get("/v1/papers/2406.06563").json()["id"] == "arxiv:2406.06563"
+        assert "Quokka" in api.get("/v1/papers/Quokka Counting on Islands/bibtex").text
+        assert api.get("/v1/papers/10.1234/quokka/similar", params={"k": 2}).json()["paper_id"] == "doi:10.1234/quokka"
+        twin = api.get("/v1/papers/Twin Title")
+        assert twin.status_code == 400 and "doi:10.1234/twin-a" in twin.json()["error"]["message"]
+    removed = run_cli("papers", "rm", "https://doi.org/10.1234/quokka", env=env)
+    assert removed.returncode == 0 and "removed doi:10.1234/quokka" in removed.stdout, removed.stderr
+
+
+def test_similar_says_what_a_year_filter_left_out_as_search_does(named_home: Path) -> None:
+    env = {"RAG_HOME": str(named_home)}
+    search = run_cli("search", "zephyr graphs", "--year", "2010..2030", env=env)
+    similar = run_cli("similar", "2406.06563", "--year", "2010..2030", env=env)
+    note = "note: 3 of 5 papers have no year and were left out by the filter year 2010..2030"
+    assert note in search.stderr and note in similar.stderr, similar.stderr
+    backwards = run_cli("similar", "2406.06563", "--year", "2030..2010", env=env)
+    assert backwards.returncode == 2 and "give the earlier year first: 2010..2030" in backwards.stderr

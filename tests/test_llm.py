@@ -305,8 +305,8 @@ def test_auto_with_nothing_reachable_falls_back_to_the_bundled_qwen_naming_serve
     url = dead_url()
     backend, notes = select_backend(LLMSettings(ollama_url=url))
     assert isinstance(backend, LlamaCppBackend) and backend.model == "qwen2.5-coder-1.5b"
-    assert notes == [f"Ollama not reachable at {url}: using bundled Qwen2.5-Coder-1.5B-Instruct Q4_K_M; "
-                     "run `ollama serve` and `ollama pull qwen2.5-coder:1.5b` to answer through Ollama"]
+    assert notes == [f"answering with bundled Qwen2.5-Coder-1.5B-Instruct Q4_K_M (Ollama not reachable at {url}; "
+                     "run `ollama serve` and `ollama pull qwen2.5-coder:1.5b` to answer through Ollama)"]
 
 
 def test_auto_never_picks_smollm2_and_goes_straight_to_a_named_local_model(tmp_path) -> None:

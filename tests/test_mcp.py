@@ -21,6 +21,7 @@ from mcp.shared.exceptions import MCPError
 from tests.conftest import BIN, free_port, run_cli, running_server
 from tests.test_api import SKYWORK_ID, SKYWORK_Q, TOKEN, server_env
 
+SKYWORK_TITLE = "Skywork-MoE: A Deep Dive into Training Techniques for Mixture-of-Experts Language Models"
 TOOLS = {"search_papers", "ask", "get_paper", "similar_papers", "export_bibtex"}
 
 
@@ -57,6 +58,8 @@ async def exercise(client: Client) -> None:
 
     paper = await client.call_tool("get_paper", {"id": SKYWORK_ID})
     assert paper.structured_content["id"] == SKYWORK_ID and "146 billion" in paper.structured_content["abstract"]
+    titled = await client.call_tool("get_paper", {"id": SKYWORK_TITLE.lower()})  # a title names a paper too
+    assert not titled.is_error and titled.structured_content["id"] == SKYWORK_ID
     bib = await client.call_tool("export_bibtex", {"ids": [SKYWORK_ID]})
     assert bib.structured_content["ids"] == [SKYWORK_ID] and bib.structured_content["bibtex"].startswith("@")
 
@@ -76,7 +79,9 @@ async def exercise(client: Client) -> None:
                                ("ask", {"question": "   "}, "message is empty"),
                                ("ask", {"question": "x" * 3000}, "characters long"),
                                ("search_papers", {"query": "x", "k": 0}, "k"),
-                               ("search_papers", {"query": "x", "year": "soon"}, "year")]:
+                               ("search_papers", {"query": "x", "year": "soon"}, "year"),
+                               ("search_papers", {"query": "x", "year": "2025..2020"}, "2020..2025"),
+                               ("similar_papers", {"id": SKYWORK_ID, "year": "2025..2020"}, "runs backwards")]:
         failed = await client.call_tool(name, args)
         assert failed.is_error and needle in failed.content[0].text, (name, failed.content)
         assert "Traceback" not in failed.content[0].text
@@ -86,7 +91,7 @@ async def exercise(client: Client) -> None:
 
 def test_stdio(bundled_home: Path) -> None:
     env = server_env(bundled_home)
-    keep = {k: env[k] for k in env if k.startswith(("RAG_", "HF_", "XDG_"))}
+    keep = {k: env[k] for k in env if k.startswith(("RAG_", "HF_", "XDG_", "PYTHONPATH"))}
     run(exercise, StdioServerParameters(command=str(BIN / "rag"), args=["mcp"], env=keep))
 
 

@@ -90,6 +90,9 @@ def test_tokens_appear_as_they_are_generated_then_the_checked_answer(bundled_cop
     app = fake_app(bundled_copy, embedder, reply)
     outs, session = run(app, PLAMO_Q)
     partial = [o[0][-1]["content"] for o in outs[1:-1]]
+    stages = [re.search(r'rag-stage[^>]*>([^<…]+)', p)[1] for p in partial]
+    assert stages[0] == "searching the papers" and "writing the answer" in stages  # the stage line first
+    partial = [p for p in partial if '"rag-text">The' in p]
     assert len(partial) >= 10 and partial[0].count(" ") < partial[5].count(" ")  # grows token by token
     assert "The model was" in partial[5] and "Bananas" not in partial[5]
     assert all("rag-card" not in p for p in partial)
@@ -116,14 +119,38 @@ def test_abstention_and_unavailable_backend_are_shown_not_raised(webapp: WebApp)
     assert "Could not answer" in last_html(session) and len(session.messages) == 4
 
 
-def test_fallback_banner_names_the_reason() -> None:
+def test_backend_note_is_information_shown_as_given() -> None:
     paper = Paper("T", "An abstract sentence here.")
     answer = Answer("q", "q", "An abstract sentence here. [1]", backend="llamacpp", model="m",
                     notes=["Ollama unreachable at http://x: using bundled SmolLM2-135M"],
                     citations=[Citation(1, paper, True, 0.5)])
-    html = render.render_answer(answer, requested_backend="auto")
-    assert 'rag-banner warn"><strong>Fallback:</strong> Ollama unreachable' in html
-    assert "Fallback" not in render.render_answer(answer, requested_backend="llamacpp")
+    html = render.render_answer(answer)
+    assert 'rag-banner info"><strong>Note:</strong> Ollama unreachable' in html and "warn" not in html
+    assert "rag-banner" not in render.render_answer(answer, notes=[])  # a note already shown in this tab
+
+
+def test_backend_note_once_per_tab_and_never_on_an_abstention(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    from tests.ollama_standin import OllamaStandIn
+
+    with OllamaStandIn(reply=f"{PLAMO_SENTENCE} [1]") as server:
+        app = WebApp(Settings(home=bundled_copy, llm={"backend": "auto", "ollama_url": server.url}),
+                     embedder=embedder)
+        _, session = run(app, "What is the best recipe for banana bread with walnuts?")  # no model runs
+        assert "Abstained:" in last_html(session) and "answering with Ollama" not in last_html(session)
+        _, session = run(app, PLAMO_Q, session)
+        assert "<strong>Note:</strong> answering with Ollama model" in last_html(session)
+        _, session = run(app, "How was PLaMo-100B trained?", session)
+        assert "answering with Ollama" not in last_html(session) and PLAMO_TITLE in last_html(session)
+
+
+def test_the_placeholder_follows_the_index(webapp: WebApp, tmp_path: Path) -> None:
+    assert "Ask about the 184 papers" in webapp.placeholder_text()
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"title": "Glimmer nets", "abstract": "Glimmer nets light up sparse graphs."}) + "\n")
+    webapp.upload([str(path)])
+    assert "Ask about the 185 papers" in webapp.placeholder()["placeholder"]
+    webapp.remove("title:" + __import__("hashlib").sha1(b"glimmer nets").hexdigest()[:16])
+    assert "Ask about the 184 papers" in webapp.placeholder_text()
 
 
 def test_follow_up_is_condensed_by_the_conversation(webapp: WebApp) -> None:
@@ -177,11 +204,54 @@ def test_a_busy_session_does_not_start_a_second_answer(webapp: WebApp) -> None:
     session = webapp.session(None)
     session.busy.acquire()
     try:
-        with pytest.warns(UserWarning, match="Still answering"):
+        with pytest.warns(UserWarning, match="Still answering .* yours stays in the box.*Stop"):
             (chat, box, *_), = list(webapp.ask(PLAMO_Q, session))
     finally:
         session.busy.release()
-    assert chat == [] and box == PLAMO_Q
+    assert chat == [] and isinstance(box, type(gr.skip()))  # the box is left as the user has it
+
+
+def test_a_reversed_year_range_is_refused_with_its_fix(webapp: WebApp) -> None:
+    with pytest.warns(UserWarning, match="give the earlier year first: 2020..2025"):
+        (chat, box, *_), = list(webapp.ask(PLAMO_Q, None, year_from=2025, year_to=2020))
+    assert chat == [] and isinstance(box, type(gr.skip()))
+
+
+class GatedBackend(ScriptedBackend):
+    """A ScriptedBackend that says nothing until ``gate`` opens (a long prompt evaluation)."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply, model="gated.gguf")
+        self.gate = threading.Event()
+
+    def stream(self, messages, **kwargs):  # type: ignore[no-untyped-def,override]
+        self.gate.wait(60)
+        yield from super().stream(messages, **kwargs)
+
+
+def test_the_stage_line_counts_seconds_while_the_model_is_silent_and_stop_ends_it(
+        bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    backend = GatedBackend(f"{PLAMO_SENTENCE} [1]")
+    app = WebApp(Settings(home=bundled_copy, llm={"backend": "llamacpp"}), embedder=embedder,
+                 backend=backend)
+    session = app.session(None)
+    outs = app.ask(PLAMO_Q, session)
+    first = next(outs)
+    assert first[1] == "" and first[4]["visible"] is True  # the box taken, the Stop button shown
+    assert re.search(r'class="rag-stage[^"]*">searching the papers… · 0 s<', first[0][-1]["content"])
+    seconds = []
+    while not seconds or seconds[-1] < 2:  # the model is silent: the line is redrawn as the seconds pass
+        html = next(outs)[0][-1]["content"]
+        seconds.append(int(re.search(r"· (\d+) s<", html)[1]))
+    assert seconds == sorted(seconds) and "rag-card" not in html
+    app.stop(session)
+    *_, last = outs
+    assert "Stopped:" in last[0][-1]["content"] and last[4]["visible"] is False
+    assert not session.busy.locked() and app.slots.acquire(blocking=False)  # the tab and its slot are free at once
+    app.slots.release()
+    backend.gate.set()  # the model finishes its step; what it wrote goes nowhere
+    _, session = run(app, PLAMO_Q, session)
+    assert PLAMO_TITLE in last_html(session) and len(session.conversation.turns) == 1
 
 
 def test_concurrent_sessions_share_one_app_safely(webapp: WebApp) -> None:
@@ -399,7 +469,7 @@ def test_the_page_builds_with_examples_and_api_names(webapp: WebApp) -> None:
     demo = webapp.build()
     config = demo.get_config_file()
     api_names = {d.get("api_name") for d in config["dependencies"]}
-    assert {"ask", "new_conversation", "rate", "comment", "export_feedback", "upload", "corpus"} <= api_names
+    assert {"ask", "stop", "new_conversation", "rate", "comment", "export_feedback", "upload", "corpus"} <= api_names
     chat = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "chat")
     assert chat["props"]["sanitize_html"] is True and len(chat["props"]["examples"]) == 4
     questions = webapp.examples()

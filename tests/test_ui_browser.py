@@ -4,9 +4,12 @@ through Playwright.
 The server runs over a private copy of the bundled index (plus one hostile paper whose
 title and abstract carry ``<script>`` and ``<img onerror>`` payloads and a remote image)
 with the extractive backend. Every page records the requests it makes: nothing may go
-to a host other than the loopback server. A screenshot of the answered chat is saved in
-the test's tmp folder and, when ``docs/screenshot.png`` is missing or
-``RAG_UPDATE_SCREENSHOT=1``, copied there. Needs ``/usr/bin/chromium``
+to a host other than the loopback server. A second server answers through the Ollama stand-in
+(`tests.ollama_standin`, in this process) with one answer slot (``RAG_UI__CONCURRENCY=1``), so
+a test can make the model stall mid-answer: the stage line and its seconds, the Stop button and
+a question sent while busy are driven there. Its screenshot of an answered turn with the next
+one in progress is saved in the test's tmp folder and, when ``docs/screenshot.png`` is missing
+or ``RAG_UPDATE_SCREENSHOT=1``, copied there. Needs ``/usr/bin/chromium``
 (``apt-get install -y chromium``; `.ci/run` does it).
 """
 
@@ -25,8 +28,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import BIN, ROOT, free_port, run_cli, stop_process, wait_for_http
+from tests.ollama_standin import OllamaStandIn
 
 CHROMIUM = "/usr/bin/chromium"
+UPDATE_SCREENSHOT = os.environ.get("RAG_UPDATE_SCREENSHOT") == "1"  # read now: the tests' fixtures drop RAG_*
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 PLAMO_Q = "How many tokens was PLaMo-100B trained on from scratch?"
 EVIL = {
@@ -80,6 +85,23 @@ def server(bundled_home: Path, app_home: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def standin() -> Iterator[OllamaStandIn]:
+    with OllamaStandIn(reply="The model was trained from scratch using 2 trillion tokens [1].",
+                       fail_after=3, delay_s=60) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def slow_server(bundled_home: Path, app_home: Path, standin: OllamaStandIn) -> Iterator[str]:
+    """`rag serve` answering through the Ollama stand-in, one answer at a time."""
+    home = app_home / "slow-home"
+    shutil.copytree(bundled_home, home)
+    env = {"RAG_LLM__BACKEND": "ollama", "RAG_LLM__OLLAMA_URL": standin.url, "RAG_UI__CONCURRENCY": "1"}
+    with running_app(home, app_home / "slow-serve.log", env=env) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
@@ -97,6 +119,17 @@ def page(browser, server: str):  # type: ignore[no-untyped-def]
     pg.requests = []  # every URL the page asked for
     pg.on("request", lambda r: pg.requests.append(r.url))
     pg.goto(server)
+    pg.wait_for_selector("#question textarea", timeout=60_000)
+    pg.wait_for_selector("#corpus-stats >> text=papers", timeout=60_000)
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def slow_page(browser, slow_server: str):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.goto(slow_server)
     pg.wait_for_selector("#question textarea", timeout=60_000)
     pg.wait_for_selector("#corpus-stats >> text=papers", timeout=60_000)
     yield pg
@@ -134,11 +167,7 @@ def test_ask_then_expand_a_card_to_see_the_evidence(page, tmp_path: Path) -> Non
     first_similar.wait_for(state="visible")
     assert "PLaMo-100B" not in first_similar.inner_text()  # the paper itself is never its own neighbour
     assert "answered by extractive" in page.locator("#chat .rag-meta").last.inner_text()
-    shot = tmp_path / "answered-chat.png"
-    page.screenshot(path=str(shot), full_page=True)
-    docs = ROOT / "docs" / "screenshot.png"
-    if not docs.exists() or os.environ.get("RAG_UPDATE_SCREENSHOT") == "1":
-        shutil.copyfile(shot, docs)
+    page.screenshot(path=str(tmp_path / "answered-chat.png"), full_page=True)
     assert not remote_hosts(page)
 
 
@@ -201,3 +230,50 @@ def test_hostile_abstract_stays_inert(page, tmp_path: Path) -> None:  # type: ig
     assert "<script>window.__xss=1</script>" in page.locator("#chat").inner_text()
     page.screenshot(path=str(tmp_path / "hostile-paper.png"), full_page=True)
     assert not remote_hosts(page), page.requests
+
+
+def test_stage_line_stop_and_a_question_sent_while_busy(slow_page, standin: OllamaStandIn,
+                                                        tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page = slow_page
+    standin.behaviour = "ok"
+    ask(page, PLAMO_Q)  # one answered turn, cards and all
+    standin.behaviour = "stall_midstream"  # the next answer stops after three words, for a minute
+    page.fill("#question textarea", "Which techniques keep PLaMo-100B training stable?")
+    page.click("#ask")
+    stage = page.locator("#chat .rag-stage")
+    stage.wait_for(state="visible", timeout=5_000)  # at once, before any token
+    assert re.search(r"· \d+ s", stage.inner_text())
+    page.wait_for_function("/writing the answer… · [2-9] s/.test(document.querySelector('#chat .rag-stage').innerText)",
+                           timeout=30_000)  # the stages pass; the seconds count while the model is silent
+    assert page.locator("#stop").is_visible()
+    shot = tmp_path / "progress.png"
+    page.screenshot(path=str(shot), full_page=True)
+    docs = ROOT / "docs" / "screenshot.png"
+    if not docs.exists() or UPDATE_SCREENSHOT:
+        shutil.copyfile(shot, docs)
+
+    later = "What does VIVAT mitigate in VAE training?"
+    page.fill("#question textarea", later)
+    page.click("#ask")  # while busy: refused with a message, never dropped
+    page.get_by_text("Still answering your previous question").first.wait_for(timeout=10_000)
+    assert page.input_value("#question textarea") == later
+
+    page.click("#stop")
+    page.locator("#chat").get_by_text("Stopped:").wait_for(timeout=10_000)
+    assert stage.count() == 0 and not page.locator("#stop").is_visible()
+    standin.behaviour = "ok"  # the stalled request still holds the stand-in; the web slot is free
+    ask(page, later)  # one answer slot (RAG_UI__CONCURRENCY=1): only a freed slot answers this now
+    assert "answered by ollama" in page.locator("#chat .rag-meta").last.inner_text()
+    assert page.input_value("#question textarea") == ""
+
+
+def test_the_placeholder_counts_the_papers_after_an_upload(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    before = int(re.search(r"([\d,]+) papers", page.locator("#corpus-stats").inner_text())[1].replace(",", ""))
+    page.locator("#chat").get_by_text(f"Ask about the {before:,} papers").wait_for(timeout=10_000)
+    small = tmp_path / "two.jsonl"
+    small.write_text("".join(json.dumps({"title": f"Placeholder paper {n}", "abstract": f"Abstract number {n}."})
+                             + "\n" for n in range(2)))
+    page.set_input_files("#upload input[type=file]", str(small))
+    page.wait_for_selector("#upload >> text=two.jsonl", timeout=30_000)
+    page.click("#upload-btn")
+    page.locator("#chat").get_by_text(f"Ask about the {before + 2:,} papers").wait_for(timeout=120_000)

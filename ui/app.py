@@ -8,8 +8,10 @@ wires them to components, `launch_options` holds the security-relevant launch se
 
 Events (API names, usable from ``gradio_client``):
 
-- ``/ask``: question + settings panel -> streamed chat (tokens, then the final answer with
-  cited-paper cards, evidence marks, banners and timings) and the export files;
+- ``/ask``: question + settings panel -> streamed chat (the stage the answer is at with its
+  seconds, tokens, then the final answer with cited-paper cards, evidence marks, notes and
+  timings) and the export files; a question sent while the tab is answering is refused with a
+  message and stays in the box; ``/stop`` (the Stop button) ends the answer being made;
 - ``/new_conversation``; ``/rate`` (the Chatbot's thumbs) and ``/comment``;
   ``/export_feedback``; ``/upload`` (corpus files -> the index, with progress);
   ``/corpus`` (counts, embedder and which filters the corpus supports); ``/remove_papers`` (paper
@@ -34,6 +36,7 @@ from typing import Any
 
 import gradio as gr
 
+from rag.answer import STAGE_SEARCH as FIRST_STAGE
 from rag.answer import clean_question
 from rag.bundled import DEV_SET, bundled_file
 from rag.corpus import FORMATS, Paper, clean_text
@@ -46,6 +49,7 @@ from rag.settings import Settings
 from ui import render
 from ui.feedback import FeedbackLog, feedback_record
 from ui.guard import CorsGate, HostPolicy, OriginPolicy, RequestGuard
+from ui.progress import END, AnswerRun
 from ui.shared import UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, AnswererPool
 from ui.state import BACKENDS, MAX_K, ChatSettings, Session, TurnRecord
 from ui.uploads import ingest_uploads, summary_text
@@ -54,6 +58,9 @@ log = logging.getLogger(__name__)
 DEV_QUESTIONS = bundled_file(DEV_SET)  # the example questions
 UPLOAD_TYPES = list(FORMATS)  # the corpus formats rag can load, as the file picker offers them
 STREAM_EVERY_S = 0.04  # at most ~25 chat updates a second while tokens arrive
+STAGE_TICK_S = 0.25  # while the model is silent, the stage line's seconds are redrawn this often (when they change)
+BUSY_MESSAGE = ("Still answering your previous question: yours stays in the box. Press Stop to end that answer, or "
+                "send it again when the answer is done.")
 SETTINGS_KEY = "paper-rag-settings"
 
 
@@ -67,6 +74,9 @@ class WebApp:
         self.feedback = FeedbackLog(self.settings.feedback_path)
         self.export_root = Path(tempfile.mkdtemp(prefix="paper-rag-web-"))
         self._ingest_lock = threading.Lock()
+        # answers generated at once, counted here rather than by Gradio's queue: a waiting question
+        # says so on its stage line, and a stopped answer gives its slot back at once
+        self.slots = threading.BoundedSemaphore(self.settings.ui.concurrency)
         # paths Gradio's /upload handed out (the built page's ``upload_file_set``); None: not served, trust callers
         self.uploaded: set[str] | None = None
 
@@ -99,63 +109,115 @@ class WebApp:
     def ask(self, question: str | None, session: Session | None = None, backend: Any = None, model: Any = None,
             k: Any = None, dense_weight: Any = None, temperature: Any = None, year_from: Any = None,
             year_to: Any = None, author: Any = None, category: Any = None) -> Iterator[tuple[Any, ...]]:
-        """Yields (chat, question box, Markdown export, BibTeX export, session) as the answer streams."""
+        """Yields (chat, question box, Markdown export, BibTeX export, Stop button, session) as the answer is made.
+
+        The message shows the stage the answer is at and the seconds since the question, redrawn
+        while the model is silent (`ui.progress.AnswerRun`); tokens follow as they come; then the
+        checked answer. A question sent while this tab is answering is refused with a message and
+        stays in the box; the box is cleared only when a question is taken."""
         session = self.session(session)
         opts = ChatSettings.parse(self.settings, backend, model, k, dense_weight, temperature, year_from, year_to,
                                   author, category)
         session.settings = opts
         text_in = clean_text(question or "")
         if not visible(text_in):  # empty, or only zero-width characters
-            yield self.chat(session), "", gr.skip(), gr.skip(), session
+            yield self.chat(session), "", gr.skip(), gr.skip(), gr.skip(), session
             return
         try:
             clean_question(text_in)
             if opts.model and not self.pool.allows(opts.model, None if opts.backend == "auto" else opts.backend):
                 raise InputError(UNKNOWN_MODEL, UNKNOWN_MODEL_FIX.replace(" (GET /v1/models)", ""))
-        except RagError as err:  # refused: nothing of it enters the history, the box keeps it to shorten
+            kwargs = opts.stream_kwargs()  # a reversed year range is refused here, with its fix
+        except RagError as err:  # refused: nothing of it enters the history, the box keeps it to correct
             gr.Warning(err.user_message())
-            yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), session
+            yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
             return
         if not session.busy.acquire(blocking=False):
-            gr.Warning("Still answering your previous question.")
-            yield self.chat(session), question, gr.skip(), gr.skip(), session
+            gr.Warning(BUSY_MESSAGE)
+            yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
             return
-        finished = False
+        finished, slot = False, False
+        session.stop_requested.clear()
         try:
+            started = time.monotonic()
             session.messages.append({"role": "user", "content": render.render_question(text_in)})
-            session.messages.append({"role": "assistant", "content": render.render_streaming("")})
+            session.messages.append({"role": "assistant", "content": render.render_streaming("", seconds=0)})
             at = len(session.messages) - 1
-            yield self.chat(session), "", gr.skip(), gr.skip(), session
+            yield self.chat(session), "", gr.skip(), gr.skip(), gr.update(visible=True), session
 
-            session.conversation.answerer = self.pool.get(opts.model or None)
-            text, answer, last = "", None, 0.0
-            try:
-                for event in session.conversation.stream(text_in, **opts.stream_kwargs()):
-                    if event.kind == "token":
-                        text += event.text
-                        if time.monotonic() - last >= STREAM_EVERY_S:
-                            session.messages[at]["content"] = render.render_streaming(text)
-                            last = time.monotonic()
-                            yield self.chat(session), "", gr.skip(), gr.skip(), session
-                    elif event.kind == "done":
-                        answer = event.answer
-            except RagError as err:
-                session.messages[at]["content"] = render.render_error(self.public(err))
-            except Exception as err:  # noqa: BLE001 - never show a stack trace in the chat
-                log.exception("answering %r failed", text_in)
-                session.messages[at]["content"] = render.render_error(
-                    f"internal error: {type(err).__name__}: {err}", "Something went wrong")
-            if answer is not None:
-                session.records[at] = TurnRecord(secrets.token_hex(6), answer, opts)
-                session.messages[at]["content"] = render.render_answer(answer, opts.backend, self.similar_for(answer))
+            while not (slot := self.slots.acquire(timeout=STAGE_TICK_S)):  # every slot busy: wait, visibly
+                if session.stop_requested.is_set():
+                    break
+                session.messages[at]["content"] = render.render_streaming(
+                    "", f"waiting for a free answer slot ({self.settings.ui.concurrency} in use)",
+                    time.monotonic() - started)
+                yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
+            if slot:
+                yield from self._answer(session, text_in, opts, kwargs, at, started)
+            else:
+                session.messages[at]["content"] = render.render_stopped("")
             finished = True
             md, bib = self.write_exports(session)
-            yield self.chat(session), "", md, bib, session
+            yield self.chat(session), gr.skip(), md, bib, gr.update(visible=False), session
         finally:
+            if slot:
+                self.slots.release()
             if not finished and session.messages and session.messages[-1]["role"] == "assistant" \
                     and len(session.messages) - 1 not in session.records:
                 session.messages[-1]["content"] = render.render_error("the answer was interrupted", "Stopped")
             session.busy.release()
+
+    def _answer(self, session: Session, text_in: str, opts: ChatSettings, kwargs: dict[str, Any], at: int,
+                started: float) -> Iterator[tuple[Any, ...]]:
+        """`ask` with a slot held: the answer's events drawn into message ``at`` until it is done or stopped."""
+        conversation = session.conversation
+        conversation.answerer = self.pool.get(opts.model or None)
+        before = (list(conversation.turns), dict(conversation.numbers))
+        run = AnswerRun(conversation.stream(text_in, **kwargs))
+        text, stage, answer, shown, last = "", FIRST_STAGE, None, "", 0.0
+        try:
+            while True:
+                event = run.next(STAGE_TICK_S)
+                if session.stop_requested.is_set():  # the Stop button: the thread closes the stream at its next event
+                    session.detach(*before)  # what the stopped thread may still add goes elsewhere
+                    session.messages[at]["content"] = render.render_stopped(text)
+                    return
+                if event is END:
+                    break
+                if isinstance(event, BaseException):
+                    raise event
+                kind = getattr(event, "kind", None)  # kinds this page does not know are ignored
+                if kind == "token":
+                    text += event.text
+                elif kind == "stage":
+                    stage = event.text
+                elif kind == "done":
+                    answer = event.answer
+                    continue
+                html = render.render_streaming(text, stage, time.monotonic() - started)
+                if html != shown and (kind != "token" or time.monotonic() - last >= STREAM_EVERY_S):
+                    session.messages[at]["content"] = shown = html
+                    last = time.monotonic()
+                    yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
+        except RagError as err:
+            session.messages[at]["content"] = render.render_error(self.public(err))
+        except Exception as err:  # noqa: BLE001 - never show a stack trace in the chat
+            log.exception("answering %r failed", text_in)
+            session.messages[at]["content"] = render.render_error(
+                f"internal error: {type(err).__name__}: {err}", "Something went wrong")
+        finally:
+            run.stop()  # a no-op once the stream ended; else (stopped, or the page went away) it ends at its next event
+        if answer is not None:
+            session.records[at] = TurnRecord(secrets.token_hex(6), answer, opts)
+            notes = session.notices.fresh(answer, conversation.answerer.backend_for(opts.backend)[1])
+            session.messages[at]["content"] = render.render_answer(answer, notes, self.similar_for(answer))
+
+    @staticmethod
+    def stop(session: Session | None = None) -> None:
+        """The Stop button: the answer being made in this tab (or waiting for a slot) ends now, what
+        streamed stays, marked stopped, and its slot is free at once; the model stops at its next token."""
+        if isinstance(session, Session):
+            session.stop_requested.set()
 
     def similar_for(self, answer: Any, k: int = 3) -> dict[str, list[Any]]:
         """The ``k`` papers nearest to each cited one, by stored vectors, for its card (none on an error)."""
@@ -281,6 +343,17 @@ class WebApp:
                 gr.update(visible=f["authors"]),
                 gr.update(visible=bool(f["categories"]), choices=["", *f["categories"]]))
 
+    def placeholder_text(self) -> str:
+        """What the empty chat says: how many papers it answers about now (after uploads and removals too)."""
+        try:
+            n_papers = len(self.pool.retriever.index().papers)
+        except RagError:
+            n_papers = 0
+        return f"**Ask about the {n_papers:,} papers in the index.**  \nEvery claim in an answer cites its papers."
+
+    def placeholder(self) -> Any:
+        return gr.update(placeholder=self.placeholder_text())
+
     def corpus(self) -> tuple[Any, ...]:
         """Counts, embedder and filter availability (page load, after uploads)."""
         return (self.corpus_markdown(), *self.facet_updates())
@@ -394,10 +467,6 @@ class WebApp:
         set_defaults(GRADIO)  # no calls home from a local-first app (the Blocks below say so too)
         s = self.settings
         defaults = ChatSettings.defaults(s)
-        try:
-            n_papers = self.facets()["papers"]
-        except EmptyIndexError:
-            n_papers = 0
         with gr.Blocks(title="paper-rag", analytics_enabled=False,
                        delete_cache=(3600, 3600)) as demo:
             self.uploaded = demo.upload_file_set
@@ -414,14 +483,14 @@ class WebApp:
                         label="Chat", show_label=False, elem_id="chat", height="72vh", min_height=420,
                         sanitize_html=True, allow_tags=False,
                         render_markdown=True, latex_delimiters=[], line_breaks=False, buttons=["copy"],
-                        placeholder=f"**Ask about the {n_papers:,} papers in the index.**  \n"
-                                    "Every claim in an answer cites its papers.",
+                        placeholder=self.placeholder_text(),
                         examples=[{"text": q} for q in self.examples()],
                         feedback_options=("Like", "Dislike"))
                     with gr.Row():
                         question = gr.Textbox(placeholder="Ask a question about the papers…", show_label=False,
                                               scale=5, max_lines=6, elem_id="question", submit_btn=False)
                         ask_btn = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                        stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop", visible=False)
                     with gr.Row():
                         new_btn = gr.Button("New conversation", size="sm", elem_id="new-conversation")
                         md_dl = gr.DownloadButton("Conversation (.md)", size="sm", elem_id="export-md")
@@ -467,14 +536,19 @@ class WebApp:
 
             panel: list[Any] = [backend, model, k, dense_weight, temperature, year_from, year_to, author, category]
             filters = [filters_box, year_from, year_to, author, category]
+            # "multiple": a question sent while one is answered reaches the handler, which says why it is
+            # refused (Gradio's default "once" dropped it without a word). The answers-at-once bound is
+            # `self.slots`, not Gradio's queue, so a question waiting for a slot says so in the chat.
             ask_args: dict[str, Any] = {"fn": self.ask, "inputs": [question, session, *panel],
-                        "outputs": [chatbot, question, md_dl, bib_dl, session],
-                        "concurrency_limit": s.ui.concurrency, "concurrency_id": "answer",
-                        "show_progress": "hidden"}
+                        "outputs": [chatbot, question, md_dl, bib_dl, stop_btn, session],
+                        "concurrency_limit": None, "concurrency_id": "answer",
+                        "show_progress": "hidden", "trigger_mode": "multiple"}
             question.submit(api_name="ask", **ask_args)
             ask_btn.click(api_visibility="private", **ask_args)
             chatbot.example_select(self.pick_example, None, question, api_visibility="private").then(
                 api_visibility="private", **ask_args)
+            # not queued: it must get through while the answer holds its concurrency slot
+            stop_btn.click(self.stop, [session], None, queue=False, api_name="stop")
             new_btn.click(self.new_conversation, [session], [chatbot, md_dl, bib_dl, comment_box, session],
                           api_name="new_conversation")
             chatbot.clear(self.new_conversation, [session], [chatbot, md_dl, bib_dl, comment_box, session],
@@ -485,15 +559,18 @@ class WebApp:
             export_fb.click(self.export_feedback, [session], [feedback_file, feedback_status],
                             api_name="export_feedback")
             upload_btn.click(self.upload, [files], [upload_report, corpus_md, *filters, files], api_name="upload",
-                             concurrency_limit=1, concurrency_id="ingest")
+                             concurrency_limit=1, concurrency_id="ingest").then(
+                self.placeholder, None, chatbot, api_visibility="private", queue=False)
             remove_btn.click(self.remove, [remove_ids], [upload_report, corpus_md, *filters, remove_ids],
-                             api_name="remove_papers", concurrency_limit=1, concurrency_id="ingest")
+                             api_name="remove_papers", concurrency_limit=1, concurrency_id="ingest").then(
+                self.placeholder, None, chatbot, api_visibility="private", queue=False)
             # settings survive a reload of the tab (browser localStorage, this browser only)
             for c in panel:
                 c.change(lambda *v: list(v), panel, saved, api_visibility="private", show_progress="hidden",
                          queue=False)
             demo.load(self.restore_settings, [saved], panel, api_visibility="private", queue=False)
             demo.load(self.corpus, None, [corpus_md, *filters], api_name="corpus")
+            demo.load(self.placeholder, None, chatbot, api_visibility="private", queue=False)
         return demo
 
     def restore_settings(self, saved: Any) -> list[Any]:

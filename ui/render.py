@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import nh3
 
+from rag.answer import STAGE_SEARCH as FIRST_STAGE
 from rag.answer import Answer, Citation
 from rag.corpus import Paper
 from rag.retrieval import SCORE_SCALE, PaperHit
@@ -67,6 +68,7 @@ CSS = """
 .rag-also { margin-top: 0.4em; font-size: 0.9em; }
 .rag-meta { font-size: 0.75em; opacity: 0.7; margin-top: 0.5em; }
 .rag-pending { opacity: 0.7; font-style: italic; }
+.rag-stage { font-size: 0.85em; margin-bottom: 0.3em; }
 .rag-question { white-space: pre-wrap; }
 """
 
@@ -244,15 +246,14 @@ def answer_text_html(answer: Answer) -> str:
     return "".join(out)
 
 
-def banners_html(answer: Answer, requested_backend: str) -> str:
-    """Fallback, incomplete, abstained and dropped-citation banners."""
+def banners_html(answer: Answer, notes: Sequence[str] | None = None) -> str:
+    """Notes (information: which backend answers and why, what a filter left out), then the
+    incomplete, abstained and dropped-citation banners. ``notes``: the ones to show (a session
+    shows each once: `rag.notices.Notices`); None: all of the answer's."""
     out = []
-    fell_back = requested_backend == "auto" and answer.backend != "ollama"
-    notes = [n for n in answer.notes if fell_back or not n.startswith("answering ")]
+    notes = answer.notes if notes is None else notes
     if notes:
-        label = "Fallback" if fell_back else "Note"
-        out.append(f'<div class="rag-banner {"warn" if fell_back else "info"}"><strong>{label}:</strong> '
-                   f'{"<br>".join(esc(n) for n in notes)}</div>')
+        out.append(f'<div class="rag-banner info"><strong>Note:</strong> {"<br>".join(esc(n) for n in notes)}</div>')
     if answer.incomplete or answer.error:
         out.append(f'<div class="rag-banner error"><strong>Incomplete answer:</strong> '
                    f'{_text_html(answer.error or "generation stopped early")}</div>')
@@ -283,10 +284,11 @@ def meta_html(answer: Answer) -> str:
 # ------------------------------------------------------------------ whole messages
 
 
-def render_answer(answer: Answer, requested_backend: str = "auto",
+def render_answer(answer: Answer, notes: Sequence[str] | None = None,
                   similar: dict[str, list[PaperHit]] | None = None) -> str:
-    """The final chat message for one answer; ``similar``: paper id -> its nearest papers, for the cards."""
-    parts = ['<div class="rag-answer">', banners_html(answer, requested_backend),
+    """The final chat message for one answer; ``notes`` as in `banners_html`; ``similar``: paper id ->
+    its nearest papers, for the cards."""
+    parts = ['<div class="rag-answer">', banners_html(answer, notes),
              f'<div class="rag-text">{answer_text_html(answer)}</div>']
     if answer.citations:
         parts.append('<div class="rag-cards"><div class="rag-cards-title">Cited papers</div>')
@@ -296,11 +298,20 @@ def render_answer(answer: Answer, requested_backend: str = "auto",
     return clean(_flat("".join(parts)))
 
 
-def render_streaming(text: str) -> str:
-    """The message while tokens arrive: the raw text so far, escaped."""
-    body = _text_html(text) if text else '<span class="rag-pending">searching the papers…</span>'
-    return clean(_flat(f'<div class="rag-answer"><div class="rag-text">{body}'
-                       f'<span class="rag-pending"> ▍</span></div></div>'))
+def render_streaming(text: str, stage: str = FIRST_STAGE, seconds: float | None = None) -> str:
+    """The message while an answer is made: the stage it is at with the seconds since the question
+    (``searching the papers · 3 s``), then the raw text so far, escaped."""
+    elapsed = f" · {seconds:.0f} s" if seconds is not None else ""
+    body = _text_html(text) if text else ""
+    return clean(_flat(f'<div class="rag-answer"><div class="rag-stage rag-pending">{esc(stage)}…{elapsed}</div>'
+                       f'<div class="rag-text">{body}<span class="rag-pending"> ▍</span></div></div>'))
+
+
+def render_stopped(text: str) -> str:
+    """What is left of an answer stopped by its user: the text so far, marked as stopped."""
+    body = f'<div class="rag-text">{_text_html(text)}</div>' if text.strip() else ""
+    return clean(_flat(f'<div class="rag-answer">{body}<div class="rag-banner info"><strong>Stopped:</strong> '
+                       "the answer was stopped before it was finished and checked.</div></div>"))
 
 
 def render_error(message: str, title: str = "Could not answer") -> str:

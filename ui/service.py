@@ -1,7 +1,8 @@
 """What the OpenAI-compatible API (`ui.api`) and the MCP server (`ui.mcp_server`) share: one
 `PaperService` over the library, returning plain dicts so both interfaces show the same fields.
 
-- papers: lookup by id in the index's paper records, BibTeX (`rag.chat.paper_bibtex`);
+- papers: lookup by id, exact title, arXiv id or DOI (`rag.library.resolve_paper`), BibTeX
+  (`rag.bibtex.paper_bibtex`);
 - search: `Retriever.search` -> the items of ``rag search --json``;
 - answers: a request's messages become a `rag.chat.Conversation` whose earlier turns are
   *replayed* without calling any model (question and answer text as written by the client), so
@@ -36,7 +37,7 @@ from rag import models
 from rag.answer import MAX_QUESTION_CHARS, Answer, Answerer, Citation, Event, marked_answer
 from rag.chat import Conversation, Turn, paper_bibtex
 from rag.corpus import Paper, clean_text
-from rag.errors import InputError, RagError
+from rag.errors import InputError, PaperNotFoundError, RagError
 from rag.markup import md_code, md_prose, md_text, md_url
 from rag.retrieval import Filters, visible
 from rag.settings import BACKEND_NAMES, Settings
@@ -217,11 +218,14 @@ class PaperService:
     # ---------------------------------------------------------- papers and search
 
     def paper(self, paper_id: str) -> Paper:
-        paper = self.pool.retriever.index().papers.get(paper_id)
-        if paper is None:
-            raise NotFoundError(f"no paper with id {paper_id!r} in the index",
-                                "use an id from a search result (paper_id), e.g. arxiv:2406.06563 or title:<hash>")
-        return paper
+        """The paper an id, exact title, arXiv id or DOI names (`rag.library.resolve_paper`); 404 if none."""
+        from rag.library import resolve_paper
+
+        try:
+            return resolve_paper(self.pool.retriever.index().papers, paper_id)
+        except PaperNotFoundError as err:
+            raise NotFoundError(str(err), "use an id from a search result (paper_id), e.g. arxiv:2406.06563, "
+                                          "or the paper's exact title, arXiv id or DOI") from None
 
     @staticmethod
     def paper_dict(paper: Paper) -> dict[str, Any]:
@@ -248,8 +252,8 @@ class PaperService:
 
         if k is not None and not 1 <= k <= 100:
             raise _param(InputError(f"k={k} is out of range", "ask for 1 to 100 papers"), "k")
-        self.paper(paper_id)  # an unknown id is a NotFoundError (404), as for GET /v1/papers/{id}
-        return similar_papers(self.pool.retriever, paper_id, k or 5, self.filters(year, author, category)).as_dict()
+        paper = self.paper(paper_id)  # an unknown id is a NotFoundError (404), as for GET /v1/papers/{id}
+        return similar_papers(self.pool.retriever, paper.id, k or 5, self.filters(year, author, category)).as_dict()
 
     @staticmethod
     def filters(year: str | int | None, author: str | None, category: str | None) -> Filters | None:
@@ -260,7 +264,10 @@ class PaperService:
         except ValueError:
             raise _param(InputError(f"year {year!r} is not a year or a range",
                                     "use YEAR, FROM..TO, FROM.. or ..TO (e.g. 2023..2025)"), "year") from None
-        return Filters(lo, hi, author or None, category or None)
+        try:
+            return Filters(lo, hi, author or None, category or None)
+        except InputError as err:  # a reversed range
+            raise _param(err, "year") from None
 
     # ---------------------------------------------------------- models
 

@@ -1,4 +1,5 @@
-"""Per-browser-session state: the settings panel's values and one user's conversation.
+"""Per-browser-session state: the settings panel's values, one user's conversation, the answer being
+made (so the Stop button can end it) and the notes already shown.
 
 A `Session` lives in a ``gr.State`` (created on the first event of a browser tab, dropped
 by Gradio when the tab goes away); nothing here is module-global, so two users never
@@ -18,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rag.answer import Answer, Answerer
-from rag.chat import Conversation
+from rag.chat import Conversation, Turn
+from rag.notices import Notices
 from rag.retrieval import Filters
 from rag.settings import BACKEND_NAMES, Settings
 
@@ -111,10 +113,19 @@ class Session:
     records: dict[int, TurnRecord] = field(default_factory=dict)   # assistant message index -> turn
     last_rated: int | None = None
     busy: threading.Lock = field(default_factory=threading.Lock)    # one answer at a time per tab
+    stop_requested: threading.Event = field(default_factory=threading.Event)  # the Stop button, for the answer now
+    notices: Notices = field(default_factory=Notices)               # each note once per tab
 
     @classmethod
     def new(cls, answerer: Answerer, settings: Settings) -> Session:
         return cls(Conversation(answerer), ChatSettings.defaults(settings))
+
+    def detach(self, turns: list[Turn], numbers: dict[str, int]) -> None:
+        """A fresh `Conversation` holding ``turns`` and ``numbers`` (as before a stopped answer): the
+        stopped answer's thread may still finish into the old one, which nothing reads any more."""
+        old = self.conversation
+        self.conversation = Conversation(old.answerer, old.memory_tokens)
+        self.conversation.turns, self.conversation.numbers = list(turns), dict(numbers)
 
     def reset(self) -> None:
         self.conversation.reset()
