@@ -65,13 +65,34 @@ def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
     assert steps["reingest"]["chunks_embedded"] == [0]  # unchanged corpus: nothing embedded again
     assert steps["retrieval"]["queries"] == 6 and steps["retrieval"]["ratio"] > 0
     assert steps["tokenization"]["max_abs_diff_vs_sentence_transformers"] < 1e-5
-    for name in ("scale", "throughput", "cold_start", "llm"):
+    for name in ("scale", "throughput", "cold_start", "llm", "memory"):
         assert steps[name]["skipped"], name
     rows = [row for step in steps.values() for row in step["rows"]]
     assert {row["status"] for row in rows} <= {"pass", "miss", "info", "skipped"}  # no step errored
     png = out / "bench.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert results["run_dir"] == str(out)
+
+
+@pytest.mark.slow
+def test_memory_step_reports_a_cold_ask_and_a_server_by_stage(bundled_copy: Path) -> None:
+    from eval.bench.memory import bench_memory, json_figures
+
+    result = bench_memory(bundled_copy, answers=2, env={"RAG_LLM__BACKEND": "extractive"}, log=lambda _: None)
+    ask = result["ask"]["stages"]
+    assert [s["stage"] for s in ask] == ["imports", "index_open", "embedder", "model_assemble", "model_load",
+                                         "first_answer"]
+    for stage in ask:
+        assert stage["seconds"] >= 0 and 0 < stage["rss"] <= stage["peak_rss"], stage
+        assert stage["pss"] > 0 and stage["rss_anon"] + stage["rss_file"] <= stage["rss"] + 2**20, stage
+    assert ask[-1]["peak_rss"] >= ask[0]["peak_rss"] and result["ask"]["backend"] == "extractive"
+    assert result["real_ask"]["seconds"] > 0 and result["real_ask"]["memory"]["peak_rss"] > 50 * 2**20
+    serve = result["serve"]["stages"]
+    assert [s["stage"] for s in serve] == ["started", "answer 1", "answer 2"] and serve[-1]["rss"] > 50 * 2**20
+    assert result["serve"]["torch"] is False  # the ONNX export serves queries and answer checks
+    figures = json.loads(json.dumps(json_figures(result)))
+    assert figures["serve_answers"] == 2 and figures["serve_rss_mb"] > 50 and len(figures["ask_stages"]) == 6
+    assert [row["status"] for row in result["rows"]].count("info") == len(result["rows"]) - 1  # the ask target
 
 
 def test_bench_command_rejects_a_malformed_scale() -> None:
