@@ -548,6 +548,30 @@ def _load_llama(path: Path, n_ctx: int, threads: int, repack: bool, draft: int =
         return _LLAMAS[key]
 
 
+KV_HEADROOM = 256  # tokens of llama.cpp context past a budgeted prompt and its answer (template, a long question)
+
+
+def llamacpp_prompt_budget(settings: LLMSettings) -> int:
+    """Tokens a llama.cpp prompt is fitted to: ``llamacpp_prompt_tokens``, less if the window is small."""
+    return min(settings.context_window - settings.max_new_tokens, settings.llamacpp_prompt_tokens)
+
+
+def llama_context(settings: LLMSettings) -> int:
+    """``n_ctx`` for llama.cpp: a budgeted prompt, its answer and `KV_HEADROOM`, in steps of 256,
+    at most ``context_window``.
+
+    llama.cpp allocates the KV cache for all ``n_ctx`` tokens up front, whatever the prompts (the
+    bundled Qwen: 28 KiB a token, 112 MiB at 4,096), while every prompt is fitted to the prompt
+    budget (1,400 tokens by default): 2,048 holds it and 256 answer tokens with room to spare.
+
+    >>> from rag.settings import LLMSettings
+    >>> llama_context(LLMSettings()), llama_context(LLMSettings(llamacpp_prompt_tokens=6000))
+    (2048, 4096)
+    """
+    needed = llamacpp_prompt_budget(settings) + settings.max_new_tokens + KV_HEADROOM
+    return min(settings.context_window, -(-needed // 256) * 256)
+
+
 def citation_grammar(numbers: Sequence[int], max_sentences: int = 4) -> str:
     r"""GBNF for an answer of 1..``max_sentences`` sentences, each ending in citation markers drawn
     from ``numbers``; text never contains brackets, so no placeholder or fence can be written.
@@ -582,7 +606,7 @@ class LlamaCppBackend:
             self.model_ref = ""
         self.model = self.bundled.name if self.bundled else Path(self.model_ref).name or "(none)"
         self.capable = self.bundled.capable if self.bundled else True
-        self.context_window = settings.context_window
+        self.context_window = llama_context(settings)  # the n_ctx loaded: what the prompt budget needs
         self.threads = settings.threads or os.cpu_count() or 1
         self.repack = settings.llamacpp_repack if settings.llamacpp_repack is not None else not _cpu_has_amx()
         self.draft = settings.prompt_lookup
@@ -590,7 +614,7 @@ class LlamaCppBackend:
 
     @property
     def prompt_budget(self) -> int:
-        return min(self.context_window - self.settings.max_new_tokens, self.settings.llamacpp_prompt_tokens)
+        return llamacpp_prompt_budget(self.settings)
 
     def describe(self) -> str:
         if self.bundled:
@@ -667,7 +691,8 @@ class LlamaCppBackend:
         if isinstance(exc, ValueError) and "exceed context window" in msg:
             return ContextOverflowError(
                 f"prompt does not fit {self.model}'s context window: {msg}",
-                "lower RAG_ANSWER__MAX_CONTEXT_PAPERS or raise RAG_LLM__CONTEXT_WINDOW",
+                "lower RAG_ANSWER__MAX_CONTEXT_PAPERS, or raise RAG_LLM__LLAMACPP_PROMPT_TOKENS (llama.cpp's "
+                "context follows it, up to RAG_LLM__CONTEXT_WINDOW)",
             )
         if isinstance(exc, ValueError):
             return BackendError(f"llama.cpp failed: {msg}", "retry with a shorter prompt or fewer max_tokens")

@@ -444,6 +444,18 @@ def test_llamacpp_prompt_over_context_window() -> None:
     assert_one_line(info.value, "RAG_LLM__CONTEXT_WINDOW")
 
 
+def test_llamacpp_context_is_what_the_prompt_budget_needs() -> None:
+    """llama.cpp allocates its KV cache for all n_ctx tokens: the default 1,400-token prompt budget
+    and 256-token answer need 2,048 (56 MiB of KV for the bundled Qwen), not the 4,096 window."""
+    default = make_backend("llamacpp", LLMSettings())
+    assert default.context_window == 2048 and default.prompt_budget == 1400
+    wide = make_backend("llamacpp", LLMSettings(llamacpp_prompt_tokens=3000))
+    assert wide.context_window == 3584 and wide.prompt_budget == 3000
+    assert make_backend("llamacpp", LLMSettings(llamacpp_prompt_tokens=6000)).context_window == 4096  # the window
+    small = make_backend("llamacpp", LLMSettings(context_window=1024))
+    assert small.context_window == 1024 and small.prompt_budget == 1024 - 256
+
+
 def test_amx_workaround_restores_llama_cpp_defaults() -> None:
     if not have_llama_cpp():
         pytest.skip("llama-cpp-python not installed")
