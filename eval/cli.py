@@ -186,7 +186,7 @@ def bench(
              "`none`: no server point).")] = None,
     only: Annotated[str | None, typer.Option(
         help="Run only these steps, e.g. scale or cold_start,llm (first_ingest reingest retrieval cold_start llm "
-             "answer tokenization throughput scale api).")] = None,
+             "answer tokenization throughput scale api memory).")] = None,
     store_only: Annotated[bool, typer.Option(
         "--store-only", help="Scale step: write pseudo-vectors seeded from each chunk's hash instead of running the "
                              "model (measures the store, the lexical index and memory at large sizes in minutes).")]

@@ -13,10 +13,11 @@ would otherwise starve the model: batches are tokenized ahead by a thread pool w
 model runs the previous one. On a CPU, sentence-transformers' own ``encode`` is used
 (the model, not tokenization, is the bottleneck there); both give the same vectors.
 
-Small batches (a query, an answer's sentences) go through `rag.onnx_encoder` instead when
-an ONNX export of the model is cached: the same vectors, far faster for one query (README,
-Performance), and a process that only searches never imports torch. The torch model writes
-that export the first time it embeds on a CPU.
+Queries and an answer's sentences go through `rag.onnx_encoder` instead when an ONNX export of
+the model is cached: the same vectors, far faster for one query (README, Performance), and a
+process that only searches and answers never imports torch (batches over 64 texts go to torch
+only where it is loaded already, as in an ingest). The torch model writes that export the first
+time it embeds on a CPU.
 
 One `Embedder` may be shared by threads (the web app's sessions): ``encode`` runs one call at a
 time per instance (torch modules and sentence-transformers' shared tokenizer are not safe to call
@@ -45,7 +46,7 @@ from rag.errors import InputError
 from rag.settings import BUNDLED_EMBEDDER, EmbeddingSettings
 
 TOKENIZE_SLICE = 256  # texts per tokenizer call when counting in parallel
-ONNX_MAX_TEXTS = 64  # larger batches load torch: ONNX Runtime is slower there (see rag.onnx_encoder)
+ONNX_MAX_TEXTS = 64  # larger batches go to torch once it is loaded: ONNX Runtime is slower there (rag.onnx_encoder)
 log = logging.getLogger(__name__)
 
 
@@ -249,12 +250,17 @@ class Embedder:
             return None
 
     def _use_onnx(self, n: int, load: bool = True) -> bool:
-        """Small batches (a query: far faster than torch) go to ONNX Runtime when an export exists.
-        ``load=False``: not if that means loading the session beside a torch model already loaded
-        (an ingest's last few chunks would hold a second copy of the model, ~370 MB, for nothing)."""
-        if not 0 < n <= ONNX_MAX_TEXTS:
+        """Whether ONNX Runtime embeds these ``n`` texts (when an export exists): small batches (a
+        query: far faster than torch) always, larger ones unless torch is loaded already or
+        ``load`` is False. A process that only answers so never imports torch for an answer's
+        support check, however many sentences it has (torch and its model: ~500 MB, ~3 s).
+        ``load=False`` (an ingest, which loads torch for its batches anyway): not if that means
+        loading the session beside a torch model already loaded (an ingest's last few chunks
+        would hold a second copy of the model, ~370 MB, for nothing)."""
+        torch_loaded = "model" in self.__dict__
+        if n <= 0 or (n > ONNX_MAX_TEXTS and (torch_loaded or not load)):
             return False
-        if not load and "model" in self.__dict__ and "_onnx" not in self.__dict__:
+        if not load and torch_loaded and "_onnx" not in self.__dict__:
             return False
         return self._onnx is not None
 

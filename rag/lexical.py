@@ -14,6 +14,10 @@ memory stays flat in corpus size, and so does building, which streams Chroma's c
 time through a scratch table (sorted there by paper) into both. Left out: dense retrieval and
 fusion (`rag.retrieval`).
 
+bm25s is imported without numba (`bm25s_module`): paper-rag scores with bm25s's numpy code and
+writes its own index, yet bm25s imports numba whenever it is installed (67 MB and 0.5-2 s in
+every process that searches).
+
 `refresh_lexical` is the one way to get the index for a store: the saved one while its stamp
 matches, else rebuilt from the store's chunks (ingest, removal and retrieval all call it).
 """
@@ -27,6 +31,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -58,10 +63,28 @@ def stemmer() -> Any:
     return Stemmer.Stemmer("english")
 
 
-def tokenize(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
-    """bm25s's tokenizer (lower-case words, English stop words out) then stemming."""
+def bm25s_module() -> Any:
+    """bm25s, imported (the first time) with numba hidden, so that bm25s does not load it.
+
+    bm25s imports numba when it can, for its numba retrieval backend and ``activate_numba_scorer``;
+    paper-rag uses neither (``get_scores`` is numpy, `rag.bm25_writer` builds the index), and numba
+    with llvmlite costs 67 MB and 0.5-2 s of import in every ``rag ask``, ``rag search`` and ``rag
+    serve``. Scores are the same: without numba bm25s runs the same numpy code. A process that
+    imported numba already (an evaluation, through ranx) keeps it."""
+    if "bm25s" not in sys.modules and "numba" not in sys.modules:
+        sys.modules["numba"] = None  # type: ignore[assignment]  # `import numba` raises ImportError
+        try:
+            import bm25s
+        finally:
+            del sys.modules["numba"]
     import bm25s
 
+    return bm25s
+
+
+def tokenize(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
+    """bm25s's tokenizer (lower-case words, English stop words out) then stemming."""
+    bm25s = bm25s_module()
     return bm25s.tokenize(list(texts), stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
 
 
@@ -78,8 +101,7 @@ class LexicalIndex:
     """BM25 over chunks (memory-mapped), and the catalogue of chunks and papers (SQLite), in ``folder``."""
 
     def __init__(self, folder: Path, generation: str) -> None:
-        import bm25s
-
+        bm25s = bm25s_module()
         self.folder, self.generation = folder, generation
         self.catalogue = Catalogue(folder / FILE)
         self.papers: Papers = self.catalogue.papers

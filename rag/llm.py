@@ -519,6 +519,18 @@ def no_extra_buffers() -> Iterator[None]:
         lib.llama_model_default_params = original
 
 
+def maps_gguf(repack: bool) -> bool:
+    """Whether llama.cpp memory-maps the GGUF (``use_mmap``): only when it does not repack.
+
+    Repacking copies most weights (597 of the bundled Qwen's 1,060 MiB) into llama.cpp's own
+    buffers, while the mapping keeps the whole file resident as well: 1.87 GB RSS after loading
+    Qwen, against 1.28 GB when the file is read into memory once (`rag bench --only memory`;
+    README, Performance). Without repacking, the mapped file is the weights, shared with other
+    processes mapping it and dropped by the kernel under pressure, so it stays mapped.
+    """
+    return not repack
+
+
 _LOAD_LOCK = threading.Lock()
 _LLAMAS: dict[tuple[str, int, int, bool, int], tuple[Any, threading.Lock]] = {}
 
@@ -549,11 +561,36 @@ def _load_llama(path: Path, n_ctx: int, threads: int, repack: bool, draft: int =
                 extra["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=draft)
                 extra["logits_all"] = True
             with contextlib.nullcontext() if repack else no_extra_buffers():
-                # threads also bounds prompt evaluation (llama-cpp-python would use every core for it)
+                # threads also bounds prompt evaluation (llama-cpp-python would use every core for it);
+                # use_mmap: see `maps_gguf`
                 llama = Llama(model_path=key[0], n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                              verbose=False, **extra)
+                              use_mmap=maps_gguf(repack), verbose=False, **extra)
             _LLAMAS[key] = (llama, threading.Lock())
         return _LLAMAS[key]
+
+
+KV_HEADROOM = 256  # tokens of llama.cpp context past a budgeted prompt and its answer (template, a long question)
+
+
+def llamacpp_prompt_budget(settings: LLMSettings) -> int:
+    """Tokens a llama.cpp prompt is fitted to: ``llamacpp_prompt_tokens``, less if the window is small."""
+    return min(settings.context_window - settings.max_new_tokens, settings.llamacpp_prompt_tokens)
+
+
+def llama_context(settings: LLMSettings) -> int:
+    """``n_ctx`` for llama.cpp: a budgeted prompt, its answer and `KV_HEADROOM`, in steps of 256,
+    at most ``context_window``.
+
+    llama.cpp allocates the KV cache for all ``n_ctx`` tokens up front, whatever the prompts (the
+    bundled Qwen: 28 KiB a token, 112 MiB at 4,096), while every prompt is fitted to the prompt
+    budget (1,400 tokens by default): 2,048 holds it and 256 answer tokens with room to spare.
+
+    >>> from rag.settings import LLMSettings
+    >>> llama_context(LLMSettings()), llama_context(LLMSettings(llamacpp_prompt_tokens=6000))
+    (2048, 4096)
+    """
+    needed = llamacpp_prompt_budget(settings) + settings.max_new_tokens + KV_HEADROOM
+    return min(settings.context_window, -(-needed // 256) * 256)
 
 
 def citation_grammar(numbers: Sequence[int], max_sentences: int = 4) -> str:
@@ -590,7 +627,7 @@ class LlamaCppBackend:
             self.model_ref = ""
         self.model = self.bundled.name if self.bundled else Path(self.model_ref).name or "(none)"
         self.capable = self.bundled.capable if self.bundled else True
-        self.context_window = settings.context_window
+        self.context_window = llama_context(settings)  # the n_ctx loaded: what the prompt budget needs
         self.threads = settings.threads or os.cpu_count() or 1
         self.repack = settings.llamacpp_repack if settings.llamacpp_repack is not None else not _cpu_has_amx()
         self.draft = settings.prompt_lookup
@@ -598,7 +635,7 @@ class LlamaCppBackend:
 
     @property
     def prompt_budget(self) -> int:
-        return min(self.context_window - self.settings.max_new_tokens, self.settings.llamacpp_prompt_tokens)
+        return llamacpp_prompt_budget(self.settings)
 
     def describe(self) -> str:
         if self.bundled:
@@ -675,7 +712,8 @@ class LlamaCppBackend:
         if isinstance(exc, ValueError) and "exceed context window" in msg:
             return ContextOverflowError(
                 f"prompt does not fit {self.model}'s context window: {msg}",
-                "lower RAG_ANSWER__MAX_CONTEXT_PAPERS or raise RAG_LLM__CONTEXT_WINDOW",
+                "lower RAG_ANSWER__MAX_CONTEXT_PAPERS, or raise RAG_LLM__LLAMACPP_PROMPT_TOKENS (llama.cpp's "
+                "context follows it, up to RAG_LLM__CONTEXT_WINDOW)",
             )
         if isinstance(exc, ValueError):
             return BackendError(f"llama.cpp failed: {msg}", "retry with a shorter prompt or fewer max_tokens")

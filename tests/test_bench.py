@@ -65,7 +65,7 @@ def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
     assert steps["reingest"]["chunks_embedded"] == [0]  # unchanged corpus: nothing embedded again
     assert steps["retrieval"]["queries"] == 6 and steps["retrieval"]["ratio"] > 0
     assert steps["tokenization"]["max_abs_diff_vs_sentence_transformers"] < 1e-5
-    for name in ("scale", "throughput", "cold_start", "llm", "answer"):
+    for name in ("scale", "throughput", "cold_start", "llm", "answer", "memory"):
         assert steps[name]["skipped"], name
     rows = [row for step in steps.values() for row in step["rows"]]
     assert {row["status"] for row in rows} <= {"pass", "miss", "info", "skipped"}  # no step errored
@@ -87,6 +87,27 @@ def test_answer_bench_compares_the_pipeline_with_the_limit_of_its_own_prompts() 
     assert figures["limit_total_median_s"] == pytest.approx(300 / 150 + 24 / 12)
     assert figures["ratio_total"] == pytest.approx(5.0 / 4.0)
     assert figures["ratio_ttft"] == pytest.approx(2.5 / (2 + 1 / 12))
+
+
+@pytest.mark.slow
+def test_memory_step_reports_a_cold_ask_and_a_server_by_stage(bundled_copy: Path) -> None:
+    from eval.bench.memory import bench_memory, json_figures
+
+    result = bench_memory(bundled_copy, answers=2, env={"RAG_LLM__BACKEND": "extractive"}, log=lambda _: None)
+    ask = result["ask"]["stages"]
+    assert [s["stage"] for s in ask] == ["imports", "index_open", "embedder", "model_assemble", "model_load",
+                                         "first_answer"]
+    for stage in ask:
+        assert stage["seconds"] >= 0 and 0 < stage["rss"] <= stage["peak_rss"], stage
+        assert stage["pss"] > 0 and stage["rss_anon"] + stage["rss_file"] <= stage["rss"] + 2**20, stage
+    assert ask[-1]["peak_rss"] >= ask[0]["peak_rss"] and result["ask"]["backend"] == "extractive"
+    assert result["real_ask"]["seconds"] > 0 and result["real_ask"]["memory"]["peak_rss"] > 50 * 2**20
+    serve = result["serve"]["stages"]
+    assert [s["stage"] for s in serve] == ["started", "answer 1", "answer 2"] and serve[-1]["rss"] > 50 * 2**20
+    assert result["serve"]["torch"] is False  # the ONNX export serves queries and answer checks
+    figures = json.loads(json.dumps(json_figures(result)))
+    assert figures["serve_answers"] == 2 and figures["serve_rss_mb"] > 50 and len(figures["ask_stages"]) == 6
+    assert [row["status"] for row in result["rows"]].count("info") == len(result["rows"]) - 1  # the ask target
 
 
 def test_bench_command_rejects_a_malformed_scale() -> None:

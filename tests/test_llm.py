@@ -414,11 +414,46 @@ def test_llamacpp_model_is_loaded_once_per_process() -> None:
 
 @pytest.mark.slow
 @needs_llama_cpp
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the Linux memory map")
+def test_llamacpp_maps_the_gguf_only_when_it_does_not_repack() -> None:
+    """Repacking copies the weights into llama.cpp's own buffers; a mapping beside them would keep
+    the whole file resident as well (the bundled Qwen: 1.87 GB RSS loaded, against 1.28 GB read
+    once), so a repacking load reads the file instead. Each load in a fresh process."""
+    from rag.llm import _cpu_has_amx
+
+    def mapped_after_load(repack: bool) -> bool:
+        code = ("from pathlib import Path\nfrom rag.llm import make_backend\nfrom rag.settings import LLMSettings\n"
+                f"b = make_backend('llamacpp', LLMSettings(model='smollm2-135m', llamacpp_repack={repack}, "
+                "context_window=512))\nb.check()\nprint('mapped' if str(b.path.resolve()) in "
+                "Path('/proc/self/maps').read_text() else 'read')\n")
+        got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert got.returncode == 0, got.stderr[-2000:]
+        return got.stdout.strip().endswith("mapped")
+
+    assert mapped_after_load(repack=False)
+    if not _cpu_has_amx():  # repacking is off there (a llama.cpp crash on AMX)
+        assert not mapped_after_load(repack=True)
+
+
+@pytest.mark.slow
+@needs_llama_cpp
 def test_llamacpp_prompt_over_context_window() -> None:
     backend = make_backend("llamacpp", LLMSettings(model="smollm2-135m", context_window=256))
     with pytest.raises(ContextOverflowError) as info:
         list(backend.stream([Message("user", "attention " * 400)], max_tokens=16, temperature=0.1))
     assert_one_line(info.value, "RAG_LLM__CONTEXT_WINDOW")
+
+
+def test_llamacpp_context_is_what_the_prompt_budget_needs() -> None:
+    """llama.cpp allocates its KV cache for all n_ctx tokens: the default 1,400-token prompt budget
+    and 256-token answer need 2,048 (56 MiB of KV for the bundled Qwen), not the 4,096 window."""
+    default = make_backend("llamacpp", LLMSettings())
+    assert default.context_window == 2048 and default.prompt_budget == 1400
+    wide = make_backend("llamacpp", LLMSettings(llamacpp_prompt_tokens=3000))
+    assert wide.context_window == 3584 and wide.prompt_budget == 3000
+    assert make_backend("llamacpp", LLMSettings(llamacpp_prompt_tokens=6000)).context_window == 4096  # the window
+    small = make_backend("llamacpp", LLMSettings(context_window=1024))
+    assert small.context_window == 1024 and small.prompt_budget == 1024 - 256
 
 
 def test_amx_workaround_restores_llama_cpp_defaults() -> None:

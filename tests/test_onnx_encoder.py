@@ -57,13 +57,21 @@ def test_onnx_vectors_match_torch_without_loading_it(exported: tuple[Path, np.nd
     assert np.abs(fresh.encode_query(TEXTS[1]) - expected[1]).max() < 1e-5
 
 
-def test_big_batches_use_torch(exported: tuple[Path, np.ndarray]) -> None:
+def test_big_batches_use_onnx_until_torch_is_loaded(exported: tuple[Path, np.ndarray]) -> None:
+    """An answer's support check may embed more than ONNX_MAX_TEXTS sentences: ONNX Runtime still,
+    with no torch loaded (a serving process would hold ~500 MB more for it). An ingest's big batch
+    loads torch, and big batches then stay on it (faster there)."""
     cache, expected = exported
-    fresh = _embedder(cache)
     many = (TEXTS * (ONNX_MAX_TEXTS // len(TEXTS) + 1))[: ONNX_MAX_TEXTS + 1]
-    got = fresh.encode(many)
-    assert "model" in fresh.__dict__
+    answering = _embedder(cache)
+    got = answering.encode(many)
+    assert "model" not in answering.__dict__, "torch was loaded to embed an answer's sentences"
     assert np.abs(got[: len(TEXTS)] - expected).max() < 1e-5
+    ingesting = _embedder(cache)
+    got = ingesting.encode(many, load_onnx=False)
+    assert "model" in ingesting.__dict__ and "_onnx" not in ingesting.__dict__
+    assert np.abs(got[: len(TEXTS)] - expected).max() < 1e-5
+    assert not ingesting._use_onnx(len(many))
 
 
 def test_damaged_export_falls_back_to_torch_and_is_removed(exported: tuple[Path, np.ndarray],
@@ -106,7 +114,9 @@ def test_switched_off_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "onnx").exists()
 
 
-def test_a_search_process_never_imports_torch(bundled_copy: Path, exported: tuple[Path, np.ndarray]) -> None:
+def test_a_search_process_imports_neither_torch_nor_numba(bundled_copy: Path,
+                                                         exported: tuple[Path, np.ndarray]) -> None:
+    """Queries embed through the export; bm25s is imported without numba (rag.lexical.bm25s_module)."""
     cache, _ = exported
     code = (
         "import sys\n"
@@ -114,7 +124,8 @@ def test_a_search_process_never_imports_torch(bundled_copy: Path, exported: tupl
         "from rag.settings import Settings\n"
         "result = Retriever(Settings()).search('dataset distillation with expert trajectories')\n"
         "assert 'Distillation' in result.hits[0].paper.title, result.hits[0].paper.title\n"
-        "heavy = sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'sklearn') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'sklearn', 'numba', 'llvmlite')\n"
+        "               if m in sys.modules)\n"
         "print('heavy:', ','.join(heavy) or '-')\n"
     )
     env = {"RAG_HOME": str(bundled_copy), "RAG_EMBEDDING__CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1",

@@ -516,6 +516,20 @@ def test_serve_ingests_an_empty_index_first_and_says_so(rag_home: Path, embedder
     assert lines[0].startswith("index: ") and not any("ingesting" in line for line in lines)
 
 
+@pytest.mark.slow
+def test_serve_ingests_in_a_child_so_the_server_never_holds_torch(rag_home: Path, monkeypatch) -> None:
+    """An ingest loads torch and the embedding model (~500 MB); the server embeds through ONNX."""
+    from tests.conftest import FIXTURES
+    from ui import server
+
+    monkeypatch.setattr(server, "bundled_corpus", lambda: FIXTURES / "hybrid.jsonl")
+    lines: list[str] = []
+    app = server.prepare(Settings(home=rag_home, llm={"backend": "extractive"}), echo=lines.append)
+    assert any("is empty: ingesting" in line for line in lines) and any(line.startswith("papers: ") for line in lines)
+    assert app.facets()["papers"] > 0 and app.pool.embedder._onnx is not None
+    assert "model" not in app.pool.embedder.__dict__, "the server process loaded the torch model"
+
+
 @pytest.mark.heavy
 def test_serve_refuses_a_malformed_login_setting() -> None:
     from tests.conftest import run_cli

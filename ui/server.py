@@ -1,6 +1,7 @@
 """``rag serve``: prepare the index and the models, then run the web chat until interrupted.
 
-Steps, each printed: ingest the bundled corpus when the index is empty; load the
+Steps, each printed: ingest the bundled corpus when the index is empty (in a child process, so
+that torch, which only ingesting needs, never enters the server); load the
 embedder and the lexical index; resolve the answer backend (so the first user does not
 wait for a model to load); launch Gradio on ``127.0.0.1`` unless ``--host`` says
 otherwise, with a login only if ``RAG_UI__AUTH`` is set and a share link only with
@@ -35,8 +36,27 @@ def bundled_corpus() -> Path | None:
     return path if path.is_file() else None
 
 
+def _ingest(settings: Settings, paths: list[Path]) -> Any:
+    from rag.ingest import Ingestor
+
+    return Ingestor(settings).run(paths)
+
+
+def ingest_apart(settings: Settings, corpus: Path) -> Any:
+    """Ingest ``corpus`` in a child process and return its `rag.ingest.IngestSummary` (its errors
+    are raised here). An ingest loads torch and the embedding model (~500 MB) for its batches; a
+    server embeds queries and answer checks through ONNX Runtime, and would otherwise hold them
+    for its lifetime (the first `rag serve` of a fresh install: README, Performance)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_ingest, settings, [corpus]).result()
+
+
 def prepare(settings: Settings, echo: Callable[[str], None] = print, embedder: Any | None = None) -> Any:
-    """Ingest if empty, warm the models; returns the `WebApp` ready to launch (``embedder``: reuse one)."""
+    """Ingest if empty (in a child process, `ingest_apart`, unless given an ``embedder`` to reuse),
+    warm the models; returns the `WebApp` ready to launch."""
     from rag.ingest import Ingestor, summary_lines
     from rag.ingest import stats as index_stats
     from ui.app import WebApp
@@ -49,7 +69,10 @@ def prepare(settings: Settings, echo: Callable[[str], None] = print, embedder: A
             echo("the index is empty and data/papers.jsonl was not found: upload corpus files in the web chat")
         else:
             echo(f"the index at {settings.home} is empty: ingesting {corpus} …")
-            summary = Ingestor(settings, embedder=app.pool.embedder).run([corpus])
+            if embedder is None:
+                summary = ingest_apart(settings, corpus)
+            else:
+                summary = Ingestor(settings, embedder=embedder).run([corpus])
             for line in summary_lines(summary, str(settings.home)):  # as `rag ingest` prints them
                 echo(line)
     else:

@@ -13,7 +13,9 @@ only the summary), the summary ``ours``/``baseline``/``ratio`` and the ``rows`` 
    RSS, disk, latency) and a projection to 2.5M abstracts;
 6. `eval.bench.throughput`: embedding chunks/s per backend and batch size;
 7. `eval.bench.tokenization`: single-threaded vs parallel tokenization;
-8. `eval.bench.api`: ``rag api`` vs the same answers in-process, and concurrent clients.
+8. `eval.bench.api`: ``rag api`` vs the same answers in-process, and concurrent clients;
+9. `eval.bench.memory`: a cold ``rag ask`` by stage (seconds and memory) and ``rag serve``'s
+   memory after ten answers.
 
 `eval.bench.run` runs them and writes the report (`eval.bench.report`). Machines differ:
 nothing here is a test threshold. Left out: answer quality (``rag eval``), GPU measurements on

@@ -25,6 +25,7 @@ from eval.bench.cold_start import bench_cold_start
 from eval.bench.figures import BUNDLED, bench_queries, bench_settings, loadavg, skipped_step, table_row
 from eval.bench.ingest import bench_first_ingest, bench_reingest, chunk_texts
 from eval.bench.llm import bench_llm_ttft
+from eval.bench.memory import bench_memory, json_figures
 from eval.bench.report import plot, print_table
 from eval.bench.retrieval import bench_retrieval
 from eval.bench.scale import bench_scale
@@ -79,7 +80,7 @@ def machine() -> dict[str, Any]:
 
 MODEL_FREE = {"scale", "llm"}  # steps that need no embedder in this process (scale runs its own children)
 STEPS = ("first_ingest", "reingest", "retrieval", "cold_start", "llm", "answer", "scale", "throughput", "tokenization",
-         "api")
+         "api", "memory")
 
 
 def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_000), quick: bool = False,
@@ -89,7 +90,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
               table: bool = True) -> dict[str, Any]:
     """Run the measurements and write ``bench.json`` and ``bench.png`` into ``out``.
 
-    ``quick`` skips the scale step and the throughput sweep (and tokenizes 4,000 abstracts
+    ``quick`` skips the scale step, the throughput sweep and the memory step (and tokenizes 4,000 abstracts
     instead of 20,000). ``skip`` names steps (see `STEPS`) to leave out. A step that fails is
     recorded with its error and the run goes on. ``store_only``: the scale step writes
     pseudo-vectors instead of running the model. ``table=False`` leaves the table unprinted
@@ -108,7 +109,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     base = Settings()
     if device:
         base = base.model_copy(update={"embedding": base.embedding.model_copy(update={"device": device})})
-    skipped: set[str] = set(skip) | ({"scale", "throughput"} if quick else set())
+    skipped: set[str] = set(skip) | ({"scale", "throughput", "memory"} if quick else set())
     if not scale:
         skipped.add("scale")
 
@@ -154,7 +155,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     try:
         first = step("first_ingest", lambda: bench_first_ingest(embedder, base, corpus_paths, work, rounds, log))
         homes = first.get("homes", [])
-        if not homes and {"retrieval", "cold_start", "api", "answer"} - skipped:  # these steps still need an index
+        if not homes and {"retrieval", "cold_start", "api", "answer", "memory"} - skipped:  # these steps need an index
             from rag.ingest import Ingestor
 
             Ingestor(bench_settings(base, work / "ingest-0"), embedder=embedder).run(corpus_paths)
@@ -168,6 +169,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
         step("llm", lambda: bench_llm_ttft(rounds, log))
         step("answer", lambda: bench_answer(Path(homes[0]), log=log, settings=lambda h: bench_settings(base, h)))
         step("api", lambda: bench_api(Path(homes[0]), embedder, rounds, log=log))
+        step("memory", lambda: bench_memory(Path(homes[0]), log=log))
         step("tokenization", lambda: bench_tokenization(
             embedder, tokenize_texts or (4_000 if quick else 20_000), rounds=2 if quick else 3, log=log))
         step("throughput", lambda: bench_throughput(embedder, _throughput_sample(embedder, base, corpus_paths),
@@ -227,6 +229,8 @@ def json_summary(results: dict[str, Any]) -> dict[str, Any]:
                 out["scale_error"] = step["error"]
         elif name == "answer" and "answer" in step:
             out["answer"] = {**step["answer"], "knobs": step.get("knobs", {})}
+        elif name == "memory" and not step.get("error"):
+            out[name] = json_figures(step)
         else:
             out[name] = {k: step.get(k) for k in ("ours", "baseline", "ratio", "target", "error") if k in step}
     return out
