@@ -34,7 +34,7 @@ from rag.corpus import Paper
 from rag.embeddings import Embedder
 from rag.evidence import evidence_text, sentences_of
 from rag.language import is_english
-from rag.lexical import stemmer
+from rag.lexical import bm25s_module, stemmer
 from rag.settings import AnswerSettings
 
 # a citation marker: "[1]", "[2, 3]", "[1-4]", "[source 2]"; group 1 holds the numbers
@@ -55,9 +55,7 @@ _NOUN_MARKERS = re.compile(r"(\b(?:is|are|was|were|in|of|by|see|from|and|or|call
 
 
 def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN)
+    return frozenset(bm25s_module().stopwords.STOPWORDS_EN)  # bm25s without numba (`rag.lexical.bm25s_module`)
 
 
 def content_words(text: str) -> set[str]:
