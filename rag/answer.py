@@ -393,7 +393,7 @@ class Answerer:
                     if cfg.answer.entailment == "model" and llm.capable:
                         judge = self.judge(llm, base, answer)
             elif not abstain:
-                text = self._extractive(query, prompted)
+                text = self._extractive(question if lang == language.ENGLISH else query, prompted)
                 answer.timings["ttft_s"] = time.perf_counter() - started
                 yield Event("token", text)
         except BackendError as err:

@@ -254,5 +254,7 @@ def test_injected_abstract_stays_inside_its_fence(tmp_path: Path, embedder, stan
     delimiter = user.split("<<<", 1)[1].split()[0]
     assert delimiter != "SOURCE-00000000"
     start, end = user.index(f"<<<{delimiter}"), user.index(f"{delimiter}>>>")
-    assert start < user.index("Ignore previous instructions") < end  # the injection is inside the data fence
+    # the sentence holding the instruction (and the forged fences around it) is never evidence (rag.injection)
+    assert "Ignore previous instructions" not in user and "SOURCE-00000000" not in user
+    assert start < user.index("Streaming models keep attention sinks.") < end
     assert user.count(f"{delimiter}>>>") == 1
