@@ -152,6 +152,19 @@ class Event:
 # ------------------------------------------------------------------ pure helpers
 
 
+def given(question: str, query: str, lang: str) -> str:
+    """What the user gave, which an answer sentence is checked for adding to: the question, and the
+    retrieval query when it is the user's words (English; a condensed follow-up). A translation is the
+    model's, and may already hold an answer it made up ("... Skywork-MoE has 32 experts").
+
+    >>> given("Wie viele?", "How many? It has 32.", "de")
+    'Wie viele?'
+    >>> given("How many?", "How many? Skywork-MoE", "en").splitlines()
+    ['How many?', 'How many? Skywork-MoE']
+    """
+    return question if lang != language.ENGLISH else f"{question}\n{query}"
+
+
 def stage_reading(papers: int) -> str:
     """The stage line once the papers are chosen.
 
@@ -358,7 +371,9 @@ class Answerer:
         try:
             if not abstain and llm is not None:
                 delimiter = f"SOURCE-{secrets.token_hex(4)}"
-                sources = self.sources(query, prompted, llm, question, history, listing)
+                # evidence for what was asked: the question itself too (a condensed query may lose its point)
+                sources = self.sources(query if lang != language.ENGLISH else f"{question} {query}", prompted, llm,
+                                       question, history, listing)
                 prompted = [(n, hit) for n, hit, _ in sources]
                 if listing:
                     answer.notes.append(f"read {len(prompted)} of the papers the search found for this list")
@@ -374,7 +389,7 @@ class Answerer:
                     yield Event("stage", STAGE_WRITE)
                     temp = cfg.llm.temperature if temperature is None else temperature
                     cite = [n for n, _ in prompted] if cfg.answer.constrained else []
-                    gate = StreamGate(f"{question}\n{query}",
+                    gate = StreamGate(given(question, query, lang),
                                       [evidence.evidence_text(h.paper.title, h.paper.abstract) for _, h in prompted])
                     for delta in llm.stream(self.messages_for(base, self.instruction(listing, lang)),
                                             max_tokens=cfg.llm.max_new_tokens, temperature=temp, cite=cite):
@@ -641,7 +656,8 @@ class Answerer:
         clean, _, invalid = parse_citations(text, list(by_number))
         answer.invalid_citations = invalid
         papers = {n: hit.paper for n, hit in by_number.items()}
-        checked = self.support.check(clean, papers, given=f"{answer.question}\n{answer.query}", judge=judge)
+        checked = self.support.check(clean, papers, given=given(answer.question, answer.query, answer.language),
+                                     judge=judge)
         sentences = [s for s, _, _ in checked]
         claims = [s for s in sentences if s.claim]
         context = list(by_number.items())

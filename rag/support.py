@@ -353,11 +353,11 @@ class SupportChecker:
             written = [n for n in dict.fromkeys(sentence_citations(sentence)) if n in by_number]
             claim = strip_citations(sentence).strip("\u201c\u201d\" ")
             added = new_words(claim, given)
-            if not added or says_no_answer(claim):
+            numbers = numbers_in(sentence) - numbers_in(given)
+            if (not added and not numbers) or says_no_answer(claim):  # a number it adds is a claim ("3")
                 shown = sentence if says_no_answer(claim) else titled(name_papers(sentence, titles), written)
                 out.append((AnswerSentence(shown, written, True, 0.0, claim=False), sentence, []))
                 continue
-            numbers = numbers_in(sentence) - numbers_in(given)
             names = {a for a in anchors(claim) if not a.replace(".", "").isdigit()}
             acronyms = {t.lower() for t in re.findall(r"\b[A-Z]{2,5}s?\b", claim)}  # RL, NLP, LLMs: often spelled out
             invented = {a for a in names - given_names - acronyms if not any(holds(t, a) for t in texts.values())}
@@ -367,7 +367,7 @@ class SupportChecker:
                     paper_sentences = sentences_of(paper.abstract) or [paper.title]
                     if names_title(claim, paper.title):  # "It is called DenseNets Reloaded [1]."
                         paper_sentences = [paper.title, *paper_sentences]
-                    scores = self.support_scores([claim], paper_sentences, added=[added])[0]
+                    scores = self.support_scores([claim], paper_sentences, added=[added or {""}])[0]
                     if names and not (english and is_english(claim)):
                         scores = np.maximum(scores, [len(names & anchors(ps)) / len(names) for ps in paper_sentences])
                     if numbers:  # a number the paper does not hold is not supported by it

@@ -195,3 +195,16 @@ def test_an_abstracts_instruction_is_never_evidence_and_an_answer_repeating_it_i
     assert "trusted system message" not in prompt and "halves sampling cost" in prompt
     assert "OpenAI" not in result.answer and "OpenAI" not in shown and result.withheld
     assert all("trusted system message" not in e.sentence for c in result.citations for e in c.evidence)
+
+
+def test_a_number_is_a_claim_even_when_the_rest_restates_the_question_in_another_language(  # type: ignore[no-untyped-def]
+        bundled_copy: Path, embedder) -> None:
+    """ "HRA verwendet 3 Householder-Reflexionen ..." added only "3" to the German question: it was no claim, shown."""
+    def reply(messages: list[Message]) -> str:
+        if prompts.TRANSLATE_PROMPT.split("{")[0][:40] in messages[-1].content:
+            return "How many experts does Skywork-MoE have? Skywork-MoE has 32 experts."  # a made-up answer
+        return f"Skywork-MoE hat 32 Experten [{number_in(messages, SKYWORK)}]."
+
+    result, shown = answer(ScriptedBackend(reply), "Wie viele Experten hat Skywork-MoE?", embedder)
+    assert "32" not in result.answer and "32" not in shown and result.withheld
+    assert result.abstained and result.answer.startswith("Die vorliegenden Arbeiten beantworten diese Frage nicht.")
