@@ -141,13 +141,16 @@ def prose(text: str) -> str:
 
 
 def unsupported_specifics(sentence: dict[str, Any], question: str) -> list[str]:
-    """The numbers and names a shown, unsupported answer sentence adds to the question (an invented
-    value on screen); [] for a supported sentence or one that claims nothing.
+    """The numbers and names a shown answer sentence adds to the question without a checked claim
+    behind them (an invented value on screen): an unsupported sentence's, or one the checker took for
+    no claim; [] for a supported claim.
 
     >>> unsupported_specifics({"text": "It used a learning rate of 0.001 [1].", "supported": False}, "Which lr?")
     ['0.001']
+    >>> unsupported_specifics({"text": "HRA verwendet 3 Reflexionen.", "supported": True, "claim": False}, "HRA?")
+    ['3']
     """
-    if sentence.get("supported") or not sentence.get("claim", True):
+    if sentence.get("supported") and sentence.get("claim", True):
         return []
     text = sentence.get("text") or ""
     names = {a for a in anchors(text) if not a.replace(".", "").isdigit()} - anchors(question)
