@@ -527,11 +527,14 @@ class Answerer:
     def _closest_sentence(self, query: str, papers: Sequence[tuple[int, PaperHit]]
                           ) -> tuple[int, PaperHit, str] | None:
         """The abstract sentence that best matches the query (`ranked_sentences`), from the papers that
-        hold a name the query gives ("USI"), else from the best paper: what is said about the subject."""
+        hold a name the query gives ("USI"): what is said about the subject. None when no paper holds
+        one ("What is the capital of France?" has no subject among the papers)."""
         names = anchors(query)
         named = [(n, hit) for n, hit in papers
                  if any(holds(f"{hit.paper.title} {hit.paper.abstract}".lower(), a) for a in names)]
-        ranked = self.ranked_sentences(query, named or list(papers)[:1])
+        if not named:  # the question names nothing the papers hold: no subject to say anything about
+            return None
+        ranked = self.ranked_sentences(query, named)
         if not ranked:
             return None
         number, sentence, _ = ranked[0]

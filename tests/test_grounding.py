@@ -333,11 +333,12 @@ def test_the_ollama_path_answers_with_real_generations_behind_the_wire_format(bu
     with OllamaStandIn(generate=llama_generator()) as server:
         settings = Settings(llm={"backend": "ollama", "ollama_url": server.url})
         answer = Answerer(settings, embedder=embedder).ask("How many parameters does Skywork-MoE have?")
-        check, body = (r.body for r in server.chat_requests())
+        check, body, *claims = (r.body for r in server.chat_requests())
     assert answer.backend == "ollama" and answer.verdict == "yes"  # a JSON-schema `format`, enforced
     assert check["format"] == {"type": "string", "enum": ["yes", "Yes", "YES", "no", "No", "NO"]}
     assert body["options"]["num_ctx"] == 8192
     assert "146" in answer.answer and answer.citations[0].paper.title.startswith("Skywork-MoE")
+    assert claims and all(c["format"] == check["format"] for c in claims)  # the entailment checks, one per claim
 
 
 def test_cli_chat_says_each_note_once(index) -> None:  # type: ignore[no-untyped-def]
