@@ -29,6 +29,7 @@ import os
 import pickle
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -109,7 +110,7 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
         raise LockedError(f"another ingest is writing to {settings.home} ({holder})") from None
     except OSError as err:  # read-only or full disk, RAG_HOME under a file
         raise as_store_error(err, settings) from None  # type: ignore[misc]
-    HELD_LOCKS.add(str(settings.lock_path))  # the store's checks: this process is no "other ingest"
+    HELD_LOCKS.add((str(settings.lock_path), threading.get_ident()))  # the store's checks: no "other ingest"
     try:
         try:
             info.write_text(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}")
@@ -117,7 +118,7 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
             raise as_store_error(err, settings) from None  # type: ignore[misc]
         yield
     finally:
-        HELD_LOCKS.discard(str(settings.lock_path))
+        HELD_LOCKS.discard((str(settings.lock_path), threading.get_ident()))
         with suppress(OSError):
             info.unlink(missing_ok=True)
         lock.release()

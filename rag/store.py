@@ -50,6 +50,7 @@ import os
 import shutil
 import sqlite3
 import struct
+import threading
 import time
 import uuid
 import zlib
@@ -340,7 +341,14 @@ def _newest_change(settings: Settings) -> float:
 
 SQLITE_READONLY_ROLLBACK = 776  # a read-only connection found a hot journal it may not roll back
 JOURNAL = "chroma.sqlite3-journal"
-HELD_LOCKS: set[str] = set()  # ingest locks this process holds (`rag.ingest.ingest_lock` registers them)
+# ingest locks held, as (lock path, thread): `rag.ingest.ingest_lock` registers them. Per thread: a server's
+# upload ingests on one thread while others read, and to those it is another ingest ("busy", not "damaged")
+HELD_LOCKS: set[tuple[str, int]] = set()
+
+
+def holds_ingest_lock(settings: Settings) -> bool:
+    """Whether this thread holds the data home's ingest lock."""
+    return (str(settings.lock_path), threading.get_ident()) in HELD_LOCKS
 
 
 def roll_back_interrupted_write(settings: Settings) -> None:
@@ -353,7 +361,7 @@ def roll_back_interrupted_write(settings: Settings) -> None:
     from filelock import FileLock, Timeout
 
     db = settings.chroma_dir / "chroma.sqlite3"
-    lock = None if str(settings.lock_path) in HELD_LOCKS else FileLock(str(settings.lock_path))
+    lock = None if holds_ingest_lock(settings) else FileLock(str(settings.lock_path))
     try:
         if lock is not None:
             lock.acquire(timeout=0)
@@ -380,10 +388,11 @@ def roll_back_interrupted_write(settings: Settings) -> None:
 
 
 def ingest_running(settings: Settings) -> bool:
-    """Whether another process holds the data home's ingest lock (tried without waiting)."""
+    """Whether another ingest (another process, or another thread of this one) holds the data home's
+    ingest lock (tried without waiting)."""
     from filelock import FileLock, Timeout
 
-    if str(settings.lock_path) in HELD_LOCKS:  # this process: not another ingest
+    if holds_ingest_lock(settings):  # this thread's own ingest
         return False
     if not settings.lock_path.exists():
         return False
