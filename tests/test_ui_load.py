@@ -94,9 +94,9 @@ def test_twenty_simultaneous_two_turn_conversations(server: str) -> None:
             start.wait(60)
             for q in questions(i):
                 t0 = time.perf_counter()
-                chat, box, _md, _bib = client.predict(q, api_name="/ask")
+                chat, box, *_ = client.predict(q, api_name="/ask")  # then the exports and the Stop button
                 times.append(time.perf_counter() - t0)
-                assert box == ""
+                assert box in ("", {"__type__": "update"})  # cleared when taken, then left alone (a no-op update)
             chats[i] = chat_texts(chat)
         except Exception as exc:  # noqa: BLE001 - collected and reported below
             errors.append(f"session {i}: {type(exc).__name__}: {exc}")
