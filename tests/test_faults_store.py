@@ -138,6 +138,12 @@ def cli(embedder: Embedder, monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(rag.ingest, "Embedder", lambda settings=None: embedder)
     monkeypatch.setattr(rag.retrieval, "Embedder", lambda settings=None: embedder)
+    return cli_in_process(monkeypatch, capsys)
+
+
+def cli_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """A function running ``rag ARGS`` in this process, returning its exit code and output."""
+    import rag.cli
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()

@@ -31,7 +31,7 @@ from rag.store import JOURNAL, local_index_problem
 from rag.testing import HashEmbedder
 
 from .conftest import BUNDLED
-from .test_faults_store import CliResult, _mount, forget_chroma, mounts  # noqa: F401  (mounts: a fixture)
+from .test_faults_store import CliResult, _mount, cli_in_process, forget_chroma, mounts  # noqa: F401  (mounts: a fixture)
 
 RECORDS = [json.loads(line) for line in BUNDLED.read_text().splitlines()]
 
@@ -48,17 +48,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
 
     monkeypatch.setattr(rag.ingest, "Embedder", lambda settings=None: HashEmbedder(settings))
     monkeypatch.setattr(rag.retrieval, "Embedder", lambda settings=None: HashEmbedder(settings))
-
-    def run(*args: str) -> CliResult:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["rag", *args])
-        with pytest.raises(SystemExit) as info:
-            rag.cli.main()
-        out, err = capsys.readouterr()
-        code = info.value.code
-        return CliResult(code if isinstance(code, int) else (0 if code is None else 1), out, err)
-
-    return run
+    return cli_in_process(monkeypatch, capsys)
 
 
 @pytest.fixture
