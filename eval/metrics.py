@@ -44,7 +44,7 @@ import numpy as np
 
 from rag import language
 from rag.retrieval import low_confidence
-from rag.support import CITATION_MARKER, anchors, numbers_in
+from rag.support import CITATION_MARKER, specifics
 
 RETRIEVAL = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 LATENCY = ("retrieval_s", "ttft_s", "total_s")
@@ -152,9 +152,7 @@ def unsupported_specifics(sentence: dict[str, Any], question: str) -> list[str]:
     """
     if sentence.get("supported") and sentence.get("claim", True):
         return []
-    text = sentence.get("text") or ""
-    names = {a for a in anchors(text) if not a.replace(".", "").isdigit()} - anchors(question)
-    return sorted((numbers_in(text) - numbers_in(question)) | names)
+    return sorted(specifics(sentence.get("text") or "", question))
 
 
 # ------------------------------------------------------------------ many questions

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rag.support import anchors, holds, numbers_in
+from rag.support import holds, specifics
 
 _WORD_END = re.compile(r"\s+|[\u3002\uff01\uff1f\uff0c\u3001]")  # after a space, or CJK punctuation
 # a sentence's end: its stop, and the citation markers after it
@@ -32,21 +32,17 @@ class StreamGate:
     """Feed it the model's deltas; it returns the text that may be shown now, a whole word at a time."""
 
     def __init__(self, given: str, texts: Sequence[str]) -> None:
-        self.given_numbers, self.given_names = numbers_in(given), anchors(given)
+        self.given = given
         self.texts = [t.lower() for t in texts]
         self.word = ""  # the word being written (a delta may end inside one)
         self.sentence = ""  # the current sentence so far (shown part included)
         self.pending = ""  # the part of it held, from its first unheld specific on
         self.held: list[str] = []  # sentences never shown
 
-    def specifics(self, text: str) -> set[str]:
-        """Numbers and names of ``text`` that the question did not hold."""
-        names = {a for a in anchors(text) if not a.replace(".", "").isdigit()}
-        return (numbers_in(text) - self.given_numbers) | (names - self.given_names)
-
     def unheld(self, text: str) -> set[str]:
-        """The specifics of ``text`` that no prompted abstract holds."""
-        return {s for s in self.specifics(text) if not any(holds(t, s) for t in self.texts)}
+        """The numbers and names ``text`` adds to the question (`rag.support.specifics`) that no
+        prompted abstract holds."""
+        return {s for s in specifics(text, self.given) if not any(holds(t, s) for t in self.texts)}
 
     def feed(self, delta: str) -> str:
         self.word += delta

@@ -257,6 +257,16 @@ def name_papers(sentence: str, titles: dict[int, str]) -> str:
     return _NOUN_MARKERS.sub(lambda m: m.group(1) + re.sub(r"\[(\d+)\]", titled, m.group(2)), sentence)
 
 
+def specifics(text: str, given: str) -> set[str]:
+    """The numbers and names ``text`` states that ``given`` (what the user asked) did not hold.
+
+    >>> sorted(specifics("Skywork-MoE has 16 experts and CoNLL03 scores [1].", "How many experts has Skywork-MoE?"))
+    ['16', 'conll03']
+    """
+    names = {a for a in anchors(text) if not a.replace(".", "").isdigit()}
+    return (numbers_in(text) - numbers_in(given)) | (names - anchors(given))
+
+
 def holds(text: str, name: str) -> bool:
     """Whether lower-cased ``text`` holds ``name`` as a whole token.
 
@@ -408,7 +418,7 @@ class SupportChecker:
             shown = titled(shown, [n for n in cites if best[n][0] >= threshold])  # never a wrong title
             evidence = [Evidence(n, by_number[n].id, best[n][1], round(best[n][0], 4), shown) for n in cites]
             out.append((AnswerSentence(shown, cites, supported, round(score, 4), attributed=attributed,
-                                       entailed=entailed, specifics=sorted(numbers | (names - given_names))),
+                                       entailed=entailed, specifics=sorted(specifics(sentence, given))),
                         sentence, evidence))
         return out
 
