@@ -226,8 +226,10 @@ def rendered(markdown: str) -> str:
 
 
 def test_hostile_doi_and_html_do_not_become_an_image_or_html(home: Settings) -> None:
-    quoting = ScriptedBackend('The quokka figure is <img src="https://evil.example/a.png"> there, '
-                              "see ![x](https://evil.example/b.png) [1].")
+    # the first sentence is the abstract's own (supported, so shown); the second adds an image no
+    # abstract holds (flagged unsupported, its Markdown image escaped)
+    quoting = ScriptedBackend('The quokka figure is <img src="https://evil.example/a.png"> in the appendix [1]. '
+                              "See the figure ![x](https://evil.example/b.png) [1].")
     http = api(home, quoting)
     reply = http.post("/v1/chat/completions", json=ask_body())
     assert reply.status_code == 200
