@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from rag import evidence, language, prompts
+from rag import evidence, language, listing, prompts
 from rag.chunking import chunk_index, split_sentences
 from rag.corpus import Paper
 from rag.embeddings import Embedder
@@ -348,8 +348,9 @@ class Answerer:
         llm, notes = self.backend_for(backend)
         lang = language.detect(question)
         query = clean_question(query) if query else self.retrieval_query(question, llm, lang)
-        listing = lists_papers(question)
-        depth = k or (cfg.answer.list_papers if listing else cfg.answer.max_context_papers)
+        wants_list = lists_papers(question) or lists_papers(query)  # a translated query asks it in English
+        query = listing.topic(query) if wants_list else query
+        depth = k or (cfg.answer.list_papers if wants_list else cfg.answer.max_context_papers)
         result = self.retriever.search(query, k=depth, filters=filters, dense_weight=dense_weight)
         hits = self.pin(result.hits, pinned)
         t_retrieved = time.perf_counter()
@@ -366,20 +367,25 @@ class Answerer:
         if not abstain and (unmentioned := self.counts_unmentioned(query, prompted)):
             abstain, reason, near = True, unmentioned, True
         text, delimiter, judge = "", "", None
+        from_search = wants_list and cfg.answer.lists == "search"
         if not abstain:
             yield Event("stage", stage_reading(len(prompted)))
         try:
-            if not abstain and llm is not None:
+            if not abstain and from_search:
+                self._list(answer, numbered)
+                answer.timings["ttft_s"] = time.perf_counter() - started
+                yield Event("token", answer.answer)
+            elif not abstain and llm is not None:
                 delimiter = f"SOURCE-{secrets.token_hex(4)}"
                 # evidence for what was asked: the question itself too (a condensed query may lose its point)
                 sources = self.sources(query if lang != language.ENGLISH else f"{question} {query}", prompted, llm,
-                                       question, history, listing)
+                                       question, history, wants_list)
                 prompted = [(n, hit) for n, hit, _ in sources]
-                if listing:
+                if wants_list:
                     answer.notes.append(f"read {len(prompted)} of the papers the search found for this list")
                 base = self.prompt_parts(question, sources, history, delimiter)
-                answer.timings["prompt_tokens"] = float(sum(llm.count_tokens(m.content) for m in
-                                                            self.messages_for(base, self.instruction(listing, lang))))
+                asked = self.messages_for(base, self.instruction(wants_list, lang))
+                answer.timings["prompt_tokens"] = float(sum(llm.count_tokens(m.content) for m in asked))
                 if cfg.answer.verify != "off" and llm.capable:
                     answer.verdict = llm.choose(self.messages_for(base, prompts.CHECK_INSTRUCTION), ["yes", "no"])
                     answer.timings["verify_s"] = time.perf_counter() - t_retrieved
@@ -391,7 +397,7 @@ class Answerer:
                     cite = [n for n, _ in prompted] if cfg.answer.constrained else []
                     gate = StreamGate(given(question, query, lang),
                                       [evidence.evidence_text(h.paper.title, h.paper.abstract) for _, h in prompted])
-                    for delta in llm.stream(self.messages_for(base, self.instruction(listing, lang)),
+                    for delta in llm.stream(asked,
                                             max_tokens=cfg.llm.max_new_tokens, temperature=temp, cite=cite):
                         answer.timings.setdefault("first_token_s", time.perf_counter() - started)
                         text += delta
@@ -418,7 +424,7 @@ class Answerer:
             self._abstain(answer, reason, numbered, prompted if near else [])
             answer.timings.setdefault("ttft_s", time.perf_counter() - started)
             yield Event("token", answer.answer)
-        else:
+        elif not from_search:
             answer.timings.setdefault("ttft_s", time.perf_counter() - started)
             yield Event("stage", STAGE_CHECK)
             t_check = time.perf_counter()
@@ -518,9 +524,35 @@ class Answerer:
             number, hit, sentence = quoted
             said = f"{language.context_lead(answer.language)} \u201c{sentence}\u201d [{number}]"
             answer.answer = f"{answer.answer} {said}"
-            answer.sentences = [AnswerSentence(said, [number], True, 1.0, claim=False)]
-            answer.citations = [Citation(number, hit.paper, True, hit.score,
-                                         [Evidence(number, hit.paper.id, sentence, 1.0, said)])]
+            self._quote(answer, number, hit, sentence, said)
+        self._also_retrieved(answer, numbered)
+
+    def _list(self, answer: Answer, numbered: list[tuple[int, PaperHit]]) -> None:
+        """Make ``answer`` the list of papers the search ranks close to the best whose title or one
+        sentence is about the list's topic (`rag.listing`), each line quoting its abstract's sentence
+        nearest the topic: checked by construction."""
+        cfg = self.settings.answer
+        lines = []
+        for number, hit in listing.listed([((n, hit), hit.score) for n, hit in numbered],
+                                          cfg.list_min_score, cfg.list_papers):
+            sentences = evidence.sentences_of(hit.paper.abstract) or [hit.paper.title]
+            scores = self.support.support_scores([answer.query], [hit.paper.title, *sentences])[0]
+            if scores.max() >= cfg.list_min_support:
+                sentence = sentences[int(np.argmax(scores[1:]))]
+                lines.append(listing.line(number, hit.paper.title, sentence))
+                self._quote(answer, number, hit, sentence, lines[-1])
+        answer.answer = "\n".join([listing.lead(len(lines), answer.language), *lines])
+        self._also_retrieved(answer, numbered)
+
+    @staticmethod
+    def _quote(answer: Answer, number: int, hit: PaperHit, sentence: str, said: str) -> None:
+        """Add ``said``, which quotes ``sentence`` of paper [number], to the answer's sentences and citations."""
+        answer.sentences.append(AnswerSentence(said, [number], True, 1.0, claim=False))
+        answer.citations.append(Citation(number, hit.paper, True, hit.score,
+                                         [Evidence(number, hit.paper.id, sentence, 1.0, said)]))
+
+    @staticmethod
+    def _also_retrieved(answer: Answer, numbered: list[tuple[int, PaperHit]]) -> None:
         cited = {c.number for c in answer.citations}
         answer.also_retrieved = [Citation(n, h.paper, False, h.score) for n, h in numbered if n not in cited]
 
@@ -701,4 +733,4 @@ class Answerer:
             for e in found:
                 citations[e.number].evidence.append(e)
         answer.citations = [citations[n] for n in cited]
-        answer.also_retrieved = [Citation(n, h.paper, False, h.score) for n, h in numbered if n not in citations]
+        self._also_retrieved(answer, numbered)

@@ -242,6 +242,19 @@ class AnswerSettings(Group):
     list_papers: int = Field(
         12, ge=1, description="Papers retrieved for a 'which papers ...' question (its answer is a list)."
     )
+    lists: Literal["search", "model"] = Field(
+        "search", description="How a 'which papers ...' question is answered: 'search' lists the papers the search "
+        "ranks within list_min_score of the best, each quoted by its sentence nearest the question (no model); "
+        "'model' has the model write the list from their evidence (rag/listing.py has the numbers)."
+    )
+    list_min_score: float = Field(
+        0.2, ge=0.0, le=1.0, description="With lists=search: a paper is listed when it scores at least this share of "
+        "the best one's retrieval score (at most list_papers) ..."
+    )
+    list_min_support: float = Field(
+        0.35, ge=0.0, le=1.0, description="... and its title or a sentence of its abstract scores at least this "
+        "against the list's topic (rag.support's sentence score)."
+    )
     list_evidence_tokens: int = Field(
         700, ge=32, description="With evidence=sentences: prompt tokens for the papers of a 'which papers' question."
     )

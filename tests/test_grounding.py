@@ -135,7 +135,8 @@ def test_which_paper_is_answered_with_the_papers_title(index, embedder) -> None:
         return f"ZQRT [{zqrt}] and RKV [{other}] both speed up attention on long sequences."
 
     every_paper = index.model_copy(update={"answer": index.answer.model_copy(
-        update={"context_min_score": 0.0, "evidence": "abstracts"})})  # every retrieved paper in the prompt
+        update={"context_min_score": 0.0, "evidence": "abstracts", "lists": "model"})})  # every retrieved paper
+    # in the prompt, and the model writes the list
     mixed = ask(every_paper, embedder, ScriptedBackend(wrong), "Which papers speed up attention on long sequences?")
     other = next(c for c in [*mixed.citations, *mixed.also_retrieved] if c.paper.title != ZQRT)
     assert ZQRT in mixed.answer and other.paper.title not in mixed.answer  # a citation that does not support it

@@ -149,10 +149,35 @@ def test_a_follow_up_keeps_its_paper_when_the_rewrite_loses_it(bundled_copy: Pat
     assert [c.paper.title for c in second.citations] == [SEED]
 
 
-def test_a_which_papers_question_reads_more_papers_and_lists_them(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_a_which_papers_question_is_the_searchs_list_each_line_quoted(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """No model writes a list (it named 1-2 of 3-9 papers): the search's papers on the topic, quoted."""
+    backend = ScriptedBackend("Skywork-MoE [1].")
+    result, shown = answer(backend, "Which papers use or build mixture-of-experts models?", embedder)
+    assert backend.calls == [] and shown == result.answer and not result.abstained
+    lead, *lines = result.answer.splitlines()
+    assert lead.startswith(f"{len(lines)} papers match") and len(lines) == len(result.citations) >= 3
+    listed = [c.paper.title for c in result.citations]
+    assert SKYWORK in listed and "A Teacher Is Worth A Million Instructions" in listed
+    for line, cited in zip(lines, result.citations):
+        quoted = cited.evidence[0].sentence
+        assert line == f"- {cited.paper.title} [{cited.number}]: \u201c{quoted}\u201d" and quoted in cited.paper.abstract
+    assert all(s.supported for s in result.sentences)
+    assert DICE not in listed and len(result.retrieved) == Settings().answer.list_papers  # off-topic papers are left out
+
+
+def test_a_list_in_another_language_is_introduced_in_it(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    translation = ScriptedBackend("Which papers use mixture-of-experts models?")  # the query's translation
+    result, _ = answer(translation, "¿Qué artículos usan modelos de mezcla de expertos?", embedder)
+    assert result.language == "es" and result.answer.startswith(f"{len(result.citations)} artículos encajan mejor")
+    assert SKYWORK in [c.paper.title for c in result.citations]
+
+
+def test_a_model_written_list_reads_more_papers(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     backend = ScriptedBackend("Several papers study it [1].")
-    result, _ = answer(backend, "Which papers study test-time adaptation?", embedder)
-    assert len(result.retrieved) == Settings().answer.list_papers > Settings().answer.max_context_papers
+    settings = Settings(answer={"lists": "model"})
+    events = list(Answerer(settings, embedder=embedder, backend=backend).stream(
+        "Which papers study test-time adaptation?"))
+    assert len(events[-1].answer.retrieved) == Settings().answer.list_papers > Settings().answer.max_context_papers
     last = [m for kind, m in backend.calls if kind == "stream"][-1]
     assert last[-1].content.endswith(prompts.LIST_INSTRUCTION)
     assert last[-1].content.count("<<<SOURCE-") > Settings().answer.max_context_papers
