@@ -160,9 +160,10 @@ def test_a_which_papers_question_is_the_searchs_list_each_line_quoted(bundled_co
     assert SKYWORK in listed and "A Teacher Is Worth A Million Instructions" in listed
     for line, cited in zip(lines, result.citations):
         quoted = cited.evidence[0].sentence
-        assert line == f"- {cited.paper.title} [{cited.number}]: \u201c{quoted}\u201d" and quoted in cited.paper.abstract
+        assert line == f"- {cited.paper.title} [{cited.number}]: \u201c{quoted}\u201d"
+        assert quoted in cited.paper.abstract
     assert all(s.supported for s in result.sentences)
-    assert DICE not in listed and len(result.retrieved) == Settings().answer.list_papers  # off-topic papers are left out
+    assert DICE not in listed and len(result.retrieved) == Settings().answer.list_papers  # off-topic ones left out
 
 
 def test_a_list_in_another_language_is_introduced_in_it(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
