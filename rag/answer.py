@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from rag import evidence, language, listing, prompts
+from rag import comparison, evidence, language, listing, prompts
 from rag.chunking import chunk_index, split_sentences
 from rag.corpus import Paper
 from rag.embeddings import Embedder
@@ -420,6 +420,7 @@ class Answerer:
         except BackendError as err:
             text = err.partial if isinstance(err, StreamInterrupted) and err.partial else text
             answer.incomplete, answer.error = True, err.user_message()
+        far = abstain and not near  # nothing retrieved is on the question's subject
         if abstain:
             self._abstain(answer, reason, numbered, prompted if near else [])
             answer.timings.setdefault("ttft_s", time.perf_counter() - started)
@@ -430,6 +431,8 @@ class Answerer:
             t_check = time.perf_counter()
             self._finish(answer, text, numbered, delimiter, prompted, judge)
             answer.timings["check_s"] = time.perf_counter() - t_check
+        if not far and not answer.incomplete and (comparison.compares(question) or comparison.compares(query)):
+            self._cover(answer, question if lang == language.ENGLISH else query, prompted, numbered)
         if numbers is not None:
             numbers.update({c.paper.id: c.number for c in answer.citations})
         answer.timings["total_s"] = time.perf_counter() - started
@@ -542,6 +545,21 @@ class Answerer:
                 lines.append(listing.line(number, hit.paper.title, sentence))
                 self._quote(answer, number, hit, sentence, lines[-1])
         answer.answer = "\n".join([listing.lead(len(lines), answer.language), *lines])
+        self._also_retrieved(answer, numbered)
+
+    def _cover(self, answer: Answer, query: str, prompted: list[tuple[int, PaperHit]],
+               numbered: list[tuple[int, PaperHit]]) -> None:
+        """A comparison's answer cites each compared paper (the first two it read): one the answer
+        left out gets a line quoting its abstract's sentence nearest the query (`rag.comparison`)."""
+        cited = {c.number for c in answer.citations}
+        top = max((hit.score for _, hit in prompted), default=0.0)
+        for number, hit in prompted[:comparison.COMPARED]:
+            if number in cited or hit.score < comparison.MIN_SHARE * top:
+                continue
+            if ranked := self.ranked_sentences(query, [(number, hit)], top_papers=1):
+                said = comparison.line(number, hit.paper.title, ranked[0][1])
+                answer.answer = f"{answer.answer}\n{said}"
+                self._quote(answer, number, hit, ranked[0][1], said)
         self._also_retrieved(answer, numbered)
 
     @staticmethod

@@ -5,7 +5,8 @@ model is asked (the answerability verdict, then one entailment check per claim).
 The claims a judge rejects are neither supported nor re-attributed; a claim naming another paper
 goes to that paper; an invented number is withheld, never shown, and an answer left with no
 supported claim quotes what the abstracts do say; follow-ups keep their paper; other languages
-are answered in their language; "which papers" lists read more papers."""
+are answered in their language; "which papers" lists are the search's, quoted; a comparison cites
+each compared paper."""
 
 from __future__ import annotations
 
@@ -182,6 +183,21 @@ def test_a_model_written_list_reads_more_papers(bundled_copy: Path, embedder) ->
     last = [m for kind, m in backend.calls if kind == "stream"][-1]
     assert last[-1].content.endswith(prompts.LIST_INSTRUCTION)
     assert last[-1].content.count("<<<SOURCE-") > Settings().answer.max_context_papers
+
+
+def test_a_comparison_cites_each_compared_paper(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """The model wrote about one of the two papers: the other gets its own quoted, cited line."""
+    def reply(messages: list[Message]) -> str:
+        return f"SEED-GRPO uses semantic entropy to modulate policy updates [{number_in(messages, SEED)}]."
+
+    result, _ = answer(ScriptedBackend(reply), "How do SEED-GRPO and DRA-GRPO each change GRPO?", embedder)
+    assert [c.paper.title for c in result.citations] == [SEED, DRA] and not result.abstained
+    dra = result.citations[1]
+    quoted = dra.evidence[0].sentence
+    assert result.answer.splitlines()[-1] == f"DRA-GRPO: \u201c{quoted}\u201d [{dra.number}]"
+    assert quoted in dra.paper.abstract and all(s.supported for s in result.sentences)
+    single, _ = answer(ScriptedBackend(reply), "What does SEED-GRPO use to modulate policy updates?", embedder)
+    assert [c.paper.title for c in single.citations] == [SEED]  # not a comparison: nothing added
 
 
 def test_a_source_named_in_words_becomes_a_citation(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
