@@ -13,6 +13,12 @@ runs on the finished answer and replaces the streamed text.
     >>> gate.close(), gate.held
     ('', ['It was trained at lr 0.001 [1].'])
 
+A number an abstract holds, stated beside other words, is held too ("16" counts experts):
+
+    >>> gate = StreamGate("What batch size does Skywork-MoE use?", ["Skywork-MoE has 16 experts."])
+    >>> gate.feed("Its batch size is 16 [1]. "), gate.close(), gate.held
+    ('Its batch size is ', '', ['Its batch size is 16 [1].'])
+
 Left out: the check of the finished answer (`rag.support`), where the text goes (`rag.answer`).
 """
 
@@ -21,7 +27,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rag.support import holds, specifics
+from rag.language import is_english
+from rag.support import holds, in_role, number_roles, specifics
 
 _WORD_END = re.compile(r"\s+|[\u3002\uff01\uff1f\uff0c\u3001]")  # after a space, or CJK punctuation
 # a sentence's end: its stop, and the citation markers after it
@@ -34,6 +41,7 @@ class StreamGate:
     def __init__(self, given: str, texts: Sequence[str]) -> None:
         self.given = given
         self.texts = [t.lower() for t in texts]
+        self.roles = [number_roles(t) for t in self.texts]
         self.word = ""  # the word being written (a delta may end inside one)
         self.sentence = ""  # the current sentence so far (shown part included)
         self.pending = ""  # the part of it held, from its first unheld specific on
@@ -41,8 +49,12 @@ class StreamGate:
 
     def unheld(self, text: str) -> set[str]:
         """The numbers and names ``text`` adds to the question (`rag.support.specifics`) that no
-        prompted abstract holds."""
-        return {s for s in specifics(text, self.given) if not any(holds(t, s) for t in self.texts)}
+        prompted abstract holds; a number in English text only counts as held beside a word ``text``
+        puts beside it (`rag.support.in_role`: "a batch size of 16" is not "16 experts")."""
+        added = specifics(text, self.given)
+        claimed = number_roles(text) if added and is_english(text) else {}
+        return {s for s in added if not any(holds(t, s) for t in self.texts)
+                or s in claimed and not any(in_role(s, claimed, roles) for roles in self.roles)}
 
     def feed(self, delta: str) -> str:
         self.word += delta

@@ -93,7 +93,54 @@ def numbers_in(text: str) -> set[str]:
     set()
     """
     text = _ENUMERATOR.sub(" ", CITATION_MARKER.sub(" ", text))
-    return {m.replace(",", "") for m in re.findall(r"(?<![\w.\[])\d+(?:,\d{3})*(?:\.\d+)?(?![\w\]])", text)}
+    return {m.replace(",", "") for m in re.findall(_NUMBER, text)}
+
+
+_NUMBER = r"(?<![\w.\[])\d+(?:,\d{3})*(?:\.\d+)?(?![\w\]])"
+_TOKEN = re.compile(rf"{_NUMBER}|[^\W\d_]+(?:[-'][^\W_]+)*")
+ROLE_WINDOW = 4  # words either side of a number that say what it counts or measures
+
+
+def number_roles(text: str) -> dict[str, set[str]]:
+    """Each number a text states -> the stemmed content words within ``ROLE_WINDOW`` words of it,
+    over all its occurrences: what the number is ("16 experts", "a batch size of 16").
+
+    >>> roles = number_roles("Skywork-MoE has 146 billion parameters and 16 experts [1].")
+    >>> sorted(roles["16"]), sorted(roles["146"])
+    (['billion', 'expert', 'paramet'], ['billion', 'paramet', 'skywork-mo'])
+    """
+    tokens = _TOKEN.findall(_ENUMERATOR.sub(" ", CITATION_MARKER.sub(" ", text)))
+    stop = _stopwords()
+    out: dict[str, set[str]] = {}
+    for i, token in enumerate(tokens):
+        if token[0].isdigit():
+            near = [w.lower() for w in tokens[max(0, i - ROLE_WINDOW): i + ROLE_WINDOW + 1]
+                    if not w[0].isdigit() and len(w) > 1 and w.lower() not in stop]
+            out.setdefault(token.replace(",", ""), set()).update(stems(near) - _GIVEN_WORDS)
+    return out
+
+
+def numbers_held(numbers: set[str], claim: str, text: str) -> float:
+    """The share of a claim's ``numbers`` that ``text`` states in the same role: beside one of the
+    words the claim puts beside it (a number with no such word in the claim, or a claim not in
+    English, whose words cannot match an English abstract's: anywhere). "16" is Skywork-MoE's
+    expert count, not its batch size.
+
+    >>> text = "Skywork-MoE has 146 billion parameters and 16 experts."
+    >>> numbers_held({"16"}, "It uses 16 experts [1].", text), numbers_held({"16"}, "Its batch size is 16 [1].", text)
+    (1.0, 0.0)
+    >>> numbers_held({"16", "146"}, "16 experts, a batch of 146.", text), numbers_held({"16"}, "16 [1].", text)
+    (0.5, 1.0)
+    """
+    if not numbers:
+        return 1.0
+    claimed, stated = number_roles(claim) if is_english(claim) else {}, number_roles(text)
+    return sum(in_role(n, claimed, stated) for n in numbers) / len(numbers)
+
+
+def in_role(number: str, claimed: dict[str, set[str]], stated: dict[str, set[str]]) -> bool:
+    """Whether a text whose `number_roles` are ``stated`` holds ``number`` as the claim (``claimed``) uses it."""
+    return number in stated and (not claimed.get(number) or bool(claimed[number] & stated[number]))
 
 
 def anchors(text: str) -> set[str]:
@@ -380,9 +427,8 @@ class SupportChecker:
                     scores = self.support_scores([claim], paper_sentences, added=[added or {""}])[0]
                     if names and not (english and is_english(claim)):
                         scores = np.maximum(scores, [len(names & anchors(ps)) / len(names) for ps in paper_sentences])
-                    if numbers:  # a number the paper does not hold is not supported by it
-                        held = numbers_in(texts[n])
-                        scores = scores * (len(numbers & held) / len(numbers))
+                    if numbers:  # a number the paper does not state, or states of something else
+                        scores = scores * numbers_held(numbers, claim, texts[n])
                     # a name this paper lacks that another numbered paper holds, and no other cited one
                     foreign = any(not holds(texts[n], a) and any(holds(texts[m], a) for m in texts if m != n)
                                   and not any(holds(texts[w], a) for w in written if w != n) for a in names)

@@ -71,9 +71,9 @@ def test_a_claim_naming_another_paper_goes_to_that_paper(bundled_copy: Path, emb
                 f"[{number_in(messages, DRA)}].")
 
     result, _ = answer(ScriptedBackend(reply), "How do SEED-GRPO and DRA-GRPO differ?", embedder)
-    (sentence,) = result.sentences
-    assert sentence.supported and sentence.attributed
-    assert [c.paper.title for c in result.citations] == [SEED]
+    sentence, dra_line = result.sentences  # the comparison's other paper gets its own quoted line
+    assert sentence.supported and sentence.attributed and dra_line.text.startswith("DRA-GRPO: \u201c")
+    assert [c.paper.title for c in result.citations] == [SEED, DRA]
     assert "semantic entropy" in result.citations[0].evidence[0].sentence
 
 
@@ -183,6 +183,20 @@ def test_a_model_written_list_reads_more_papers(bundled_copy: Path, embedder) ->
     last = [m for kind, m in backend.calls if kind == "stream"][-1]
     assert last[-1].content.endswith(prompts.LIST_INSTRUCTION)
     assert last[-1].content.count("<<<SOURCE-") > Settings().answer.max_context_papers
+
+
+def test_a_number_the_abstract_states_of_something_else_is_withheld(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """16 is Skywork-MoE's expert count: "a batch size of 16" is invented, even when the judge says yes."""
+    def reply(messages: list[Message]) -> str:
+        n = number_in(messages, SKYWORK)
+        return f"Skywork-MoE has 16 experts [{n}]. Skywork-MoE was trained with a batch size of 16 [{n}]."
+
+    result, shown = answer(ScriptedBackend(reply), "What batch size and how many experts does Skywork-MoE use?",
+                           embedder)
+    assert result.answer.startswith("Skywork-MoE has 16 experts") and "batch size of 16" not in result.answer
+    assert len(result.withheld) == 1 and \
+        any("batch size of 16" in w for w in result.withheld)
+    assert "batch size of 16" not in shown  # not even while it streamed
 
 
 def test_a_comparison_cites_each_compared_paper(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
