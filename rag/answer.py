@@ -336,8 +336,9 @@ class Answerer:
 
         ``query`` is the retrieval query (a condensed follow-up); ``numbers`` maps the papers cited
         earlier in this conversation to their citation numbers (kept; this answer's cited papers
-        are added in place); ``pinned`` papers (the subject of a follow-up) are retrieved and
-        prompted first whatever the search ranks. A token event carries only text that passed the
+        are added in place); ``pinned`` papers (the subject of a follow-up) are retrieved whatever
+        the search ranks and are the only ones prompted (the others only invite a wrong citation:
+        "Which tasks was it evaluated on?" after RAdam was answered from another paper). A token event carries only text that passed the
         stream check (`rag.streaming`): a sentence stating a number or name that no prompted abstract
         holds is never shown.
         """
@@ -361,6 +362,8 @@ class Answerer:
         answer.timings["retrieval_s"] = t_retrieved - started
         numbered = self._number(hits, numbers)
         prompted = self.in_prompt(numbered)
+        if pinned and not wants_list:  # a follow-up about its subject reads only the subject's papers
+            prompted = [(n, hit) for n, hit in prompted if hit.paper.id in pinned] or prompted
 
         abstain, reason = self.should_abstain(result) if not pinned else (False, None)
         near = False  # an abstention on the subject of retrieved papers: quote what they do say

@@ -146,8 +146,8 @@ def test_a_follow_up_keeps_its_paper_when_the_rewrite_loses_it(bundled_copy: Pat
     second = conversation.ask("What does it get on MATH?")
     assert second.retrieved[0]["title"] == SEED
     prompt = [m for kind, m in backend.calls if kind == "stream"][-1][-1].content
-    assert prompt.index(SEED[:40]) < prompt.index("Question:")
-    assert [c.paper.title for c in second.citations] == [SEED]
+    assert prompt.index(SEED[:40]) < prompt.index("Question:") and prompt.count("<<<SOURCE-") == 1  # only it
+    assert [c.paper.title for c in second.citations] == [SEED] and second.also_retrieved
 
 
 def test_a_which_papers_question_is_the_searchs_list_each_line_quoted(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
