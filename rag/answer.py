@@ -338,9 +338,9 @@ class Answerer:
         earlier in this conversation to their citation numbers (kept; this answer's cited papers
         are added in place); ``pinned`` papers (the subject of a follow-up) are retrieved whatever
         the search ranks and are the only ones prompted (the others only invite a wrong citation:
-        "Which tasks was it evaluated on?" after RAdam was answered from another paper). A token event carries only text that passed the
-        stream check (`rag.streaming`): a sentence stating a number or name that no prompted abstract
-        holds is never shown.
+        "Which tasks was it evaluated on?" after RAdam was answered from another paper). A token
+        event carries only text that passed the stream check (`rag.streaming`): a sentence stating a
+        number or name that no prompted abstract holds is never shown.
         """
         started = time.perf_counter()
         question = clean_question(question)

@@ -325,6 +325,22 @@ def holds(text: str, name: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(name)}(?!\w)", text) is not None
 
 
+def held_form(name: str, texts: Iterable[str]) -> str:
+    """``name``, or the longest part of it before a hyphen that one of ``texts`` holds: the name
+    with a compound or another language's suffix glued on ("SKILL-MIX-ähnlicher" is SKILL-MIX).
+
+    >>> held_form("skill-mix-ähnlicher", ["the skill-mix evaluation"]), held_form("dra-grpo", ["grpo"])
+    ('skill-mix', 'dra-grpo')
+    """
+    texts = list(texts)
+    parts = name.split("-")
+    for end in range(len(parts), 0, -1):
+        candidate = "-".join(parts[:end])
+        if (end > 1 or len(candidate) >= 4) and any(holds(t, candidate) for t in texts):
+            return candidate
+    return name
+
+
 # ------------------------------------------------------------------ result objects
 
 # (claim without its markers, the paper's number, its best evidence sentence) -> does the paper state the claim?
@@ -392,7 +408,7 @@ class SupportChecker:
         english = is_english(given.split("\n")[0])
         titles = {n: paper.title for n, paper in by_number.items()}
         texts = {n: evidence_text(paper.title, paper.abstract).lower() for n, paper in by_number.items()}
-        given_names = anchors(given)
+        given_names = anchors(given) | {held_form(a, texts.values()) for a in anchors(given)}
         named: set[int] = set()  # papers whose title the answer already gave
         which = asks_for_papers(given.split("\n")[0])
 
@@ -415,7 +431,7 @@ class SupportChecker:
                 shown = sentence if says_no_answer(claim) else titled(name_papers(sentence, titles), written)
                 out.append((AnswerSentence(shown, written, True, 0.0, claim=False), sentence, []))
                 continue
-            names = {a for a in anchors(claim) if not a.replace(".", "").isdigit()}
+            names = {held_form(a, texts.values()) for a in anchors(claim) if not a.replace(".", "").isdigit()}
             acronyms = {t.lower() for t in re.findall(r"\b[A-Z]{2,5}s?\b", claim)}  # RL, NLP, LLMs: often spelled out
             invented = {a for a in names - given_names - acronyms if not any(holds(t, a) for t in texts.values())}
             best: dict[int, tuple[float, str]] = {}

@@ -19,6 +19,7 @@ from rag.answer import Answerer
 from rag.chat import Conversation
 from rag.llm import Message
 from rag.settings import Settings
+from rag.support import SupportChecker
 from rag.testing import ScriptedBackend
 
 SKYWORK = "Skywork-MoE: A Deep Dive into Training Techniques for Mixture-of-Experts Language Models"
@@ -132,6 +133,20 @@ def test_a_question_in_spanish_is_answered_in_spanish(bundled_copy: Path, embedd
     abstaining = ScriptedBackend(reply, verdict="no")
     result, _ = answer(abstaining, "¿Cuántos parámetros y expertos tiene Skywork-MoE?", embedder)
     assert result.abstained and result.answer.startswith("Los artículos proporcionados no responden")
+
+
+def test_a_german_claim_about_another_papers_model_is_not_supported(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """"SKILL-MIX-ähnlicher" is SKILL-MIX with a German suffix: "Skywork-MoE wrote the SKILL-MIX
+    study's texts [Skywork-MoE]" names a study its cited paper is not (seen on holdout-test m004)."""
+    papers = {p.title: p for p in Answerer(Settings(), embedder=embedder).retriever.index().papers.values()}
+    by_number = {1: papers["Can Models Learn Skill Composition from Examples?"], 2: papers[SKYWORK]}
+    question = ("Welches Modell wurde in der Studie zu SKILL-MIX-ähnlicher Skill-Komposition verwendet, um die "
+                "Trainingstexte zu erzeugen?")
+    claim = ("Skywork-MoE wurde in der Studie zu SKILL-MIX-ähnlicher Skill-Komposition verwendet, um die "
+             "Trainingstexte zu erzeugen [2].")
+    given = f"{question}\nWhich model generated the training texts in the SKILL-MIX skill composition study?"
+    ((sentence, _, _),) = SupportChecker(Settings().answer, embedder).check(claim, by_number, given=given)
+    assert not sentence.supported and sentence.specifics
 
 
 def test_a_follow_up_keeps_its_paper_when_the_rewrite_loses_it(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
