@@ -61,6 +61,7 @@ from rag.support import (
     Judge,
     SupportChecker,
     anchors,
+    asks_for_content,
     holds,
     lists_papers,
     says_no_answer,
@@ -530,7 +531,7 @@ class Answerer:
             number, hit, sentence = quoted
             said = f"{language.context_lead(answer.language)} \u201c{sentence}\u201d [{number}]"
             answer.answer = f"{answer.answer} {said}"
-            self._quote(answer, number, hit, sentence, said)
+            self._quote(answer, number, hit, sentence, said, claim=False)
         self._also_retrieved(answer, numbered)
 
     def _list(self, answer: Answer, numbered: list[tuple[int, PaperHit]]) -> None:
@@ -566,9 +567,10 @@ class Answerer:
         self._also_retrieved(answer, numbered)
 
     @staticmethod
-    def _quote(answer: Answer, number: int, hit: PaperHit, sentence: str, said: str) -> None:
-        """Add ``said``, which quotes ``sentence`` of paper [number], to the answer's sentences and citations."""
-        answer.sentences.append(AnswerSentence(said, [number], True, 1.0, claim=False))
+    def _quote(answer: Answer, number: int, hit: PaperHit, sentence: str, said: str, claim: bool = True) -> None:
+        """Add ``said``, which quotes ``sentence`` of paper [number], to the answer's sentences and
+        citations: a claim its quote supports (an abstention's: ``claim=False``, it says what is not there)."""
+        answer.sentences.append(AnswerSentence(said, [number], True, 1.0, claim=claim))
         answer.citations.append(Citation(number, hit.paper, True, hit.score,
                                          [Evidence(number, hit.paper.id, sentence, 1.0, said)]))
 
@@ -722,6 +724,10 @@ class Answerer:
                 or says_no_answer(sentences[0].text)):
             # only "not stated" sentences, or one first: the answer to what was asked is that it is not there
             self._abstain(answer, "the model said the papers do not answer it", numbered, context)
+            return
+        if not answer.incomplete and sentences and not claims and asks_for_content(answer.query):
+            # "The peak learning rate turned out to be optimal for the 124M model [1]." adds nothing
+            self._abstain(answer, "the answer only restated the question", numbered, context)
             return
         if not answer.incomplete and claims and not any(s.supported for s in claims):
             self._abstain(answer, "no retrieved abstract states what the answer claimed", numbered, context)

@@ -252,6 +252,22 @@ def asks_for_papers(question: str) -> bool:
     return bool(_ASKS_FOR_PAPERS.search(question))
 
 
+_ASKS_WHAT = re.compile(r"^\W*(?:what|which|who|when|where|how\s+(?:many|much|large|long|big|fast|does|do|did|is|"
+                        r"are))\b", re.I)
+
+
+def asks_for_content(question: str) -> bool:
+    """The question asks for a thing, a value or a way, not a yes or no, and not which paper: an
+    answer that only restates it has not answered it.
+
+    >>> asks_for_content("What peak learning rate was optimal?"), asks_for_content("Is RAdam stable?")
+    (True, False)
+    >>> asks_for_content("Which paper proposes SetFit?"), asks_for_content("How many GPUs were used?")
+    (False, True)
+    """
+    return bool(_ASKS_WHAT.search(question)) and not asks_for_papers(question)
+
+
 _LISTS_PAPERS = re.compile(r"\b(?:which|what)\s+(?:\w+\s+)?(?:papers|works|studies|articles|publications|methods|"
                            r"approaches)\b|\b(?:are\s+there|list|find|name)\s+(?:any\s+|all\s+|the\s+)?(?:\w+\s+)?"
                            r"(?:papers|works|studies)\b", re.I)

@@ -214,6 +214,17 @@ def test_a_number_the_abstract_states_of_something_else_is_withheld(bundled_copy
     assert "batch size of 16" not in shown  # not even while it streamed
 
 
+def test_an_answer_that_only_restates_the_question_is_an_abstention(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Seen on holdout-test n026: the abstract gives no learning rate, the answer repeats the question."""
+    question = ("What peak learning rate turned out to be optimal for the 124M Llama-type model in the study "
+                "relating convex optimization theory to learning-rate schedules?")
+    restated = ("The peak learning rate turned out to be optimal for the 124M Llama-type model in the study "
+                "relating convex optimization theory to learning-rate schedules [1].")
+    result, _ = answer(ScriptedBackend(restated), question, embedder)
+    assert result.abstained and result.answer.startswith(prompts.ABSTAIN_PHRASE)
+    assert result.abstain_reason == "the answer only restated the question"
+
+
 def test_a_comparison_cites_each_compared_paper(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     """The model wrote about one of the two papers: the other gets its own quoted, cited line."""
     def reply(messages: list[Message]) -> str:
