@@ -5,14 +5,24 @@
 - `rag.table.cache`: cells kept in the data home by (paper content, column, model);
 - `rag.table.maker`: the rows, the table and its JSON;
 - `rag.table.overview`: the sentences above the table;
-- `rag.table.export`: Markdown, CSV and the terminal.
+- `rag.table.export`: Markdown, CSV and rich; `rag.table.terminal`: ``rag table``'s progress and printing.
 
-Left out: the interfaces (``rag table``, ``POST /v1/table``, the ``compare_papers`` MCP tool, the web
-chat's Compare action), each a thin layer over `TableMaker.make`.
+The names below are imported on first use, so ``rag --help`` (which imports the command) stays
+instant. Left out: the other interfaces (``POST /v1/table``, the ``compare_papers`` MCP tool), each a
+thin layer over `TableMaker.make`.
 """
 
-from rag.table.cells import Cell, Row
-from rag.table.columns import BUILTIN, DEFAULT_COLUMNS, Column, parse_columns
-from rag.table.maker import Table, TableMaker
+from __future__ import annotations
 
-__all__ = ["BUILTIN", "Cell", "Column", "DEFAULT_COLUMNS", "Row", "Table", "TableMaker", "parse_columns"]
+from importlib import import_module
+from typing import Any
+
+_HOMES = {"Cell": "cells", "Row": "cells", "BUILTIN": "columns", "Column": "columns", "DEFAULT_COLUMNS": "columns",
+          "parse_columns": "columns", "Table": "maker", "TableMaker": "maker"}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'rag.table' has no attribute {name!r}")
+    return getattr(import_module(f"rag.table.{_HOMES[name]}"), name)
