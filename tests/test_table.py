@@ -292,3 +292,52 @@ def test_cli_table_errors_say_the_fix(table_index: Settings, cli) -> None:  # ty
     assert bad_paper.code == 2 and "rag papers list" in bad_paper.err
     nothing = cli("table", "--backend", "extractive")
     assert nothing.code == 2 and "--papers" in nothing.err
+
+
+# ------------------------------------------------------------------ POST /v1/table and the compare_papers MCP tool
+
+
+def test_api_and_mcp_return_the_table_rag_table_prints(table_index: Settings, embedder) -> None:  # type: ignore[no-untyped-def]
+    import anyio
+    from fastapi.testclient import TestClient
+    from mcp import Client
+
+    from ui.api import create_app
+    from ui.mcp_server import build_server
+    from ui.service import PaperService
+    from ui.shared import AnswererPool
+
+    backend = ScriptedBackend(scripted(SCRIPT))
+    answerer = Answerer(table_index, embedder=embedder, backend=backend)
+    service = PaperService(table_index, pool=AnswererPool(table_index, answerer=answerer))
+    http = TestClient(create_app(table_index, service=service))
+    body = {"papers": [ids(table_index)[MEMO]], "columns": ["data", "result"], "questions": ["Which baseline?"]}
+    response = http.post("/v1/table", json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    expected = TableMaker(answerer).make(paper_ids=[ids(table_index)[MEMO]],
+                                         columns=parse_columns(["data", "result"], ["Which baseline?"])).as_dict()
+    assert data == expected  # the library's object, as rag table --json prints it
+    result = data["rows"][0]["cells"]["result"]
+    assert result["supported"] is False and result["value"] is None
+
+    for bad, status, needle in [({"query": "x", "columns": ["optimizer"]}, 400, "unknown column"),
+                                ({"papers": ["arxiv:9999.99999"]}, 404, "no paper with id"),
+                                ({"query": "x", "k": 0}, 400, "k"),
+                                ({}, 400, "no papers to compare"),
+                                ({"query": "x", "overview": "poem"}, 400, "overview")]:
+        failed = http.post("/v1/table", json=bad)
+        assert failed.status_code == status and needle in failed.json()["error"]["message"], (bad, failed.text)
+
+    async def check() -> None:
+        async with Client(build_server(table_index, service)) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+            assert tools["compare_papers"].output_schema and tools["compare_papers"].annotations.read_only_hint
+            result = await client.call_tool("compare_papers", body)
+            assert not result.is_error and result.structured_content == expected
+            assert "| # | Paper | Data | Result | Which baseline? |" in result.content[0].text
+            assert "\u26a0 unsupported" in result.content[0].text and "7.9 mIoU" not in result.content[0].text
+            failed = await client.call_tool("compare_papers", {"query": "x", "columns": ["optimizer"]})
+            assert failed.is_error and "unknown column" in failed.content[0].text and "fix:" in failed.content[0].text
+
+    anyio.run(check)
