@@ -76,8 +76,9 @@ def unsupported(value: str, paper: Paper) -> bool:
     numbers = numbers_in(text)
     if any(not holds(text, fact) and fact not in numbers for fact in specifics(value, "")):
         return True
-    words = stems(content_words(value))
-    return bool(words) and len(words & stems(content_words(text))) < 0.5 * len(words)
+    words, known = content_words(value), stems(content_words(text))
+    found = [w for w in words if holds(text, w) or stems([w]) <= known]  # "11b" is held by "11b-sized"
+    return bool(words) and len(found) < 0.5 * len(words)
 
 
 def score_cell(cell: Cell, gold: dict[str, Any] | None, paper: Paper, column: str) -> dict[str, Any]:
@@ -130,11 +131,13 @@ def summarize(results: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]])
 
 def evaluate_table(gold_path: Path, settings: Settings, out: Path, columns: Sequence[Column] | None = None,
                    limit: int | None = None, backend: str | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Make the table over the gold's papers, score it, write results.jsonl and summary.json in ``out``."""
+                   progress: Callable[[int, int], None] | None = None, answerer: Answerer | None = None
+                   ) -> dict[str, Any]:
+    """Make the table over the gold's papers, score it, write results.jsonl and summary.json in ``out``
+    (``answerer``: one already built, e.g. with a scripted backend)."""
     gold = load_gold(gold_path)[:limit]
     columns = list(columns or [BUILTIN[k] for k in gold[0]["cells"]])
-    answerer = Answerer(settings)
+    answerer = answerer or Answerer(settings)
     maker = TableMaker(answerer, cache=CellCache(out / "cells.sqlite"))
     papers = maker.answerer.retriever.index().papers
     from rag.library import resolve_paper
