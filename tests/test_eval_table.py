@@ -11,6 +11,7 @@ from rag.answer import Answerer
 from rag.corpus import Paper
 from rag.settings import Settings
 from rag.table import BUILTIN
+from rag.table.cache import CellCache
 from rag.testing import ScriptedBackend
 
 from .conftest import BUNDLED
@@ -68,5 +69,8 @@ def test_a_scripted_table_is_scored_as_counted_by_hand(table_index: Settings, em
     assert lo <= 10 / 12 <= hi
     assert summary["timing"]["extracted_cells"] == 12
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 12
+    # the cells went to the run's own cache (an empty cache is falsy: it once fell back to the data home's)
+    assert len(CellCache(tmp_path / "run" / "cells.sqlite")) == 12
+    assert not (table_index.home / "table-cells.sqlite").exists()
     again = evaluate_table(path, table_index, tmp_path / "run", answerer=answerer)  # resumed from the run's cell cache
     assert again["metrics"] == summary["metrics"] and again["timing"]["extracted_cells"] == 0

@@ -341,3 +341,16 @@ def test_api_and_mcp_return_the_table_rag_table_prints(table_index: Settings, em
             assert failed.is_error and "unknown column" in failed.content[0].text and "fix:" in failed.content[0].text
 
     anyio.run(check)
+
+
+def test_a_value_naming_the_paper_and_a_number_needs_one_sentence_for_the_number(
+        table_index: Settings, embedder) -> None:  # type: ignore[no-untyped-def]
+    """The title names the paper's method: "MemoTTA gains 4.1 mIoU" is held by the sentence with 4.1,
+    which does not name MemoTTA; a value stitching numbers from two sentences is not one fact."""
+    script = {**SCRIPT, (MEMO, "result"): "MemoTTA gains 4.1 mIoU over the source model",
+              (PRUNE, "result"): "removes 50% of the weights and stays within 0.3 perplexity"}
+    table = maker_for(table_index, embedder, ScriptedBackend(scripted(script))).make(
+        paper_ids=[MEMO, PRUNE], columns=parse_columns("result"))
+    memo, prune = (row.cells["result"] for row in table.rows)
+    assert memo.value == "MemoTTA gains 4.1 mIoU over the source model" and "4.1 mIoU" in (memo.evidence or "")
+    assert prune.value is None and "no one sentence of the abstract states 0.3, 50" in (prune.reason or "")

@@ -182,11 +182,13 @@ def check_value(value: str, paper: Paper, column: Column, support: SupportChecke
         return rejected(f"no sentence of the abstract supports it (best evidence scores {score:.2f}, "
                         f"under {support.settings.support_threshold:.2f})")
     best = evidence[0] if evidence else None
-    if facts and (best is None or not all(_states(best, f) for f in facts)):
-        # one sentence must state every number and name: a value stitched from several is not one fact
-        holding = [s for s in [paper.title, *sentences_of(paper.abstract)] if all(_states(s, f) for f in facts)]
+    # one sentence must state every number and name (a value stitched from several is not one fact),
+    # the paper's own names aside: every sentence is about what its title names
+    needed = [f for f in facts if not _states(paper.title, f)]
+    if needed and (best is None or not all(_states(best, f) for f in needed)):
+        holding = [s for s in sentences_of(paper.abstract) if all(_states(s, f) for f in needed)]
         if not holding:
-            return rejected(f"no one sentence of the abstract states {', '.join(facts)}")
+            return rejected(f"no one sentence of the abstract states {', '.join(needed)}")
         best = holding[0]
     return Cell(value, best, True, False)
 

@@ -72,7 +72,7 @@ class TableMaker:
     def __init__(self, answerer: Answerer, cache: CellCache | None = None) -> None:
         self.answerer = answerer
         self.settings: Settings = answerer.settings
-        self.cache = cache or CellCache(self.settings.home / FILE_NAME)
+        self.cache = cache if cache is not None else CellCache(self.settings.home / FILE_NAME)  # an empty one is falsy
 
     # ---------------------------------------------------------- rows
 
