@@ -15,7 +15,8 @@ and the first run is cold), and each cell is scored:
   table's own check: a number or name it gives is not in the abstract, or under half of its content
   words are (the target is 0); ``shown_where_silent``: a value shown where the gold is silent;
 - ``withheld``: cells the check left empty (the model's value rejected);
-- seconds per extracted cell (median, p90; cached cells left out) and per row.
+- seconds per cell (median, p90), as measured when it was extracted (a cached cell keeps its time, so
+  a resumed run reports every cell), and per row.
 
 Ratios get 95% bootstrap CIs over papers (`eval.metrics.ratio_ci`): a paper's cells share an
 abstract and are not independent. Left out: making tables (`rag.table`), the gold's curation.
@@ -24,6 +25,7 @@ abstract and are not independent. Left out: making tables (`rag.table`), the gol
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -88,7 +90,7 @@ def score_cell(cell: Cell, gold: dict[str, Any] | None, paper: Paper, column: st
             "withheld": cell.withheld, "reason": cell.reason, "evidence": cell.evidence, "correct": correct,
             "gold_stated": gold is not None, "shown": shown, "not_stated": cell.not_stated,
             "unsupported_shown": shown and unsupported(cell.value or "", paper),
-            "seconds": None if cell.cached else round(cell.seconds, 3), "cached": cell.cached}
+            "seconds": round(cell.seconds, 3), "cached": cell.cached}  # a cached cell keeps its extraction time
 
 
 def summarize(results: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -111,8 +113,8 @@ def summarize(results: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]])
         "unsupported_shown_rate": per_paper(lambda r: r["unsupported_shown"], lambda r: r["shown"]),
     }
     columns = list(dict.fromkeys(r["column"] for r in results))
-    seconds = [r["seconds"] for r in results if r["seconds"] is not None and r["column"] != "code"]
-    row_seconds = [r["seconds"] for r in rows if r["seconds"] is not None]
+    seconds = [r["seconds"] for r in results if r["column"] != "code"]
+    row_seconds = [r["seconds"] for r in rows]
     return {
         "cells": len(results), "papers": len(papers), "metrics": metrics,
         "by_column": {c: per_paper(lambda r, c=c: r["correct"] and r["column"] == c,  # type: ignore[misc]
@@ -124,7 +126,7 @@ def summarize(results: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]])
         "timing": {"seconds_per_cell_median": round(statistics.median(seconds), 3) if seconds else None,
                    "seconds_per_cell_p90": round(statistics.quantiles(seconds, n=10)[-1], 3)
                    if len(seconds) >= 10 else None,
-                   "extracted_cells": len(seconds),
+                   "timed_cells": len(seconds), "cached_cells": sum(r["cached"] for r in results),
                    "seconds_per_row_median": round(statistics.median(row_seconds), 3) if row_seconds else None},
     }
 
@@ -146,16 +148,17 @@ def evaluate_table(gold_path: Path, settings: Settings, out: Path, columns: Sequ
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    started = time.perf_counter()
+    started, load = time.perf_counter(), [round(os.getloadavg()[0], 2)]
     for done, (row, g) in enumerate(zip(maker.rows(chosen, columns, backend), gold), 1):
-        fresh = [c.seconds for c in row.cells.values() if not c.cached]
-        rows.append({"paper_id": row.paper.id, "seconds": round(sum(fresh), 3) if fresh else None})
+        rows.append({"paper_id": row.paper.id, "seconds": round(sum(c.seconds for c in row.cells.values()), 3),
+                     "cached": all(c.cached for c in row.cells.values())})
         results += [score_cell(row.cells[c.key], g["cells"].get(c.key), row.paper, c.key) for c in columns]
         if progress:
             progress(done, len(gold))
     llm, _ = answerer.backend_for(backend)
     summary = {"gold": str(gold_path), "model": model_key(llm), "columns": [c.key for c in columns],
-               "wall_s": round(time.perf_counter() - started, 1), **summarize(results, rows)}
+               "wall_s": round(time.perf_counter() - started, 1), "load_average_1min": [*load, round(os.getloadavg()[0], 2)],
+               **summarize(results, rows)}
     (out / "results.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

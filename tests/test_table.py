@@ -354,3 +354,31 @@ def test_a_value_naming_the_paper_and_a_number_needs_one_sentence_for_the_number
     memo, prune = (row.cells["result"] for row in table.rows)
     assert memo.value == "MemoTTA gains 4.1 mIoU over the source model" and "4.1 mIoU" in (memo.evidence or "")
     assert prune.value is None and "no one sentence of the abstract states 0.3, 50" in (prune.reason or "")
+
+
+# ------------------------------------------------------------------ the web chat's Compare panel
+
+
+def test_web_compare_streams_rows_and_writes_the_exports(table_index: Settings, embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from ui.compare import ComparePanel
+    from ui.shared import AnswererPool
+
+    answerer = Answerer(table_index, embedder=embedder, backend=ScriptedBackend(scripted(SCRIPT)))
+    panel = ComparePanel(AnswererPool(table_index, answerer=answerer), threading.BoundedSemaphore(1), tmp_path)
+    every = ", ".join(ids(table_index)[t] for t in (FLOW, MEMO, PRUNE))
+    steps = list(panel.compare(every, ["data", "result"], "", 10))
+    assert [s[0].count("<tr data-paper") for s in steps] == [0, 1, 2, 3, 3]  # a row at a time
+    assert "0 of 3 rows" in steps[0][0] and "overview" in steps[-1][0] and steps[-2][1] is None
+    html_out, md, csv_out, bib = steps[-1]
+    assert 'title="On ImageNet-C, FlowTTA reduces the error rate' in html_out  # evidence on hover
+    assert "\u26a0 unsupported" in html_out and "7.9" not in html_out.split("</table>")[0].split("title=")[0]
+    assert "| 1 | FlowTTA" in Path(md).read_text() and Path(csv_out).read_text().startswith("number,paper_id")
+    assert Path(bib).read_text().count("@") == 3
+    assert panel.slots.acquire(blocking=False)  # the slot came back
+    panel.slots.release()
+    error = list(panel.compare("x", ["optimizer"], "", 10))
+    assert len(error) == 1 and "unknown column" in error[0][0]
+    searched = list(panel.compare("test-time adaptation", ["data"], "", 2))
+    assert searched[-1][0].count("<tr data-paper") == 2
