@@ -157,8 +157,8 @@ def evaluate_table(gold_path: Path, settings: Settings, out: Path, columns: Sequ
             progress(done, len(gold))
     llm, _ = answerer.backend_for(backend)
     summary = {"gold": str(gold_path), "model": model_key(llm), "columns": [c.key for c in columns],
-               "wall_s": round(time.perf_counter() - started, 1), "load_average_1min": [*load, round(os.getloadavg()[0], 2)],
-               **summarize(results, rows)}
+               "wall_s": round(time.perf_counter() - started, 1),
+               "load_average_1min": [*load, round(os.getloadavg()[0], 2)], **summarize(results, rows)}
     (out / "results.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
