@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -382,3 +382,24 @@ def test_web_compare_streams_rows_and_writes_the_exports(table_index: Settings, 
     assert len(error) == 1 and "unknown column" in error[0][0]
     searched = list(panel.compare("test-time adaptation", ["data"], "", 2))
     assert searched[-1][0].count("<tr data-paper") == 2
+
+
+def test_ollama_is_asked_with_the_json_schema(table_index: Settings, embedder) -> None:  # type: ignore[no-untyped-def]
+    """The Ollama backend sends the cell's schema as ``format`` (its structured outputs), greedy, bounded."""
+    from rag.table.cells import VALUE_SCHEMA, VALUE_TOKENS
+
+    from .ollama_standin import OllamaStandIn
+
+    def generate(messages: list[dict[str, object]], options: dict[str, object], fmt: object) -> Iterator[str]:
+        yield json.dumps({"value": "ImageNet-C" if "datasets" in str(messages[-1]["content"]) else None})
+
+    with OllamaStandIn(generate=generate) as standin:
+        settings = table_index.model_copy(update={"llm": table_index.llm.model_copy(
+            update={"backend": "ollama", "ollama_url": standin.url})})
+        table = TableMaker(Answerer(settings, embedder=embedder)).make(paper_ids=[FLOW],
+                                                                       columns=parse_columns("data,model_size"))
+        asked = [r.body for r in standin.chat_requests()]
+    assert table.model == "ollama:qwen2.5-coder:1.5b"
+    assert table.rows[0].cells["data"].value == "ImageNet-C" and table.rows[0].cells["model_size"].not_stated
+    assert len(asked) == 2 and all(b["format"] == VALUE_SCHEMA and b["stream"] is False for b in asked)
+    assert all(b["options"]["num_predict"] == VALUE_TOKENS and b["options"]["temperature"] == 0.0 for b in asked)
