@@ -29,8 +29,9 @@ CELL_TARGET_S, COLD_TARGET_S, CACHED_TARGET_S = 3.0, 120.0, 1.0
 
 
 def bench_table(home: Path, log: Log | None = None, settings: Callable[[Path], Settings] | None = None,
-                answerer: Any | None = None, rows: int = ROWS) -> dict[str, Any]:
-    """``rag bench``'s table step (see the module docstring); ``answerer`` replaces the bundled model's."""
+                answerer: Any | None = None, rows: int = ROWS, gold: Path | None = None) -> dict[str, Any]:
+    """``rag bench``'s table step (see the module docstring); ``answerer`` replaces the bundled model's,
+    ``gold`` the gold table whose first ``rows`` papers are the rows."""
     import json
 
     from rag.answer import Answerer
@@ -45,7 +46,8 @@ def bench_table(home: Path, log: Log | None = None, settings: Callable[[Path], S
     llm = answerer.backend_for()[0]
     if llm is not None:
         llm.check()  # the model loads outside the timing
-    ids = [json.loads(line)["paper_id"] for line in bundled_file(TABLE_GOLD).read_text().splitlines()[:rows]]
+    lines = (gold or bundled_file(TABLE_GOLD)).read_text().splitlines()[:rows]
+    ids = [json.loads(line)["paper_id"] for line in lines]
     columns = parse_columns(",".join(COLUMNS))
     with tempfile.TemporaryDirectory() as tmp:
         maker = TableMaker(answerer, cache=CellCache(Path(tmp) / "cells.sqlite"))
