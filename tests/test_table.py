@@ -403,3 +403,13 @@ def test_ollama_is_asked_with_the_json_schema(table_index: Settings, embedder) -
     assert table.rows[0].cells["data"].value == "ImageNet-C" and table.rows[0].cells["model_size"].not_stated
     assert len(asked) == 2 and all(b["format"] == VALUE_SCHEMA and b["stream"] is False for b in asked)
     assert all(b["options"]["num_predict"] == VALUE_TOKENS and b["options"]["temperature"] == 0.0 for b in asked)
+
+
+def test_a_changed_check_threshold_does_not_reuse_cached_verdicts(table_index: Settings, embedder) -> None:  # type: ignore[no-untyped-def]
+    backend = ScriptedBackend(scripted(SCRIPT))
+    maker_for(table_index, embedder, backend).make(paper_ids=[FLOW], columns=parse_columns("data"))
+    stricter = table_index.model_copy(update={"answer": table_index.answer.model_copy(
+        update={"support_threshold": 0.99})})
+    again = maker_for(stricter, embedder, backend).make(paper_ids=[FLOW], columns=parse_columns("data"))
+    assert len([c for c in backend.calls if c[0] == "structured"]) == 2  # asked again: the verdict depends on it
+    assert again.rows[0].cells["data"].value is None and "under 0.99" in (again.rows[0].cells["data"].reason or "")

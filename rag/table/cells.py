@@ -42,6 +42,8 @@ VALUE_SCHEMA: dict[str, Any] = {
     "required": ["value"], "additionalProperties": False,
 }
 VALUE_TOKENS = 48  # a value is a short phrase: "at most 12 words", with room for names and numbers
+# what a cached cell's verdict depends on besides the prompt: change it when `check_value` changes
+CHECK_RULES = "check v2: rag.support's check; one sentence states every number and name, the title's aside"
 EXTRACTIVE_MATCH = 0.3  # without a model: the best sentence is the value when it scores this against the question
 _SILENT = re.compile(r"^(?:null|none|n/?a|unknown|not (?:stated|mentioned|specified|given|reported)\b.*|-+)$", re.I)
 _CUT_VALUE = re.compile(r'"value"\s*:\s*"((?:[^"\\]|\\.)*)')
@@ -202,5 +204,5 @@ def names_in(value: str) -> set[str]:
     return {a for a in anchors(value) if not a.replace(".", "").isdigit()}
 
 
-__all__ = ["VALUE_SCHEMA", "Cell", "Row", "abstract_prompt", "ask", "cell_messages", "check_value", "extractive_value",
-           "link_cell", "names_in", "not_stated", "parse_value"]
+__all__ = ["CHECK_RULES", "VALUE_SCHEMA", "Cell", "Row", "abstract_prompt", "ask", "cell_messages", "check_value",
+           "extractive_value", "link_cell", "names_in", "not_stated", "parse_value"]

@@ -73,6 +73,8 @@ class TableMaker:
         self.answerer = answerer
         self.settings: Settings = answerer.settings
         self.cache = cache if cache is not None else CellCache(self.settings.home / FILE_NAME)  # an empty one is falsy
+        # a cached cell holds its verdict: it is reused only under the same check and threshold
+        self.check_rules = f"{cellmod.CHECK_RULES}; support_threshold={self.settings.answer.support_threshold}"
 
     # ---------------------------------------------------------- rows
 
@@ -109,7 +111,7 @@ class TableMaker:
             block: str | None = None
             row: dict[str, Cell] = {}
             for column in columns:
-                key = column.fingerprint(LINKS_RULE if column.links else PROMPT)
+                key = column.fingerprint(LINKS_RULE if column.links else f"{PROMPT}\n{self.check_rules}")
                 cached = self.cache.get(content_hash(paper), key, "-" if column.links else model)
                 if cached is not None:
                     cell = Cell.from_record(cached)
