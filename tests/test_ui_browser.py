@@ -197,12 +197,17 @@ def test_compare_the_cited_papers(page) -> None:  # type: ignore[no-untyped-def]
     page.click("#compare-cited")
     page.wait_for_function("document.querySelector('#compare-query textarea').value.startsWith('title:')",
                            timeout=30_000)
+    page.fill("#compare-question textarea", "How many tokens was the model trained on?")
     page.click("#compare")
     page.wait_for_selector("#compare-out .overview", timeout=120_000)  # the overview comes with the last row
     rows = page.locator("#compare-out tbody tr")
     assert rows.count() >= 1 and "PLaMo-100B" in rows.first.inner_text()
-    shown = page.locator("#compare-out td.cell.supported").first
-    assert shown.get_attribute("title")  # the evidence sentence, on hover
+    assert "How many tokens was the model trained on?" in page.locator("#compare-out thead").inner_text()
+    cells = page.locator("#compare-out td.cell")
+    assert cells.count() == rows.count() * 5  # four default columns and the question
+    assert all(cells.nth(i).get_attribute("title") for i in range(cells.count()))  # evidence, or why it is empty
+    shown = rows.first.locator("td.cell.supported").last
+    assert "2 trillion tokens" in (shown.get_attribute("title") or "")  # the evidence sentence, on hover
     page.wait_for_selector("#compare-md a, #compare-md .file-preview", timeout=30_000)
     assert "table.md" in page.locator("#compare-md").inner_text()
     page.fill("#compare-query textarea", "Zorblax graphs")
