@@ -197,7 +197,7 @@ def test_compare_the_cited_papers(page) -> None:  # type: ignore[no-untyped-def]
     page.click("#compare-cited")
     page.wait_for_function("document.querySelector('#compare-query textarea').value.startsWith('title:')",
                            timeout=30_000)
-    page.fill("#compare-question textarea", "How many tokens was the model trained on?")
+    page.fill("#compare-question input", "How many tokens was the model trained on?")
     page.click("#compare")
     page.wait_for_selector("#compare-out .overview", timeout=120_000)  # the overview comes with the last row
     rows = page.locator("#compare-out tbody tr")
