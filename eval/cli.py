@@ -1,4 +1,4 @@
-"""The evaluation commands of ``rag``: ``eval run|compare|rescore|context|calibrate|retrieval`` and ``bench``.
+"""The evaluation commands of ``rag``: ``eval run|compare|rescore|context|calibrate|retrieval|table`` and ``bench``.
 
 `register_commands` adds them to the ``rag`` typer app. ``rag.cli`` calls it through the
 ``paper_rag.commands`` entry point (pyproject.toml), so the core library never imports ``eval``.
@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from rag.cli import BackendOpt, console, emit_json, out, settings
+from rag.cli import BackendOpt, ModelOpt, console, emit_json, out, settings
 
 eval_app = typer.Typer(help="Batch evaluation.", no_args_is_help=True)
 
@@ -172,6 +172,42 @@ def eval_retrieval(
     for method, values in scores.items():
         table.add_row(Text(method), *(f"{values[m]:.4f}" for m in metrics))
     out.print(table)
+
+
+@eval_app.command("table")
+def eval_table(
+    gold: Annotated[Path | None, typer.Argument(help="A gold table (JSON Lines); default data/eval/table-gold.jsonl.",
+                                                exists=True, dir_okay=False)] = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    columns: Annotated[str | None, typer.Option(help="Only these built-in columns (comma-separated).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/table-MODEL); its cell "
+                                                              "cache makes a rerun resume.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N papers.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json.")] = False,
+) -> None:
+    """Score extraction tables against a hand-made gold table: cell accuracy, not-stated precision/recall,
+    unsupported values shown, seconds per cell (CIs over papers)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from eval.table import evaluate_table, summary_table
+    from rag.bundled import TABLE_GOLD, bundled_file
+    from rag.cli import answer_settings
+    from rag.table.columns import parse_columns
+
+    cfg = answer_settings(backend, model)
+    chosen = parse_columns(columns) if columns else None
+    where = out_dir or Path("runs") / f"table-{(model or cfg.llm.model or cfg.llm.backend).replace('/', '_')}"
+    bar = [TextColumn("eval table"), BarColumn(), MofNCompleteColumn(), TextColumn("papers"), TimeElapsedColumn()]
+    with Progress(*bar, console=console, transient=True) as progress:
+        task = progress.add_task("table", total=None)
+        summary = evaluate_table(gold or bundled_file(TABLE_GOLD), cfg, where, chosen, limit, backend,
+                                 progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if as_json:
+        emit_json(summary)
+        return
+    out.print(summary_table(summary))
+    console.print(f"wrote {where}/results.jsonl, summary.json", markup=False, highlight=False)
 
 
 def bench(

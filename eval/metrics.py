@@ -247,6 +247,25 @@ def aggregate(rows: Sequence[dict[str, Any]], resamples: int = RESAMPLES, seed: 
     return out
 
 
+def ratio_ci(num: Sequence[float], den: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED
+             ) -> dict[str, Any]:
+    """sum(num) / sum(den) over units (one value per unit: a paper's correct cells and its cells),
+    with a percentile-bootstrap 95% CI resampling the units, as `aggregate` resamples questions.
+
+    >>> ratio_ci([2, 1, 0], [2, 2, 2])["value"]
+    0.5
+    """
+    n_arr, d_arr = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if not len(n_arr) or d_arr.sum() == 0:
+        return {"value": None, "ci": [None, None], "n": int(d_arr.sum())}
+    idx = np.random.default_rng(seed).integers(0, len(n_arr), size=(resamples, len(n_arr)))
+    boot = _ratio(n_arr, d_arr, idx)
+    boot = boot[~np.isnan(boot)]
+    lo, hi = np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan)
+    value = float(_ratio(n_arr, d_arr, np.arange(len(n_arr))))
+    return {"value": round(value, 4), "ci": [round(float(lo), 4), round(float(hi), 4)], "n": int(d_arr.sum())}
+
+
 def by_type(rows: Sequence[dict[str, Any]], types: Sequence[str], resamples: int = RESAMPLES) -> dict[str, Any]:
     """`aggregate` per question type (rows and types in the same order)."""
     groups: dict[str, list[dict[str, Any]]] = {}

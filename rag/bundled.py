@@ -15,6 +15,7 @@ CORPUS = "papers.jsonl"  # the bundled corpus: 184 recent ML papers
 DEV_SET = "eval/dev.jsonl"  # the development question set (also the web chat's example questions)
 # questions written apart from the dev set (issue 21), split before any tuning: tune on one half, score the other
 HOLDOUT_SETS = {"holdout-dev": "eval/holdout-dev.jsonl", "holdout-test": "eval/holdout-test.jsonl"}
+TABLE_GOLD = "eval/table-gold.jsonl"  # 20 bundled papers x the built-in table columns, copied from the abstracts
 
 
 def bundled_file(name: str) -> Path:
@@ -26,4 +27,4 @@ def bundled_file(name: str) -> Path:
     return Path(str(files("rag.data").joinpath(name)))
 
 
-__all__ = ["CORPUS", "DEV_SET", "HOLDOUT_SETS", "bundled_file"]
+__all__ = ["CORPUS", "DEV_SET", "HOLDOUT_SETS", "TABLE_GOLD", "bundled_file"]

@@ -352,6 +352,52 @@ def ask(
         raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def table(
+    query: Annotated[str | None, typer.Argument(help="A search whose papers become the rows.")] = None,
+    papers: Annotated[list[str] | None, typer.Option(
+        "--papers", "--paper", help="A paper to include, by id, exact title, arXiv id or DOI (repeat for more).")]
+    = None,
+    columns: Annotated[str | None, typer.Option(
+        "--columns", help="Built-in columns: task, method, data, result, model_size, code (comma-separated; "
+                          "default task,method,data,result).")] = None,
+    questions: Annotated[list[str] | None, typer.Option(
+        "--column", help='A column of your own, as a question: --column "Which optimizer is used?" (repeatable).')]
+    = None,
+    k: Annotated[int | None, typer.Option("-k", min=1, help="Papers (rows); 10 by default.")] = None,
+    year: YearOpt = None,
+    author: AuthorOpt = None,
+    category: CategoryOpt = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    overview: Annotated[str, typer.Option(help="The sentences above the table: cells (written from the checked "
+                                               "cells, no model call), model (a checked answer), none.")] = "cells",
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the table as CSV.")] = None,
+    md_path: Annotated[Path | None, typer.Option("--md", help="Also write the table as Markdown.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as one JSON object.")] = False,
+) -> None:
+    """Compare papers: their task, method, data, results... side by side, every cell checked against its abstract."""
+    from rag.answer import Answerer
+    from rag.table.columns import parse_columns
+    from rag.table.export import to_csv, to_markdown
+    from rag.table.maker import TableMaker
+    from rag.table.terminal import make_with_progress, print_table
+
+    chosen = parse_columns(columns, questions or [])  # a mistyped column is said before anything loads
+    maker = TableMaker(Answerer(answer_settings(backend, model)))
+    result = make_with_progress(maker, console, query=query, paper_ids=papers or [], columns=chosen, k=k,
+                                filters=parse_filters(year, author, category), overview=overview)
+    print_notices(result.notes)
+    for path, render in ((csv_path, to_csv), (md_path, to_markdown)):
+        if path is not None:
+            path.write_text(render(result), encoding="utf-8")
+            console.print(f"wrote {path}", markup=False, highlight=False)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        print_table(result, out)
+
+
 CHAT_COMMANDS = {"/new": "start a new conversation", "/md FILE": "write the conversation as Markdown",
                  "/bib FILE": "write the cited papers as BibTeX", "/help": "this list",
                  "/quit": "leave (or Ctrl-D)"}

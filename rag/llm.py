@@ -114,6 +114,11 @@ class Backend(Protocol):
         """The option the model picks (greedy), or ``None`` when its reply names none."""
         ...
 
+    def structured(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> str:
+        """The model's greedy reply as JSON text following ``schema`` where the backend can enforce it
+        (a grammar on llama.cpp, ``format`` on Ollama); other backends rely on the prompt."""
+        ...
+
     def count_tokens(self, text: str) -> int: ...
 
     def check(self) -> None: ...
@@ -326,6 +331,19 @@ class OllamaBackend:
             text = str(json.loads(text))
         return pick(text, options)
 
+    def structured(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> str:
+        """Ollama's structured outputs: ``format`` is the JSON schema."""
+        try:
+            reply = self._client(self.timeout_s).chat(
+                model=self.model, messages=[{"role": m.role, "content": m.content} for m in messages], stream=False,
+                format=schema, options=self._options(max_tokens, 0.0, None), keep_alive=self.keep_alive)
+        except Exception as exc:
+            err = self._map(exc, self.timeout_s)
+            if err is None:
+                raise
+            raise err from exc
+        return (reply.message.content if reply.message else None) or ""
+
     def _map(self, exc: Exception, timeout: float) -> BackendError | None:
         import httpx
         import ollama
@@ -435,6 +453,10 @@ class OpenAIBackend:
         """A few greedy tokens, matched to an option (``response_format`` schemas are not served everywhere)."""
         longest = max(len(o) for o in options)
         return pick("".join(self.stream(messages, max_tokens=max(2, longest // 2), temperature=0.0)), options)
+
+    def structured(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> str:
+        """Greedy text; the prompt asks for the JSON (``response_format`` schemas are not served everywhere)."""
+        return "".join(self.stream(messages, max_tokens=max_tokens, temperature=0.0))
 
     def _map(self, exc: Exception, timeout: float) -> BackendError | None:
         import httpx
@@ -706,6 +728,13 @@ class LlamaCppBackend:
         grammar = "root ::= " + " | ".join(json.dumps(o) for o in spellings(options))
         reply = "".join(guarded(self._complete(messages, grammar, max_tokens=8, temperature=0.0), self._map))
         return pick(reply, options)
+
+    def structured(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> str:
+        """Greedy JSON under llama.cpp's grammar for ``schema`` (``json_schema_to_gbnf``)."""
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        grammar = json_schema_to_gbnf(json.dumps(schema))
+        return "".join(guarded(self._complete(messages, grammar, max_tokens=max_tokens, temperature=0.0), self._map))
 
     def _map(self, exc: Exception) -> BackendError | None:
         msg = _one_line(exc)

@@ -100,6 +100,11 @@ class ScriptedBackend:
         verdict = self.verdict(list(messages)) if callable(self.verdict) else self.verdict
         return pick(verdict or "", options)
 
+    def structured(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> str:
+        """The scripted reply, whole (a function of the messages gives one reply per prompt)."""
+        self.calls.append(("structured", list(messages)))
+        return self.reply(list(messages)) if callable(self.reply) else self.reply
+
 
 def hash_vector(text: str, dim: int) -> np.ndarray:
     """A unit-length float32 vector drawn from a generator seeded with the text's sha1."""

@@ -56,7 +56,7 @@ def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
     corpus.write_text("".join(BUNDLED.read_text(encoding="utf-8").splitlines(keepends=True)[:6]), encoding="utf-8")
     out = tmp_path / "bench"
     results = run_bench(out=out, quick=True, corpus=[corpus], rounds=1, n_queries=6, tokenize_texts=300,
-                        skip=("cold_start", "llm", "answer"))
+                        skip=("cold_start", "llm", "answer", "table"))
 
     data = json.loads((out / "bench.json").read_text())
     steps = data["steps"]
@@ -65,13 +65,32 @@ def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
     assert steps["reingest"]["chunks_embedded"] == [0]  # unchanged corpus: nothing embedded again
     assert steps["retrieval"]["queries"] == 6 and steps["retrieval"]["ratio"] > 0
     assert steps["tokenization"]["max_abs_diff_vs_sentence_transformers"] < 1e-5
-    for name in ("scale", "throughput", "cold_start", "llm", "answer", "memory"):
+    for name in ("scale", "throughput", "cold_start", "llm", "answer", "table", "memory"):
         assert steps[name]["skipped"], name
     rows = [row for step in steps.values() for row in step["rows"]]
     assert {row["status"] for row in rows} <= {"pass", "miss", "info", "skipped"}  # no step errored
     png = out / "bench.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert results["run_dir"] == str(out)
+
+
+def test_table_bench_times_a_cold_and_a_cached_table(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """`rag bench --only table` with a scripted model: cold cells are timed, the cached table is read back."""
+    from eval.bench.table import bench_table
+    from rag.answer import Answerer
+    from rag.settings import Settings
+    from rag.testing import ScriptedBackend
+
+    settings = Settings(home=bundled_copy, llm={"backend": "llamacpp"})
+    backend = ScriptedBackend('{"value": null}')
+    gold = Path(__file__).resolve().parent.parent / "data" / "eval" / "table-gold.jsonl"
+    step = bench_table(bundled_copy, answerer=Answerer(settings, embedder=embedder, backend=backend), rows=3,
+                       gold=gold)
+    figures = step["table"]
+    assert figures["papers"] == 3 and figures["columns"] == 5 and figures["model"] == "llamacpp:scripted"
+    assert len([c for c in backend.calls if c[0] == "structured"]) == 15  # cold: every cell asked once
+    assert figures["cached_s"] < figures["cold_s"]
+    assert [r["measurement"] for r in step["rows"]][2] == "table: 3 x 5 cached"
 
 
 def test_answer_bench_compares_the_pipeline_with_the_limit_of_its_own_prompts() -> None:

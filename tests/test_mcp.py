@@ -22,7 +22,7 @@ from tests.conftest import BIN, free_port, run_cli, running_server
 from tests.test_api import SKYWORK_ID, SKYWORK_Q, TOKEN, server_env
 
 SKYWORK_TITLE = "Skywork-MoE: A Deep Dive into Training Techniques for Mixture-of-Experts Language Models"
-TOOLS = {"search_papers", "ask", "get_paper", "similar_papers", "export_bibtex"}
+TOOLS = {"search_papers", "ask", "get_paper", "similar_papers", "export_bibtex", "compare_papers"}
 
 
 def run(check: Callable[[Client], Awaitable[None]], server: Any) -> None:
@@ -67,6 +67,11 @@ async def exercise(client: Client) -> None:
     assert not near.is_error and near.structured_content["paper_id"] == SKYWORK_ID
     ids = [r["paper_id"] for r in near.structured_content["results"]]
     assert len(ids) == 3 and SKYWORK_ID not in ids and ids[0] in near.content[0].text
+
+    compared = await client.call_tool("compare_papers", {"papers": [SKYWORK_ID], "columns": ["code", "task"]})
+    assert not compared.is_error and compared.structured_content["columns"] == ["code", "task"]
+    assert compared.structured_content["rows"][0]["paper_id"] == SKYWORK_ID
+    assert "| # | Paper |" in compared.content[0].text
 
     resource = await client.read_resource(f"paper://{SKYWORK_ID}")
     assert resource.contents[0].text.startswith("# Skywork-MoE")

@@ -189,6 +189,35 @@ def test_example_question_feedback_and_new_conversation(page, app_home: Path) ->
     assert page.locator("#chat").get_by_text(PLAMO_Q).is_visible()  # the examples are back
 
 
+def test_compare_the_cited_papers(page) -> None:  # type: ignore[no-untyped-def]
+    """The Compare panel: the last answer's cited papers, a table streamed in with the evidence on
+    hover, and its Markdown download; then the hostile paper's row stays inert."""
+    ask(page, PLAMO_Q)
+    page.click("#compare-panel button, #compare-panel .label-wrap")  # open the panel
+    page.click("#compare-cited")
+    page.wait_for_function("document.querySelector('#compare-query textarea').value.startsWith('title:')",
+                           timeout=30_000)
+    page.fill("#compare-question input", "How many tokens was the model trained on?")
+    page.click("#compare")
+    page.wait_for_selector("#compare-out .overview", timeout=120_000)  # the overview comes with the last row
+    rows = page.locator("#compare-out tbody tr")
+    assert rows.count() >= 1 and "PLaMo-100B" in rows.first.inner_text()
+    assert "How many tokens was the model trained on?" in page.locator("#compare-out thead").inner_text()
+    cells = page.locator("#compare-out td.cell")
+    assert cells.count() == rows.count() * 5  # four default columns and the question
+    assert all(cells.nth(i).get_attribute("title") for i in range(cells.count()))  # evidence, or why it is empty
+    shown = rows.first.locator("td.cell.supported").last
+    assert "2 trillion tokens" in (shown.get_attribute("title") or "")  # the evidence sentence, on hover
+    page.wait_for_selector("#compare-md a, #compare-md .file-preview", timeout=30_000)
+    assert "table.md" in page.locator("#compare-md").inner_text()
+    page.fill("#compare-query textarea", "Zorblax graphs")
+    page.click("#compare")
+    page.wait_for_selector("#compare-out >> text=Zorblax", timeout=120_000)
+    page.wait_for_selector("#compare-out .overview", timeout=120_000)
+    assert page.evaluate("window.__xss") is None  # the title's <img onerror> and <script> stayed text
+    assert not remote_hosts(page)
+
+
 def test_upload_a_corpus_file_and_see_it_counted(page, tmp_path: Path, app_home: Path) -> None:  # type: ignore[no-untyped-def]
     before = int(re.search(r"([\d,]+) papers", page.locator("#corpus-stats").inner_text())[1].replace(",", ""))
     small = tmp_path / "small.jsonl"

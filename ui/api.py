@@ -11,6 +11,8 @@ Routes (all under ``/v1``, a bearer token required whenever ``RAG_API__TOKEN`` i
   whether it abstained, and the checked answer text. ``temperature`` and ``max_tokens`` (or
   ``max_completion_tokens``, which only lowers the configured bound) are used; ``k`` (papers in
   the prompt) is an extension; other OpenAI fields are accepted and ignored; wrong types are 400.
+- ``POST /table``: an extraction table (``{query?, papers?, columns?, questions?, k?, year?, author?,
+  category?, overview?}``), the object ``rag table --json`` prints (`ui.service.PaperService.table`).
 - ``GET /models``, ``GET /models/{id}``, ``POST /search``, ``GET /papers/{id}``, ``GET /papers/{id}/bibtex``,
   ``GET /papers/{id}/similar?k=5&year=&author=&category=`` (nearest papers by stored vectors).
 - ``GET /health`` (no token): liveness only.
@@ -115,6 +117,19 @@ class SearchRequest(_Body):
     year: str | int | None = None
     author: str | None = None
     category: str | None = None
+
+
+class TableRequest(_Body):
+    query: str | None = None
+    papers: list[str] = Field(default_factory=list, description="paper ids, exact titles, arXiv ids or DOIs")
+    columns: list[str] | None = Field(None, description="built-in columns: task, method, data, result, model_size, "
+                                                        "code (default task, method, data, result)")
+    questions: list[str] = Field(default_factory=list, description="columns of your own, as questions")
+    k: int | None = Field(None, ge=1, le=50)
+    year: str | int | None = None
+    author: str | None = None
+    category: str | None = None
+    overview: str = "cells"
 
 
 # ------------------------------------------------------------------ errors
@@ -255,6 +270,13 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
     async def search(request: Request) -> dict[str, Any]:
         body: SearchRequest = await read_body(request, SearchRequest)
         return await run_in_threadpool(service.search, body.query, body.k, body.year, body.author, body.category)
+
+    @app.post("/v1/table")
+    async def table(request: Request) -> dict[str, Any]:
+        body: TableRequest = await read_body(request, TableRequest)
+        table = await run_in_threadpool(service.table, body.query, body.papers, body.columns, body.questions, body.k,
+                                        body.year, body.author, body.category, body.overview)
+        return table.as_dict()
 
     @app.get("/v1/papers/{paper_id:path}/similar")
     async def paper_similar(paper_id: str, k: int | None = None, year: str | None = None, author: str | None = None,

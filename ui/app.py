@@ -16,6 +16,8 @@ Events (API names, usable from ``gradio_client``):
   ``/export_feedback``; ``/upload`` (corpus files -> the index, with progress);
   ``/corpus`` (counts, embedder and which filters the corpus supports); ``/remove_papers`` (paper
   ids -> removed from the index). Each cited-paper card folds out its similar papers.
+- ``/compare`` (the Compare panel, `ui.compare`): a search, paper ids, or the last answer's cited
+  papers -> an extraction table streamed row by row, evidence on hover, Markdown/CSV/BibTeX files.
 
 Left out: retrieval, prompting and citation checking (`rag`), HTML (`ui.render`),
 starting the server (`ui.server`).
@@ -46,7 +48,9 @@ from rag.ingest import record_lines
 from rag.ingest import stats as index_stats
 from rag.retrieval import field_count, visible
 from rag.settings import Settings
+from rag.table.columns import DEFAULT_COLUMNS
 from ui import render
+from ui.compare import ComparePanel
 from ui.feedback import FeedbackLog, feedback_record
 from ui.guard import CorsGate, HostPolicy, OriginPolicy, RequestGuard
 from ui.progress import END, AnswerRun
@@ -79,6 +83,7 @@ class WebApp:
         self.slots = threading.BoundedSemaphore(self.settings.ui.concurrency)
         # paths Gradio's /upload handed out (the built page's ``upload_file_set``); None: not served, trust callers
         self.uploaded: set[str] | None = None
+        self.compare = ComparePanel(self.pool, self.slots, self.export_root, self.public)
 
     # ---------------------------------------------------------- sessions
 
@@ -495,6 +500,21 @@ class WebApp:
                         new_btn = gr.Button("New conversation", size="sm", elem_id="new-conversation")
                         md_dl = gr.DownloadButton("Conversation (.md)", size="sm", elem_id="export-md")
                         bib_dl = gr.DownloadButton("Cited papers (.bib)", size="sm", elem_id="export-bib")
+                    with gr.Accordion("Compare papers", open=False, elem_id="compare-panel"):
+                        with gr.Row():
+                            compare_box = gr.Textbox(placeholder="a search, or paper ids (title:…, arxiv:…)",
+                                                     show_label=False, scale=4, max_lines=2, elem_id="compare-query")
+                            cited_btn = gr.Button("Cited papers", size="sm", scale=1, elem_id="compare-cited")
+                        compare_cols = gr.CheckboxGroup(ComparePanel.choices(), value=list(DEFAULT_COLUMNS),
+                                                        label="Columns", elem_id="compare-columns")
+                        compare_q = gr.Textbox(placeholder="a column of your own, as a question (optional)",
+                                               show_label=False, max_lines=1, elem_id="compare-question")
+                        compare_btn = gr.Button("Compare", variant="primary", size="sm", elem_id="compare")
+                        compare_out = gr.HTML(elem_id="compare-out")
+                        with gr.Row():
+                            compare_files = [gr.File(label=name, interactive=False, height=60, elem_id=f"compare-{ext}")
+                                             for name, ext in (("table.md", "md"), ("table.csv", "csv"),
+                                                               ("papers.bib", "bib"))]
                     with gr.Accordion("Feedback", open=False, elem_id="feedback"):
                         feedback_status = gr.Markdown("Rate an answer with 👍 / 👎 under it.")
                         with gr.Row():
@@ -547,6 +567,10 @@ class WebApp:
             ask_btn.click(api_visibility="private", **ask_args)
             chatbot.example_select(self.pick_example, None, question, api_visibility="private").then(
                 api_visibility="private", **ask_args)
+            cited_btn.click(self.compare.cited, [session], compare_box, api_visibility="private", queue=False)
+            compare_btn.click(self.compare.compare, [compare_box, compare_cols, compare_q, k, session],
+                              [compare_out, *compare_files], api_name="compare", concurrency_limit=None,
+                              show_progress="hidden")
             # not queued: it must get through while the answer holds its concurrency slot
             stop_btn.click(self.stop, [session], None, queue=False, api_name="stop")
             new_btn.click(self.new_conversation, [session], [chatbot, md_dl, bib_dl, comment_box, session],

@@ -9,6 +9,8 @@ Tools (read-only), each returning structured content (the same fields as the HTT
   ``{role, content}`` messages, condensed as in ``rag chat``)
 - ``get_paper(id)`` -> the paper record; ``export_bibtex(ids)`` -> ``{ids, bibtex}``
 - ``similar_papers(id, k, year, author, category)`` -> ``{paper_id, title, results: [search items]}``
+- ``compare_papers(query?, papers?, columns?, questions?, k?, year?)`` -> the extraction table of
+  ``rag table --json`` (``{columns, rows, overview}``), rendered as Markdown for the model to read
 
 and each paper as a resource, ``paper://{id}`` (a template: Markdown of the record). Library
 errors (unknown id, empty question, every answer slot busy) come back as tool errors carrying their
@@ -101,6 +103,12 @@ class PaperOut(_Out):
     year: int | None = None
     url: str | None = None
     links: list[str] = []
+
+
+class TableOut(_Out):
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    overview: dict[str, Any]
 
 
 class BibtexOut(_Out):
@@ -206,6 +214,24 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
         """BibTeX entries for the given papers (every id must exist)."""
         text = _call(service.bibtex, ids)
         return _result({"ids": ids, "bibtex": text}, text)
+
+    @server.tool(annotations=READ_ONLY)
+    def compare_papers(
+        query: Annotated[str | None, Field(description="A search whose papers become the rows.")] = None,
+        papers: Annotated[list[str] | None, Field(description="Paper ids to include (first).")] = None,
+        columns: Annotated[list[str] | None, Field(
+            description="Built-in columns: task, method, data, result, model_size, code.")] = None,
+        questions: Annotated[list[str] | None, Field(description="Columns of your own, as questions.")] = None,
+        k: Annotated[int | None, Field(ge=1, le=50, description="Papers (rows); 10 by default.")] = None,
+        year: Year = None,
+    ) -> Annotated[CallToolResult, TableOut]:
+        """Compare papers in a table: one cell per (paper, column), each extracted from that paper's abstract alone
+        and checked against it (`supported` false: no abstract sentence states it, so the value is left empty;
+        `not_stated`: the abstract is silent), with its `evidence` sentence, under a short cited overview."""
+        from rag.table.export import to_markdown
+
+        table = _call(service.table, query, papers or [], columns, questions or [], k, year)
+        return _result(table.as_dict(), to_markdown(table))
 
     @server.resource("paper://{+paper_id}", name="paper", mime_type="text/markdown",
                      description="A paper's record as Markdown (title, authors, links, abstract).")

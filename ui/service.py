@@ -20,6 +20,8 @@
   is refused at once (`BusyError`), as OpenAI's rate limits are; clients retry.
 
 - similar papers: `rag.library.similar_papers` (stored vectors, nothing re-embedded).
+- tables: `rag.table.maker.TableMaker.make` with the default answerer's backend and checks, the
+  object ``rag table --json`` prints; it holds an answer slot while its cells are extracted.
 
 Left out: HTTP and MCP framing, authentication (the interfaces), removing papers (the CLI and the
 web chat's corpus panel only: an API client cannot change the library).
@@ -41,6 +43,7 @@ from rag.errors import InputError, PaperNotFoundError, RagError
 from rag.markup import md_code, md_prose, md_text, md_url
 from rag.retrieval import Filters, visible
 from rag.settings import BACKEND_NAMES, Settings
+from rag.table.maker import Table
 from ui.shared import UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, AnswererPool
 
 DEFAULT_MODEL = "paper-rag"
@@ -268,6 +271,31 @@ class PaperService:
             return Filters(lo, hi, author or None, category or None)
         except InputError as err:  # a reversed range
             raise _param(err, "year") from None
+
+    # ---------------------------------------------------------- tables
+
+    def table(self, query: str | None = None, papers: Sequence[str] = (), columns: Sequence[str] | str | None = None,
+              questions: Sequence[str] = (), k: int | None = None, year: str | int | None = None,
+              author: str | None = None, category: str | None = None, overview: str = "cells") -> Table:
+        """The table ``rag table`` makes (its ``as_dict()`` is what ``rag table --json`` prints)."""
+        from rag.table.columns import parse_columns
+        from rag.table.maker import MAX_ROWS, OVERVIEWS, TableMaker
+
+        chosen = parse_columns(columns, list(questions))
+        if k is not None and not 1 <= k <= MAX_ROWS:
+            raise _param(InputError(f"k={k} is out of range", f"ask for 1 to {MAX_ROWS} papers"), "k")
+        if overview not in OVERVIEWS:
+            raise _param(InputError(f"overview={overview!r}", f"use one of {', '.join(OVERVIEWS)}"), "overview")
+        ids = [self.paper(pid).id for pid in papers]  # an unknown id is a NotFoundError (404)
+        if not (query or "").strip() and not ids:
+            raise _param(InputError("no papers to compare", "give a query, or paper ids in papers"), "query")
+        filters = self.filters(year, author, category)
+        self.slots.take()
+        try:
+            table = TableMaker(self.pool.default).make(query, ids, chosen, k, filters, overview=overview)
+        finally:
+            self.slots.give()
+        return table
 
     # ---------------------------------------------------------- models
 

@@ -15,7 +15,8 @@ only the summary), the summary ``ours``/``baseline``/``ratio`` and the ``rows`` 
 7. `eval.bench.tokenization`: single-threaded vs parallel tokenization;
 8. `eval.bench.api`: ``rag api`` vs the same answers in-process, and concurrent clients;
 9. `eval.bench.memory`: a cold ``rag ask`` by stage (seconds and memory) and ``rag serve``'s
-   memory after ten answers.
+   memory after ten answers;
+10. `eval.bench.table`: a 10 x 5 extraction table with the bundled model, cold and cached.
 
 `eval.bench.run` runs them and writes the report (`eval.bench.report`). Machines differ:
 nothing here is a test threshold. Left out: answer quality (``rag eval``), GPU measurements on

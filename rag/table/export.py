@@ -1,0 +1,88 @@
+"""A table as people read it: Markdown, CSV and the terminal (rich), from `rag.table.maker.Table`.
+
+Every format shows the same cells: the value, ``not stated``, or ``⚠ unsupported`` with its reason
+(never the rejected value); Markdown and CSV also carry each cell's evidence sentence. Corpus text is
+escaped for Markdown (`rag.markup.md_text`; a ``|`` cannot end a cell early).
+
+Left out: JSON (`Table.as_dict`) and extracting the cells.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from rag.markup import md_text
+from rag.table.cells import Cell
+from rag.table.maker import Table
+
+
+def _md(text: object) -> str:
+    return md_text(text).replace("|", "\\|").replace("\n", " ")
+
+
+def cell_text(cell: Cell) -> str:
+    """What a cell shows: its value, ``not stated``, or ``⚠ unsupported``."""
+    return cell.mark
+
+
+def status(cell: Cell) -> str:
+    return "supported" if cell.value is not None else ("not stated" if cell.not_stated else
+                                                       f"unsupported: {cell.reason or ''}".rstrip(": "))
+
+
+def to_markdown(table: Table) -> str:
+    """The overview, the table (row number and title, then a column per question), then each row's
+    evidence sentences and the reasons for empty cells."""
+    head = ["#", "Paper", *(c.label for c in table.columns)]
+    lines = [_md(table.overview.answer), ""] if table.overview.answer else []
+    lines += ["| " + " | ".join(_md(h) for h in head) + " |", "|" + "---|" * len(head)]
+    for row in table.rows:
+        values = [_md(cell_text(row.cells[c.key])) for c in table.columns]
+        lines.append(f"| {row.number} | {_md(row.paper.title)} | " + " | ".join(values) + " |")
+    notes = []
+    for row in table.rows:
+        for column in table.columns:
+            cell = row.cells[column.key]
+            if cell.value is not None and cell.evidence:
+                notes.append(f"- [{row.number}] {_md(column.label)}: \u201c{_md(cell.evidence)}\u201d")
+            elif not cell.supported:
+                notes.append(f"- [{row.number}] {_md(column.label)}: \u26a0 {_md(cell.reason or 'unsupported')}")
+    if notes:
+        lines += ["", "**Evidence**", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """One line per paper: number, id, title, then per column its value, status and evidence."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["number", "paper_id", "title",
+                     *(f"{c.key}{part}" for c in table.columns for part in ("", " status", " evidence"))])
+    for row in table.rows:
+        cells: list[Any] = []
+        for column in table.columns:
+            cell = row.cells[column.key]
+            cells += [cell.value or "", status(cell), cell.evidence or ""]
+        writer.writerow([row.number, row.paper.id, row.paper.title, *cells])
+    return buffer.getvalue()
+
+
+def to_rich(table: Table) -> Any:
+    """A rich table for the terminal: values, ``not stated`` dimmed, ``⚠ unsupported`` in yellow."""
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    out = RichTable("#", "Paper", *(c.label for c in table.columns), show_lines=True)
+    for row in table.rows:
+        shown = []
+        for column in table.columns:
+            cell = row.cells[column.key]
+            style = "" if cell.value is not None else ("dim" if cell.not_stated else "yellow")
+            shown.append(Text(cell_text(cell), style=style))
+        out.add_row(str(row.number), Text(row.paper.title, style="bold"), *shown)
+    return out
+
+
+__all__ = ["cell_text", "status", "to_csv", "to_markdown", "to_rich"]

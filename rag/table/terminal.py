@@ -1,0 +1,59 @@
+"""``rag table`` on a terminal: a rich progress bar while the rows finish, then the table.
+
+`make_with_progress` runs `rag.table.maker.TableMaker.make` behind a bar of cells (each finished row
+said on ``console``, the stderr console); `print_table` prints the overview, the table and the reason
+for each empty cell. Left out: the command's options (`rag.cli.table`) and the extraction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from rag.table.cells import Cell, Row
+from rag.table.export import to_rich
+from rag.table.maker import Table, TableMaker
+
+
+def make_with_progress(maker: TableMaker, console: Console, **kwargs: Any) -> Table:
+    """The table, with a progress bar of its cells on ``console`` (removed when done)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = kwargs["columns"]
+    bar = [TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*bar, console=console, transient=True) as progress:
+        task = progress.add_task("cells", total=None)
+
+        def on_papers(papers: list[Any]) -> None:
+            progress.update(task, total=len(papers) * len(columns))
+
+        def on_row(row: Row) -> None:
+            seconds = sum(c.seconds for c in row.cells.values() if not c.cached)
+            progress.console.print(Text(f"row {row.number}: {row.paper.title} ({seconds:.1f}s)", style="dim"))
+
+        def on_cell(_: Cell) -> None:
+            progress.advance(task)
+
+        return maker.make(**kwargs, on_papers=on_papers, on_row=on_row, on_cell=on_cell)
+
+
+def print_table(table: Table, out: Console) -> None:
+    """Overview, table, then a line per empty cell with its reason and a line of provenance."""
+    if not table.rows:
+        out.print("no papers to compare", markup=False)
+        return
+    if table.overview.answer:
+        out.print(Text(table.overview.answer))
+    out.print(to_rich(table))
+    for row in table.rows:
+        for column in table.columns:
+            cell = row.cells[column.key]
+            if not cell.supported:
+                out.print(Text.assemble(("\u26a0 ", "yellow"), f"[{row.number}] {column.label}: {cell.reason}"))
+    out.print(Text(f"{table.model} · {len(table.rows)} x {len(table.columns)} cells in "
+                   f"{table.timings.get('total_s', 0):.1f}s (--json gives each cell's evidence sentence)", style="dim"))
+
+
+__all__ = ["make_with_progress", "print_table"]
