@@ -435,7 +435,8 @@ class Answerer:
             t_check = time.perf_counter()
             self._finish(answer, text, numbered, delimiter, prompted, judge)
             answer.timings["check_s"] = time.perf_counter() - t_check
-        if not far and not answer.incomplete and (comparison.compares(question) or comparison.compares(query)):
+        if not far and not answer.incomplete and len(pinned) <= comparison.COMPARED \
+                and (comparison.compares(question) or comparison.compares(query)):  # (a table's overview pins its rows)
             self._cover(answer, question if lang == language.ENGLISH else query, prompted, numbered)
         if numbers is not None:
             numbers.update({c.paper.id: c.number for c in answer.citations})
