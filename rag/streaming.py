@@ -27,8 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rag.language import is_english
-from rag.support import holds, in_role, number_roles, specifics
+from rag.support import claimed_roles, holds, in_role, number_roles, specifics
 
 _WORD_END = re.compile(r"\s+|[\u3002\uff01\uff1f\uff0c\u3001]")  # after a space, or CJK punctuation
 # a sentence's end: its stop, and the citation markers after it
@@ -52,7 +51,7 @@ class StreamGate:
         prompted abstract holds; a number in English text only counts as held beside a word ``text``
         puts beside it (`rag.support.in_role`: "a batch size of 16" is not "16 experts")."""
         added = specifics(text, self.given)
-        claimed = number_roles(text) if added and is_english(text) else {}
+        claimed = claimed_roles(text) if added else {}
         return {s for s in added if not any(holds(t, s) for t in self.texts)
                 or s in claimed and not any(in_role(s, claimed, roles) for roles in self.roles)}
 

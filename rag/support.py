@@ -124,21 +124,27 @@ def number_roles(text: str) -> dict[str, set[str]]:
     return out
 
 
-def numbers_held(numbers: set[str], claim: str, text: str) -> float:
-    """The share of a claim's ``numbers`` that ``text`` states in the same role: beside one of the
-    words the claim puts beside it (a number with no such word in the claim, or a claim not in
-    English, whose words cannot match an English abstract's: anywhere). "16" is Skywork-MoE's
-    expert count, not its batch size.
+def claimed_roles(claim: str) -> dict[str, set[str]]:
+    """The `number_roles` of an answer sentence, to match an English abstract's: none for a sentence
+    in another language (its words cannot match, so its numbers count as held anywhere they occur)."""
+    return number_roles(claim) if is_english(claim) else {}
 
-    >>> text = "Skywork-MoE has 146 billion parameters and 16 experts."
-    >>> numbers_held({"16"}, "It uses 16 experts [1].", text), numbers_held({"16"}, "Its batch size is 16 [1].", text)
+
+def numbers_held(numbers: set[str], claimed: dict[str, set[str]], stated: dict[str, set[str]]) -> float:
+    """The share of a claim's ``numbers`` that a text whose `number_roles` are ``stated`` holds in the
+    claim's role (``claimed``: `claimed_roles`): beside one of the words the claim puts beside it, or
+    anywhere for a number with no such word. "16" is Skywork-MoE's expert count, not its batch size.
+
+    >>> text = number_roles("Skywork-MoE has 146 billion parameters and 16 experts.")
+    >>> numbers_held({"16"}, claimed_roles("It uses 16 experts."), text), \\
+    ...     numbers_held({"16"}, claimed_roles("Its batch size is 16."), text)
     (1.0, 0.0)
-    >>> numbers_held({"16", "146"}, "16 experts, a batch of 146.", text), numbers_held({"16"}, "16 [1].", text)
+    >>> numbers_held({"16", "146"}, claimed_roles("16 experts, a batch of 146."), text), \\
+    ...     numbers_held({"16"}, claimed_roles("16 [1]."), text)
     (0.5, 1.0)
     """
     if not numbers:
         return 1.0
-    claimed, stated = number_roles(claim) if is_english(claim) else {}, number_roles(text)
     return sum(in_role(n, claimed, stated) for n in numbers) / len(numbers)
 
 
@@ -428,7 +434,8 @@ class SupportChecker:
         english = is_english(given.split("\n")[0])
         titles = {n: paper.title for n, paper in by_number.items()}
         texts = {n: evidence_text(paper.title, paper.abstract).lower() for n, paper in by_number.items()}
-        given_names = anchors(given) | {held_form(a, texts.values()) for a in anchors(given)}
+        given_names = {form for a in anchors(given) for form in (a, held_form(a, texts.values()))}
+        stated: dict[int, dict[str, set[str]]] = {}  # each paper's number roles, once a claim adds a number
         named: set[int] = set()  # papers whose title the answer already gave
         which = asks_for_papers(given.split("\n")[0])
 
@@ -454,6 +461,7 @@ class SupportChecker:
             names = {held_form(a, texts.values()) for a in anchors(claim) if not a.replace(".", "").isdigit()}
             acronyms = {t.lower() for t in re.findall(r"\b[A-Z]{2,5}s?\b", claim)}  # RL, NLP, LLMs: often spelled out
             invented = {a for a in names - given_names - acronyms if not any(holds(t, a) for t in texts.values())}
+            claimed = claimed_roles(claim) if numbers else {}
             best: dict[int, tuple[float, str]] = {}
             for n, paper in by_number.items():
                 if n in written or self.settings.attribute:
@@ -464,7 +472,9 @@ class SupportChecker:
                     if names and not (english and is_english(claim)):
                         scores = np.maximum(scores, [len(names & anchors(ps)) / len(names) for ps in paper_sentences])
                     if numbers:  # a number the paper does not state, or states of something else
-                        scores = scores * numbers_held(numbers, claim, texts[n])
+                        if n not in stated:
+                            stated[n] = number_roles(texts[n])
+                        scores = scores * numbers_held(numbers, claimed, stated[n])
                     # a name this paper lacks that another numbered paper holds, and no other cited one
                     foreign = any(not holds(texts[n], a) and any(holds(texts[m], a) for m in texts if m != n)
                                   and not any(holds(texts[w], a) for w in written if w != n) for a in names)
