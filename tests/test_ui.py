@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Iterable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import gradio as gr
 import pytest
@@ -69,6 +71,11 @@ def like(index: int, liked: bool | str) -> gr.LikeData:
 # ------------------------------------------------------------------ asking
 
 
+def drawn(outs: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """The handler's outputs that redraw the chat, not the silent ticks (all skips but the session)."""
+    return (o for o in outs if isinstance(o[0], list))
+
+
 def test_ask_streams_then_shows_cited_cards_with_evidence(webapp: WebApp) -> None:
     outs, session = run(webapp, PLAMO_Q)
     first_chat, first_box = outs[0][0], outs[0][1]
@@ -89,7 +96,7 @@ def test_tokens_appear_as_they_are_generated_then_the_checked_answer(bundled_cop
     reply = f"{PLAMO_SENTENCE} [1] Bananas grow on the moon every winter [1]. <script>x()</script>"
     app = fake_app(bundled_copy, embedder, reply)
     outs, session = run(app, PLAMO_Q)
-    partial = [o[0][-1]["content"] for o in outs[1:-1]]
+    partial = [o[0][-1]["content"] for o in drawn(outs[1:-1])]
     stages = [re.search(r'rag-stage[^>]*>([^<…]+)', p)[1] for p in partial]
     assert stages[0] == "searching the papers" and "writing the answer" in stages  # the stage line first
     partial = [p for p in partial if '"rag-text">The' in p]
@@ -241,7 +248,7 @@ def test_the_stage_line_counts_seconds_while_the_model_is_silent_and_stop_ends_i
     assert re.search(r'class="rag-stage[^"]*">searching the papers… · 0 s<', first[0][-1]["content"])
     seconds = []
     while not seconds or seconds[-1] < 2:  # the model is silent: the line is redrawn as the seconds pass
-        html = next(outs)[0][-1]["content"]
+        html = next(drawn(outs))[0][-1]["content"]
         seconds.append(int(re.search(r"· (\d+) s<", html)[1]))
     assert seconds == sorted(seconds) and "rag-card" not in html
     app.stop(session)
@@ -436,7 +443,7 @@ def test_hostile_paper_renders_escaped_in_the_chat(webapp: WebApp, tmp_path: Pat
     _assert_inert(html)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     question = webapp.ask('<img src=x onerror=alert(1)> "zorblax"?', session)
-    for chat, *_ in question:
+    for chat, *_ in drawn(question):
         _assert_inert(chat[-2]["content"] + chat[-1]["content"])
 
 

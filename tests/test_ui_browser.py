@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,15 +126,21 @@ def page(browser, server: str):  # type: ignore[no-untyped-def]
     context.close()
 
 
-@pytest.fixture
-def slow_page(browser, slow_server: str):  # type: ignore[no-untyped-def]
+def open_tab(browser, url: str):  # type: ignore[no-untyped-def]
+    """A fresh browser context (its own Gradio session) with the chat loaded."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
-    pg.goto(slow_server)
+    pg.goto(url)
     pg.wait_for_selector("#question textarea", timeout=60_000)
     pg.wait_for_selector("#corpus-stats >> text=papers", timeout=60_000)
+    return pg
+
+
+@pytest.fixture
+def slow_page(browser, slow_server: str):  # type: ignore[no-untyped-def]
+    pg = open_tab(browser, slow_server)
     yield pg
-    context.close()
+    pg.context.close()
 
 
 def ask(page, question: str) -> None:  # type: ignore[no-untyped-def]
@@ -294,6 +301,34 @@ def test_stage_line_stop_and_a_question_sent_while_busy(slow_page, standin: Olla
     ask(page, later)  # one answer slot (RAG_UI__CONCURRENCY=1): only a freed slot answers this now
     assert "answered by ollama" in page.locator("#chat .rag-meta").last.inner_text()
     assert page.input_value("#question textarea") == ""
+
+
+def test_closing_the_tab_gives_the_answer_slot_back_within_a_second(browser, slow_server: str,  # type: ignore[no-untyped-def]
+                                                                    standin: OllamaStandIn) -> None:
+    """A tab closed mid-answer (the page went away, no Stop pressed) frees its answer slot: with one
+    slot, another tab's question waiting for it goes ahead within a second of the close."""
+    standin.behaviour = "stall_midstream"  # the first answer stalls after three words, for a minute
+    first, second = open_tab(browser, slow_server), open_tab(browser, slow_server)
+    try:
+        first.fill("#question textarea", PLAMO_Q)
+        first.click("#ask")
+        first.wait_for_function("/writing the answer/.test(document.querySelector('#chat .rag-stage')?.innerText)",
+                                timeout=30_000)  # the slot is held, the model silent
+        second.fill("#question textarea", "What does VIVAT mitigate in VAE training?")
+        second.click("#ask")
+        second.wait_for_function("/waiting for a free answer slot/.test("
+                                 "document.querySelector('#chat .rag-stage')?.innerText)", timeout=10_000)
+        standin.behaviour = "ok"
+        closed = time.monotonic()
+        first.context.close()  # the tab goes away while its answer is being written
+        second.wait_for_function("!/waiting for a free answer slot/.test("
+                                 "document.querySelector('#chat .rag-stage')?.innerText ?? '')", timeout=30_000)
+        waited = time.monotonic() - closed
+        second.locator("#chat .rag-meta").first.wait_for(timeout=60_000)  # and it is answered
+        assert "answered by ollama" in second.locator("#chat .rag-meta").first.inner_text()
+    finally:
+        second.context.close()
+    assert waited < 1.0, f"the closed tab's slot came back after {waited:.2f} s"
 
 
 def test_the_placeholder_counts_the_papers_after_an_upload(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -204,6 +204,8 @@ class WebApp:
                     session.messages[at]["content"] = shown = html
                     last = time.monotonic()
                     yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
+                elif event is None:  # a silent tick, nothing new to draw: Gradio ends a closed tab's handler
+                    yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session  # only at a yield
         except RagError as err:
             session.messages[at]["content"] = render.render_error(self.public(err))
         except Exception as err:  # noqa: BLE001 - never show a stack trace in the chat
