@@ -33,7 +33,7 @@ out = Console(soft_wrap=True)
 COMMANDS_GROUP = "paper_rag.commands"  # entry points: NAME = "module:register_commands"
 EXIT_REJECTED = 1  # ingest: some records were rejected, the rest was ingested
 EXIT_FAILED = 1  # ask / chat: an answer (a turn) failed or was cut short
-EXIT_ERROR = 2
+EXIT_ERROR = 2  # a usage error (click's status); a RagError exits with `rag.errors.outcome(err).exit_code`
 
 
 def settings(**overrides: Any) -> Any:
@@ -522,13 +522,16 @@ def settings_error(err: Any) -> RagError:
 
 
 def show_error(err: RagError, debug: bool) -> None:
-    """One line (plus the fix) on stderr, then exit 2; with ``RAG_DEBUG=1`` the traceback instead."""
+    """One line (plus the fix) on stderr, then exit with the error's status (`rag.errors.outcome`: 2);
+    with ``RAG_DEBUG=1`` the traceback instead."""
     if debug:
         raise err
     from rich.text import Text
 
+    from rag.errors import outcome
+
     console.print(Text.assemble(("error: ", "red"), err.user_message()))
-    sys.exit(EXIT_ERROR)
+    sys.exit(outcome(err).exit_code)
 
 
 def main() -> None:

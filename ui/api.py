@@ -49,7 +49,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.answer import Answer, Answerer, Event
-from rag.errors import BackendError, EmptyIndexError, InputError, RagError, StoreError
+from rag.errors import BackendError, EmptyIndexError, InputError, RagError, UnknownModelError, outcome
 from rag.llm import approx_tokens
 from rag.markup import md_prose
 from rag.settings import Settings
@@ -57,11 +57,9 @@ from ui.guard import LOOPBACK_NAMES, CorsGate, OriginPolicy
 from ui.service import (
     DEFAULT_MODEL,
     AnswerStream,
-    BusyError,
     ChatMessage,
-    NotFoundError,
     PaperService,
-    TooLargeError,
+    error_object,
     sources_markdown,
 )
 from ui.shared import AnswererPool
@@ -89,9 +87,8 @@ class InMessage(_Body):
         if self.content is None or isinstance(self.content, str):
             return self.content or ""
         if any(p.type != "text" for p in self.content):
-            err = InputError(f"messages[{index}].content holds a non-text part", "send text only")
-            err.param = f"messages.{index}.content"  # type: ignore[attr-defined]
-            raise err
+            raise InputError(f"messages[{index}].content holds a non-text part", "send text only",
+                             param=f"messages.{index}.content")
         return "\n".join(p.text or "" for p in self.content)
 
 
@@ -150,20 +147,10 @@ class APIError(Exception):
 
 
 def from_rag_error(err: RagError) -> APIError:
-    """The HTTP status and OpenAI error type for a library error; the message carries the fix."""
-    message = f"{err} (fix: {err.fix})" if err.fix else str(err)
-    param = getattr(err, "param", None)
-    if isinstance(err, NotFoundError):
-        return APIError(404, message, param=param, code="model_not_found" if param == "model" else "not_found")
-    if isinstance(err, TooLargeError):
-        return APIError(413, message, param=param, code="request_too_large")
-    if isinstance(err, InputError):
-        return APIError(400, message, param=param, code="invalid_request")
-    if isinstance(err, BusyError):
-        return APIError(429, message, "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": "1"})
-    if isinstance(err, BackendError | StoreError):
-        return APIError(503, message, "server_error", code="backend_unavailable")
-    return APIError(500, message, "server_error", code="internal_error")
+    """A library error as its HTTP status and OpenAI error object (`rag.errors.outcome`, `ui.service.error_object`)."""
+    row, body = outcome(err), error_object(err)
+    headers = {"Retry-After": str(row.retry_after)} if row.retry_after else None
+    return APIError(row.status, body["message"], body["type"], param=body["param"], code=body["code"], headers=headers)
 
 
 def from_validation(err: ValidationError) -> APIError:
@@ -263,7 +250,7 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
     @app.get("/v1/models/{name:path}")
     async def get_model(name: str) -> dict[str, Any]:
         if name not in service.models():
-            raise NotFoundError(f"the model {name!r} does not exist", "GET /v1/models lists the names to use")
+            raise UnknownModelError(f"the model {name!r} does not exist", "GET /v1/models lists the names to use")
         return model_card(name)
 
     @app.post("/v1/search")

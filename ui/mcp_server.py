@@ -13,29 +13,33 @@ Tools (read-only), each returning structured content (the same fields as the HTT
   ``rag table --json`` (``{columns, rows, overview}``), rendered as Markdown for the model to read
 
 and each paper as a resource, ``paper://{id}`` (a template: Markdown of the record). Library
-errors (unknown id, empty question, every answer slot busy) come back as tool errors carrying their
-fix. Over HTTP the server binds to 127.0.0.1 unless told otherwise and requires ``RAG_API__TOKEN``
-as a bearer token whenever it is set (always on a non-loopback address). Left out: prompts,
+errors (unknown id, empty question, every answer slot busy) come back as tool errors: the text is
+the problem and its fix, the structured content ``{"error": {message, type, param, code}}`` the
+API's OpenAI error object (`ui.service.error_object`); a failed resource read is a JSON-RPC error
+with the code of `rag.errors.outcome` (-32602 for an unknown paper) and that object as its data.
+Over HTTP the server binds to 127.0.0.1 unless told otherwise and requires ``RAG_API__TOKEN`` as a
+bearer token whenever it is set (always on a non-loopback address). Left out: prompts,
 sampling, OAuth, removing papers.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from rag.corpus import Paper
-from rag.errors import RagError
+from rag.errors import RagError, outcome
 from rag.markup import md_code, md_text, md_url
 from rag.settings import Settings
-from ui.service import ChatMessage, NotFoundError, PaperService
+from ui.service import ChatMessage, PaperService, error_object
 
 DEFAULT_HTTP_PORT = 8001
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -125,12 +129,17 @@ def _result(data: dict[str, Any], text: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
 
 
-def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Library errors as tool errors the client's model can read (problem + fix)."""
-    try:
-        return fn(*args, **kwargs)
-    except RagError as err:
-        raise ToolError(err.user_message()) from None
+def reported(tool: Callable[..., CallToolResult]) -> Callable[..., CallToolResult]:
+    """The tool with library errors returned as tool errors: the problem and its fix for the client's
+    model to read, and the API's error object (``{"error": ...}``) for its program."""
+    @functools.wraps(tool)
+    def call(*args: Any, **kwargs: Any) -> CallToolResult:
+        try:
+            return tool(*args, **kwargs)
+        except RagError as err:
+            return CallToolResult(content=[TextContent(type="text", text=err.user_message())],
+                                  structured_content={"error": error_object(err)}, is_error=True)
+    return call
 
 
 def render_search(data: dict[str, Any]) -> str:
@@ -164,6 +173,7 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
                        "the answer 'The provided papers do not answer this question.' means they do not.")
 
     @server.tool(annotations=READ_ONLY)
+    @reported
     def search_papers(
         query: Annotated[str, Field(description="Keywords, a title, or a question.")],
         k: Count = 5,
@@ -172,10 +182,11 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
         category: Category = None,
     ) -> Annotated[CallToolResult, SearchOutput]:
         """Ranked papers for a query (hybrid dense + BM25 search), with scores and the best snippet."""
-        data = _call(service.search, query, k, year, author, category)
+        data = service.search(query, k, year, author, category)
         return _result(data, render_search(data))
 
     @server.tool(annotations=READ_ONLY)
+    @reported
     def ask(
         question: Annotated[str, Field(description="A question about the indexed papers.")],
         history: Annotated[list[HistoryMessage] | None, Field(
@@ -186,16 +197,18 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
         """Answer from the papers only, citing them as [n]; `citations` maps each number to its paper with the
         abstract sentences that support the answer (`supported` false: not backed by that abstract)."""
         messages = [ChatMessage(m.role, m.content) for m in history or []] + [ChatMessage("user", question)]
-        answer = _call(service.ask, messages, k=k)
+        answer = service.ask(messages, k=k)
         return _result(service.answer_dict(answer), service.answer_text(answer, markdown=True))
 
     @server.tool(annotations=READ_ONLY)
+    @reported
     def get_paper(id: PaperId) -> Annotated[CallToolResult, PaperOut]:
         """One paper's record: title, abstract, authors, year, links."""
-        paper = _call(service.paper, id)
+        paper = service.paper(id)
         return _result(service.paper_dict(paper), render_paper(paper))
 
     @server.tool(annotations=READ_ONLY)
+    @reported
     def similar_papers(
         id: PaperId,
         k: Count = 5,
@@ -204,18 +217,20 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
         category: Category = None,
     ) -> Annotated[CallToolResult, SimilarOutput]:
         """Papers nearest to one paper by its stored abstract vectors (the paper itself excluded), best first."""
-        data = _call(service.similar, id, k, year, author, category)
+        data = service.similar(id, k, year, author, category)
         text = render_search({"query": f"papers similar to {data['title']}", **data})
         return _result(data, f"Papers similar to {data['title']} [id: {data['paper_id']}]:\n{text}")
 
     @server.tool(annotations=READ_ONLY)
+    @reported
     def export_bibtex(ids: Annotated[list[str], Field(min_length=1, description="Paper ids.")]
                       ) -> Annotated[CallToolResult, BibtexOut]:
         """BibTeX entries for the given papers (every id must exist)."""
-        text = _call(service.bibtex, ids)
+        text = service.bibtex(ids)
         return _result({"ids": ids, "bibtex": text}, text)
 
     @server.tool(annotations=READ_ONLY)
+    @reported
     def compare_papers(
         query: Annotated[str | None, Field(description="A search whose papers become the rows.")] = None,
         papers: Annotated[list[str] | None, Field(description="Paper ids to include (first).")] = None,
@@ -230,7 +245,7 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
         `not_stated`: the abstract is silent), with its `evidence` sentence, under a short cited overview."""
         from rag.table.export import to_markdown
 
-        table = _call(service.table, query, papers or [], columns, questions or [], k, year)
+        table = service.table(query, papers or [], columns, questions or [], k, year)
         return _result(table.as_dict(), to_markdown(table))
 
     @server.resource("paper://{+paper_id}", name="paper", mime_type="text/markdown",
@@ -238,8 +253,8 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
     def paper_resource(paper_id: str) -> str:
         try:
             return render_paper(service.paper(paper_id))
-        except NotFoundError as err:
-            raise ResourceNotFoundError(err.user_message()) from None
+        except RagError as err:  # a protocol error (-32602 for an unknown paper), the API's error object its data
+            raise MCPError(outcome(err).mcp_code, err.user_message(), error_object(err)) from None
 
     @server.custom_route("/health", methods=["GET"])
     async def health(_: Any) -> Any:

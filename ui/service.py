@@ -39,7 +39,7 @@ from rag import models
 from rag.answer import MAX_QUESTION_CHARS, Answer, Answerer, Citation, Event, marked_answer
 from rag.chat import Conversation, Turn, paper_bibtex
 from rag.corpus import Paper, clean_text
-from rag.errors import InputError, PaperNotFoundError, RagError
+from rag.errors import BusyError, InputError, PaperNotFoundError, RagError, TooLargeError, UnknownModelError, outcome
 from rag.markup import md_code, md_prose, md_text, md_url
 from rag.retrieval import Filters, visible
 from rag.settings import BACKEND_NAMES, Settings
@@ -52,26 +52,6 @@ ROLES = ("system", "developer", "user", "assistant")
 SOURCES_HEADING = "**Sources**"
 NEAREST_HEADING = "**Nearest papers** (none cited)"
 _SOURCE_LINE = re.compile(r"^- \[(\d+)\] .*`([^`\n]+)`\s*$", re.M)
-
-
-def _param(err: InputError, param: str) -> InputError:
-    """The error naming the request field it is about (the API reports it as OpenAI's ``param``)."""
-    err.param = param  # type: ignore[attr-defined]
-    return err
-
-
-class NotFoundError(InputError):
-    """An unknown paper id or model name."""
-
-
-class TooLargeError(InputError):
-    """A request or a question over its size limit."""
-
-
-class BusyError(RagError):
-    """Every answer slot is taken."""
-
-    fix = "retry in a moment (RAG_UI__CONCURRENCY bounds the answers generated at once)"
 
 
 class AnswerStream:
@@ -142,7 +122,7 @@ class Slots:
     >>> slots = Slots(1); slots.take(); slots.take()
     Traceback (most recent call last):
     ...
-    ui.service.BusyError: 1 answer is already being generated (the limit)
+    rag.errors.BusyError: 1 answer is already being generated (the limit)
     """
 
     def __init__(self, size: int) -> None:
@@ -165,6 +145,14 @@ class ChatMessage:
 
 
 # ------------------------------------------------------------------ rendering
+
+
+def error_object(err: RagError) -> dict[str, Any]:
+    """OpenAI's error object for ``err`` (`rag.errors.outcome` gives its type and code): the API's error
+    body, and an MCP tool error's structured content. The message ends in the fix."""
+    row = outcome(err)
+    message = f"{err} (fix: {err.fix})" if err.fix else str(err)
+    return {"message": message, "type": row.type, "param": err.param, "code": row.code}
 
 
 def citation_item(citation: Citation, threshold: float) -> dict[str, Any]:
@@ -226,9 +214,9 @@ class PaperService:
 
         try:
             return resolve_paper(self.pool.retriever.index().papers, paper_id)
-        except PaperNotFoundError as err:
-            raise NotFoundError(str(err), "use an id from a search result (paper_id), e.g. arxiv:2406.06563, "
-                                          "or the paper's exact title, arXiv id or DOI") from None
+        except PaperNotFoundError as err:  # the same error, with a fix that names no CLI command
+            raise PaperNotFoundError(str(err), "use an id from a search result (paper_id), e.g. arxiv:2406.06563, "
+                                               "or the paper's exact title, arXiv id or DOI") from None
 
     @staticmethod
     def paper_dict(paper: Paper) -> dict[str, Any]:
@@ -242,7 +230,7 @@ class PaperService:
                category: str | None = None) -> dict[str, Any]:
         """``{"query", "results": [rag search --json items], "notices", "empty_because"}``."""
         if k is not None and not 1 <= k <= 100:
-            raise _param(InputError(f"k={k} is out of range", "ask for 1 to 100 papers"), "k")
+            raise InputError(f"k={k} is out of range", "ask for 1 to 100 papers", param="k")
         result = self.pool.retriever.search(query, k=k, filters=self.filters(year, author, category))
         return {"query": result.query, "results": [h.as_dict() for h in result.hits], "notices": result.notices,
                 "empty_because": result.empty_because}
@@ -254,8 +242,8 @@ class PaperService:
         from rag.library import similar_papers
 
         if k is not None and not 1 <= k <= 100:
-            raise _param(InputError(f"k={k} is out of range", "ask for 1 to 100 papers"), "k")
-        paper = self.paper(paper_id)  # an unknown id is a NotFoundError (404), as for GET /v1/papers/{id}
+            raise InputError(f"k={k} is out of range", "ask for 1 to 100 papers", param="k")
+        paper = self.paper(paper_id)  # an unknown id is a PaperNotFoundError (404), as for GET /v1/papers/{id}
         return similar_papers(self.pool.retriever, paper.id, k or 5, self.filters(year, author, category)).as_dict()
 
     @staticmethod
@@ -265,12 +253,13 @@ class PaperService:
         try:
             lo, hi = Filters.parse_years(str(year)) if year not in (None, "") else (None, None)
         except ValueError:
-            raise _param(InputError(f"year {year!r} is not a year or a range",
-                                    "use YEAR, FROM..TO, FROM.. or ..TO (e.g. 2023..2025)"), "year") from None
+            raise InputError(f"year {year!r} is not a year or a range",
+                             "use YEAR, FROM..TO, FROM.. or ..TO (e.g. 2023..2025)", param="year") from None
         try:
             return Filters(lo, hi, author or None, category or None)
         except InputError as err:  # a reversed range
-            raise _param(err, "year") from None
+            err.param = "year"
+            raise
 
     # ---------------------------------------------------------- tables
 
@@ -283,12 +272,12 @@ class PaperService:
 
         chosen = parse_columns(columns, list(questions))
         if k is not None and not 1 <= k <= MAX_ROWS:
-            raise _param(InputError(f"k={k} is out of range", f"ask for 1 to {MAX_ROWS} papers"), "k")
+            raise InputError(f"k={k} is out of range", f"ask for 1 to {MAX_ROWS} papers", param="k")
         if overview not in OVERVIEWS:
-            raise _param(InputError(f"overview={overview!r}", f"use one of {', '.join(OVERVIEWS)}"), "overview")
-        ids = [self.paper(pid).id for pid in papers]  # an unknown id is a NotFoundError (404)
+            raise InputError(f"overview={overview!r}", f"use one of {', '.join(OVERVIEWS)}", param="overview")
+        ids = [self.paper(pid).id for pid in papers]  # an unknown id is a PaperNotFoundError (404)
         if not (query or "").strip() and not ids:
-            raise _param(InputError("no papers to compare", "give a query, or paper ids in papers"), "query")
+            raise InputError("no papers to compare", "give a query, or paper ids in papers", param="query")
         filters = self.filters(year, author, category)
         self.slots.take()
         try:
@@ -316,7 +305,7 @@ class PaperService:
         if backend == "extractive":
             return self.pool.default, "extractive"
         if not self.pool.allows(wanted, backend):  # the name is not echoed: it may be a path on this server
-            raise _param(NotFoundError(UNKNOWN_MODEL, UNKNOWN_MODEL_FIX), "model")
+            raise UnknownModelError(UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, param="model")
         if backend is None:
             configured = self.settings.llm.backend
             backend = "llamacpp" if models.is_local_model(wanted) else \
@@ -330,7 +319,8 @@ class PaperService:
         try:
             answerer.backend_for(backend)
         except ModelNotFoundError as err:
-            raise _param(NotFoundError(str(err), err.fix or "GET /v1/models lists the names to use"), "model") from err
+            fix = err.fix or "GET /v1/models lists the names to use"
+            raise UnknownModelError(str(err), fix, param="model") from err
 
     # ---------------------------------------------------------- answers
 
@@ -338,24 +328,23 @@ class PaperService:
     def check_messages(messages: Sequence[ChatMessage]) -> str:
         """The question (the last message, from the user); raises `InputError` / `TooLargeError`."""
         if not messages:
-            raise _param(InputError("messages is empty", "send at least one message with role 'user'"), "messages")
+            raise InputError("messages is empty", "send at least one message with role 'user'", param="messages")
         for i, m in enumerate(messages):
             if m.role not in ROLES:
-                raise _param(InputError(f"messages[{i}].role is {m.role!r}",
-                                        f"use one of {', '.join(ROLES)} (tools are not supported)"),
-                             f"messages.{i}.role")
+                raise InputError(f"messages[{i}].role is {m.role!r}",
+                                 f"use one of {', '.join(ROLES)} (tools are not supported)", param=f"messages.{i}.role")
             if m.role == "user" and len(clean_text(m.content)) > MAX_QUESTION_CHARS:
-                raise _param(TooLargeError(f"messages[{i}] is {len(m.content):,} characters long "
-                                           f"(limit {MAX_QUESTION_CHARS:,} per question)",
-                                           "ask a shorter question; put long text in a corpus file instead"),
-                             f"messages.{i}.content")
+                raise TooLargeError(f"messages[{i}] is {len(m.content):,} characters long "
+                                    f"(limit {MAX_QUESTION_CHARS:,} per question)",
+                                    "ask a shorter question; put long text in a corpus file instead",
+                                    param=f"messages.{i}.content")
         if messages[-1].role != "user":
-            raise _param(InputError(f"the last message has role {messages[-1].role!r}",
-                                    "end the conversation with the user's question"), "messages")
+            raise InputError(f"the last message has role {messages[-1].role!r}",
+                             "end the conversation with the user's question", param="messages")
         question = clean_text(messages[-1].content)
         if not visible(question):  # empty, or zero-width characters only
-            raise _param(InputError("the last user message is empty", "type a question about the papers"),
-                         f"messages.{len(messages) - 1}.content")
+            raise InputError("the last user message is empty", "type a question about the papers",
+                             param=f"messages.{len(messages) - 1}.content")
         return question
 
     def replay(self, answerer: Answerer, history: Sequence[ChatMessage]) -> Conversation:
@@ -435,5 +424,5 @@ class PaperService:
         return f"{text}\n\n{listed}" if listed else text
 
 
-__all__ = ["AnswerStream", "BusyError", "ChatMessage", "NotFoundError", "PaperService", "Slots", "TooLargeError",
-           "sources_markdown", "split_sources"]
+__all__ = ["AnswerStream", "ChatMessage", "PaperService", "Slots", "error_object", "sources_markdown",
+           "split_sources"]
