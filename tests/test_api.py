@@ -207,6 +207,10 @@ def test_unknown_things_are_404(api: str) -> None:
     assert error_of(httpx.get(f"{api}/v1/papers/nope/bibtex"), 404)
     assert error_of(httpx.get(f"{api}/v1/nothing-here"), 404)
     assert error_of(httpx.get(f"{api}/v1/models/gpt-17"), 404)
+    gpt = error_of(httpx.post(f"{api}/v1/chat/completions", json={"model": "gpt-4o", "messages": [
+        {"role": "user", "content": SKYWORK_Q}]}), 404)  # not a 503 about Ollama: the names to use instead
+    assert gpt["code"] == "model_not_found" and "use one of paper-rag, " in gpt["message"]
+    assert "qwen2.5-coder-1.5b" in gpt["message"] and "gpt-4o" not in gpt["message"]
     with pytest.raises(openai.NotFoundError) as info:  # the stand-in Ollama has no such model
         client(api).chat.completions.create(model="ollama/no-such-model:7b",
                                             messages=[{"role": "user", "content": SKYWORK_Q}])

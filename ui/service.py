@@ -305,7 +305,8 @@ class PaperService:
         if backend == "extractive":
             return self.pool.default, "extractive"
         if not self.pool.allows(wanted, backend):  # the name is not echoed: it may be a path on this server
-            raise UnknownModelError(UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, param="model")
+            raise UnknownModelError(UNKNOWN_MODEL, f"use one of {', '.join(self.models())}; or {UNKNOWN_MODEL_FIX}",
+                                    param="model")
         if backend is None:
             configured = self.settings.llm.backend
             backend = "llamacpp" if models.is_local_model(wanted) else \
