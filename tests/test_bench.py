@@ -56,7 +56,7 @@ def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
     corpus.write_text("".join(BUNDLED.read_text(encoding="utf-8").splitlines(keepends=True)[:6]), encoding="utf-8")
     out = tmp_path / "bench"
     results = run_bench(out=out, quick=True, corpus=[corpus], rounds=1, n_queries=6, tokenize_texts=300,
-                        skip=("cold_start", "llm", "answer", "table"))
+                        skip=("cold_start", "llm", "answer", "web", "table"))
 
     data = json.loads((out / "bench.json").read_text())
     steps = data["steps"]
@@ -65,7 +65,7 @@ def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
     assert steps["reingest"]["chunks_embedded"] == [0]  # unchanged corpus: nothing embedded again
     assert steps["retrieval"]["queries"] == 6 and steps["retrieval"]["ratio"] > 0
     assert steps["tokenization"]["max_abs_diff_vs_sentence_transformers"] < 1e-5
-    for name in ("scale", "throughput", "cold_start", "llm", "answer", "table", "memory"):
+    for name in ("scale", "throughput", "cold_start", "llm", "answer", "web", "table", "memory"):
         assert steps[name]["skipped"], name
     rows = [row for step in steps.values() for row in step["rows"]]
     assert {row["status"] for row in rows} <= {"pass", "miss", "info", "skipped"}  # no step errored
@@ -106,6 +106,32 @@ def test_answer_bench_compares_the_pipeline_with_the_limit_of_its_own_prompts() 
     assert figures["limit_total_median_s"] == pytest.approx(300 / 150 + 24 / 12)
     assert figures["ratio_total"] == pytest.approx(5.0 / 4.0)
     assert figures["ratio_ttft"] == pytest.approx(2.5 / (2 + 1 / 12))
+
+
+def test_web_step_compares_the_pages_first_words_with_the_pipelines_first_token() -> None:
+    from eval.bench.web import summarise_web
+
+    rows = [{"stage_s": 0.08, "first_words_s": 9.9, "total_s": 14.0, "ttft_s": 9.6},
+            {"stage_s": 0.12, "first_words_s": 0.4, "total_s": 0.4, "ttft_s": 0.0},  # abstained: no model ran
+            {"stage_s": 0.09, "first_words_s": 8.1, "total_s": 12.0, "ttft_s": 7.3}]
+    step = summarise_web(rows, [1.0, 1.0])
+    web = step["web"]
+    assert web["questions"] == 3 and web["generated"] == 2 and web["stage_median_s"] == pytest.approx(0.09)
+    assert web["first_words_minus_ttft_median_s"] == pytest.approx((0.3 + 0.8) / 2)  # the abstention left out
+    assert [r["status"] for r in step["rows"]] == ["pass", "miss"]
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium missing")
+def test_web_step_times_a_question_in_a_real_page(bundled_copy: Path) -> None:
+    """The page's own clock, on the extractive backend: the stage line comes first, then the words."""
+    from eval.bench.web import ask_in_page, web_page
+
+    with web_page(bundled_copy, backend="extractive") as page:
+        times = [ask_in_page(page, q, timeout_s=120) for q in (
+            "How many tokens was PLaMo-100B trained on from scratch?", "What does VIVAT mitigate in VAE training?")]
+    for t in times:
+        assert 0 < t["stage_s"] <= t["first_words_s"] <= t["total_s"] < 120, t
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ from eval.bench.scale import bench_scale
 from eval.bench.table import bench_table
 from eval.bench.throughput import bench_throughput
 from eval.bench.tokenization import bench_tokenization
+from eval.bench.web import bench_web
 from rag.errors import InputError
 from rag.settings import Settings
 
@@ -80,8 +81,8 @@ def machine() -> dict[str, Any]:
 
 
 MODEL_FREE = {"scale", "llm"}  # steps that need no embedder in this process (scale runs its own children)
-STEPS = ("first_ingest", "reingest", "retrieval", "cold_start", "llm", "answer", "table", "scale", "throughput",
-         "tokenization", "api", "memory")
+STEPS = ("first_ingest", "reingest", "retrieval", "cold_start", "llm", "answer", "web", "table", "scale",
+         "throughput", "tokenization", "api", "memory")
 
 
 def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_000), quick: bool = False,
@@ -156,7 +157,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     try:
         first = step("first_ingest", lambda: bench_first_ingest(embedder, base, corpus_paths, work, rounds, log))
         homes = first.get("homes", [])
-        needs_index = {"retrieval", "cold_start", "api", "answer", "table", "memory"}
+        needs_index = {"retrieval", "cold_start", "api", "answer", "web", "table", "memory"}
         if not homes and needs_index - skipped:
             from rag.ingest import Ingestor
 
@@ -170,6 +171,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
         step("cold_start", lambda: bench_cold_start(Path(homes[0]), queries[0], rounds, device, log=log))
         step("llm", lambda: bench_llm_ttft(rounds, log))
         step("answer", lambda: bench_answer(Path(homes[0]), log=log, settings=lambda h: bench_settings(base, h)))
+        step("web", lambda: bench_web(Path(homes[0]), log=log, settings=lambda h: bench_settings(base, h)))
         step("table", lambda: bench_table(Path(homes[0]), log=log, settings=lambda h: bench_settings(base, h)))
         step("api", lambda: bench_api(Path(homes[0]), embedder, rounds, log=log))
         step("memory", lambda: bench_memory(Path(homes[0]), log=log))
@@ -232,8 +234,8 @@ def json_summary(results: dict[str, Any]) -> dict[str, Any]:
                 out["scale_error"] = step["error"]
         elif name == "answer" and "answer" in step:
             out["answer"] = {**step["answer"], "knobs": step.get("knobs", {})}
-        elif name == "table" and "table" in step:
-            out["table"] = step["table"]
+        elif name in ("table", "web") and name in step:
+            out[name] = step[name]
         elif name == "memory" and not step.get("error"):
             out[name] = json_figures(step)
         else:
