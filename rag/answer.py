@@ -20,7 +20,7 @@ The steps, in order:
    its cited papers do not support is re-attributed to the paper that does, or marked
    unsupported. The source list puts cited papers first, the rest as "also retrieved".
 
-Left out: choosing and talking to LLM servers (`rag.llm`), conversations (`rag.chat`), how a
+Left out: choosing and talking to LLM servers (`rag.backends`), conversations (`rag.chat`), how a
 sentence is checked (`rag.support`).
 """
 
@@ -41,7 +41,7 @@ from rag.corpus import Paper
 from rag.embeddings import Embedder
 from rag.errors import BackendError
 from rag.injection import answer_repeats, instruction_sentences
-from rag.llm import Backend, Message, StreamInterrupted
+from rag.llm import Backend, Message, StreamInterrupted, generates
 from rag.retrieval import (
     MAX_QUERY_CHARS,
     Confidence,
@@ -295,27 +295,29 @@ class Answerer:
         self.embedder = embedder or (retriever.embedder if retriever else Embedder(settings.embedding))
         self.retriever = retriever or Retriever(settings, embedder=self.embedder)
         self._backend = backend  # None: resolved lazily from the settings
-        self._backend_resolved = backend is not None
         self._notes: list[str] = []
         self.support = SupportChecker(settings.answer, self.embedder)  # the sentence check, its vector cache
 
     # ---------------------------------------------------------- backends
 
-    def backend_for(self, name: str | None = None) -> tuple[Backend | None, list[str]]:
-        """(backend or None for extractive, notes). ``name`` overrides the configured one."""
+    def backend_for(self, name: str | None = None) -> tuple[Backend, list[str]]:
+        """(backend, notes). ``name`` overrides the configured one; the extractive backend
+        (`rag.backends.extractive`) writes nothing and comes without notes."""
         name = name or self.settings.llm.backend
         if name == "extractive":
-            return None, []
-        if name == self.settings.llm.backend and self._backend_resolved:
+            from rag.llm import ExtractiveBackend
+
+            return ExtractiveBackend(self.settings.llm), []
+        if name == self.settings.llm.backend and self._backend is not None:
             return self._backend, self._notes
         from rag.llm import select_backend
 
         llm = self.settings.llm.model_copy(update={"backend": name})
         backend, notes = select_backend(llm)
-        if backend is None and name == "auto":
+        if not generates(backend) and name == "auto":
             notes = [*notes, "no LLM available: answering extractively (quoted abstract sentences)"]
         if name == self.settings.llm.backend:
-            self._backend, self._notes, self._backend_resolved = backend, notes, True
+            self._backend, self._notes = backend, notes
         return backend, notes
 
     # ---------------------------------------------------------- main entry points
@@ -356,8 +358,8 @@ class Answerer:
         result = self.retriever.search(query, k=depth, filters=filters, dense_weight=dense_weight)
         hits = self.pin(result.hits, pinned)
         t_retrieved = time.perf_counter()
-        answer = Answer(question=question, query=query, backend=llm.name if llm else "extractive",
-                        model=llm.model if llm else "sentence selection", notes=list(notes), language=lang,
+        answer = Answer(question=question, query=query, backend=llm.name, model=llm.model, notes=list(notes),
+                        language=lang,
                         confidence=result.confidence, retrieved=[h.as_dict() for h in hits])
         answer.notes += result.notices
         answer.timings["retrieval_s"] = t_retrieved - started
@@ -379,7 +381,7 @@ class Answerer:
                 self._list(answer, numbered)
                 answer.timings["ttft_s"] = time.perf_counter() - started
                 yield Event("token", answer.answer)
-            elif not abstain and llm is not None:
+            elif not abstain and generates(llm):
                 delimiter = f"SOURCE-{secrets.token_hex(4)}"
                 # evidence for what was asked: the question itself too (a condensed query may lose its point)
                 sources = self.sources(query if lang != language.ENGLISH else f"{question} {query}", prompted, llm,
@@ -446,10 +448,10 @@ class Answerer:
     # ---------------------------------------------------------- steps
 
     @staticmethod
-    def retrieval_query(question: str, llm: Backend | None, lang: str = language.ENGLISH) -> str:
+    def retrieval_query(question: str, llm: Backend, lang: str = language.ENGLISH) -> str:
         """The question, or its English translation by a capable model when it is in another language
         (the embedder and BM25 are English); the answer is still written in the question's language."""
-        if llm is None or not llm.capable or lang == language.ENGLISH:
+        if not llm.capable or lang == language.ENGLISH:
             return question
         try:
             reply = "".join(llm.stream(prompts.side_task(prompts.TRANSLATE_PROMPT.format(question=question)),

@@ -24,7 +24,7 @@ from rag.answer import Answer, Answerer, Event, marked_answer, one_line_reply
 from rag.bibtex import paper_bibtex
 from rag.corpus import Paper
 from rag.errors import BackendError
-from rag.llm import Backend, Message, approx_tokens
+from rag.llm import Backend, Message, approx_tokens, generates
 from rag.markup import md_prose, md_text, md_url
 from rag.retrieval import query_names
 from rag.support import content_words
@@ -112,7 +112,7 @@ class Conversation:
             return question, "none"
         previous = self.turns[-1]
         llm, _ = self.answerer.backend_for(backend)
-        if llm is not None and llm.capable:
+        if llm.capable:
             query = self._llm_condense(question, llm)
             if query and brings_context(query, question, previous):
                 return query, "llm"
@@ -155,7 +155,7 @@ class Conversation:
         keeps their subject (`subject`) in its retrieval and prompt, unless it names its own."""
         query, how = self.condense(question, backend)
         llm, _ = self.answerer.backend_for(backend)
-        history = self.history() if llm is not None else []
+        history = self.history() if generates(llm) else []
         pinned = self.subject() if how != "none" else []
         for event in self.answerer.stream(question, query=query if how != "none" else None, backend=backend,
                                           history=history, numbers=self.numbers, pinned=pinned, **kwargs):

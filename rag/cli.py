@@ -298,8 +298,19 @@ def papers_rm(
               highlight=False)
 
 
-BackendOpt = Annotated[str | None, typer.Option("--backend", help="auto, ollama, openai, llamacpp or extractive.",
-                                                callback=choice_of("llm", "backend"))]
+def known_backend(value: str | None) -> str | None:
+    """A typer callback accepting the backends the registry knows (an installed plug-in's included):
+    a wrong name is a usage error (exit 2) naming the nearest one."""
+    from rag.llm import backend_names, unknown_backend
+
+    if value is not None and (problem := unknown_backend(value)):
+        raise typer.BadParameter(f"{problem}; known: {', '.join(backend_names())}")
+    return value
+
+
+BackendOpt = Annotated[str | None, typer.Option(
+    "--backend", help="auto, ollama, openai, llamacpp, extractive, or an installed plug-in's backend.",
+    callback=known_backend)]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="A bundled model (qwen2.5-coder-1.5b, smollm2-135m), a GGUF path, or a model the "
                     "Ollama/OpenAI-compatible server serves.")]

@@ -13,6 +13,9 @@ any paper-rag module leaves ``os.environ`` as it was.
     >>> env
     {'HF_HUB_OFFLINE': '0', 'TRANSFORMERS_OFFLINE': '1'}
 
+The XDG base directories that paper-rag's own files default to (`default_home`, `default_cache`)
+are read here too, for `rag.settings` and the backends' settings blocks (`rag.backends`) alike.
+
 Left out: paper-rag's own ``RAG_*`` settings (`rag.settings`).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 
 HUGGING_FACE = {
     "HF_HUB_OFFLINE": "1",  # models come from packages or local folders, never from a hub
@@ -41,4 +45,19 @@ def set_defaults(defaults: Mapping[str, str], environ: MutableMapping[str, str] 
     return added
 
 
-__all__ = ["CHROMA", "COMMANDS", "GRADIO", "HUGGING_FACE", "set_defaults"]
+def _xdg(variable: str, fallback: str) -> Path:
+    """``$variable/paper-rag``, else ``~/fallback/paper-rag`` (the XDG base-directory rule)."""
+    return Path(os.environ.get(variable) or Path.home() / fallback) / "paper-rag"
+
+
+def default_home() -> Path:
+    """``$XDG_DATA_HOME/paper-rag``, else ``~/.local/share/paper-rag``."""
+    return _xdg("XDG_DATA_HOME", ".local/share")
+
+
+def default_cache() -> Path:
+    """``$XDG_CACHE_HOME/paper-rag``, else ``~/.cache/paper-rag``."""
+    return _xdg("XDG_CACHE_HOME", ".cache")
+
+
+__all__ = ["CHROMA", "COMMANDS", "GRADIO", "HUGGING_FACE", "default_cache", "default_home", "set_defaults"]

@@ -11,7 +11,22 @@ report them as internal errors: exit 3, HTTP 500, a tool crash).
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+
+def nearest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to a mistyped ``name`` (difflib), if any is close enough: the one
+    source of every "did you mean" in an error.
+
+    >>> nearest("backnd", ["backend", "model", "seed"])
+    'backend'
+    >>> nearest("colour", ["backend", "model"]) is None
+    True
+    """
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 class RagError(Exception):

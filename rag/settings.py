@@ -12,37 +12,27 @@ those when they use them) and any I/O beyond reading the environment and that fi
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from rag.errors import InputError
+from rag.backends.llamacpp import LlamaCppSettings
+from rag.backends.ollama import OllamaSettings
+from rag.backends.openai_compat import OpenAISettings
+from rag.backends.registry import unknown_backend
+from rag.environment import default_cache, default_home
+from rag.errors import InputError, nearest
 
 CHUNKER_VERSION = "sent-pack-1"
 BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
-BackendName = Literal["auto", "ollama", "openai", "llamacpp", "extractive"]
-BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)  # the one list: rag.llm.BACKENDS, the UI and the API follow it
 # RAG_* variables that are not settings: read by the CLI (RAG_DEBUG) and by the test suite
 OTHER_VARIABLES = frozenset({"RAG_DEBUG", "RAG_LOAD_ASKS", "RAG_UPDATE_SCREENSHOT"})
-
-
-def nearest(name: str, candidates: Iterable[str]) -> str | None:
-    """The candidate closest to a mistyped ``name`` (difflib), if any is close enough.
-
-    >>> nearest("backnd", ["backend", "model", "seed"])
-    'backend'
-    >>> nearest("colour", ["backend", "model"]) is None
-    True
-    """
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return close[0] if close else None
 
 
 def unknown_key(key: str, known: Iterable[str], prefix: str = "") -> str:
@@ -65,21 +55,6 @@ class Group(BaseModel):
                 if key not in cls.model_fields:
                     raise ValueError(unknown_key(str(key), cls.model_fields))
         return data
-
-
-def _xdg(variable: str, fallback: str) -> Path:
-    """``$variable/paper-rag``, else ``~/fallback/paper-rag`` (the XDG base-directory rule)."""
-    return Path(os.environ.get(variable) or Path.home() / fallback) / "paper-rag"
-
-
-def default_home() -> Path:
-    """``$XDG_DATA_HOME/paper-rag``, else ``~/.local/share/paper-rag``."""
-    return _xdg("XDG_DATA_HOME", ".local/share")
-
-
-def default_cache() -> Path:
-    """``$XDG_CACHE_HOME/paper-rag``, else ``~/.cache/paper-rag``."""
-    return _xdg("XDG_CACHE_HOME", ".cache")
 
 
 class EmbeddingSettings(Group):
@@ -150,56 +125,17 @@ class RetrievalSettings(Group):
     chunks_per_paper: int = Field(2, ge=1, description="Best chunks kept for each returned paper.")
 
 
-class LLMSettings(Group):
-    backend: BackendName = Field(
-        "auto", description="Answer backend; auto tries Ollama, then the best installed bundled model, then "
-        "extractive (see rag.llm.select_backend)."
-    )
-    model: str | None = Field(
-        None, description="The model: a bundled name (qwen2.5-coder-1.5b, smollm2-135m) or a GGUF path runs in "
-        "this process (llamacpp, and auto goes straight to it); any other name is a model the Ollama or "
-        "OpenAI-compatible server serves. None: each backend's default."
-    )
-    ollama_url: str = Field("http://127.0.0.1:11434", description="Base URL of the Ollama server.")
-    ollama_model: str = Field(
-        "qwen2.5-coder:1.5b", description="Ollama model used when `model` is unset (the bundled default's twin)."
-    )
-    num_ctx: int = Field(
-        8192, ge=512, description="Context window requested from Ollama (its default silently truncates)."
-    )
-    keep_alive: str = Field("10m", description="How long Ollama keeps the model loaded after a request.")
-    openai_base_url: str = Field("http://127.0.0.1:8080/v1", description="Base URL of an OpenAI-compatible server.")
-    openai_api_key: str = Field("not-needed", description="API key for the OpenAI-compatible server.")
-    openai_model: str = Field("local", description="Model name sent to the OpenAI-compatible server.")
-    model_dir: Path = Field(
-        default_factory=lambda: default_cache() / "models",
-        description="Where bundled models shipped in parts are assembled (once, checked by sha256).",
-    )
-    context_window: int = Field(4096, ge=256, description="Prompt + answer tokens for llamacpp and openai backends.")
-    temperature: float = Field(
-        0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy: the same question on the same index "
-        "gives the same answer."
-    )
-    seed: int = Field(0, description="Sampling seed, for temperatures above 0.")
-    max_new_tokens: int = Field(256, ge=1, description="Upper bound on generated tokens.")
-    timeout_s: float = Field(120.0, gt=0, description="Request timeout for HTTP backends, seconds.")
-    threads: int | None = Field(
-        None, ge=1, description="CPU threads for llamacpp; None uses every core (llama.cpp's own default is half)."
-    )
-    llamacpp_prompt_tokens: int = Field(
-        1400, ge=128, description="Prompt budget (system + sources + question + history) for the llamacpp backend: "
-        "CPU prompt processing is what makes the first token slow, so local GGUF models get the best passages only."
-    )
-    prompt_lookup: int = Field(
-        0, ge=0, le=16, description="llamacpp: tokens drafted by prompt-lookup decoding (answers copy spans of "
-        "their sources); 0 turns it off."
-    )
-    llamacpp_repack: bool | None = Field(
-        None,
-        description="Let llama.cpp repack GGUF weights into CPU-specific layouts (AMX, AVX, ARM kernels). "
-        "None: on, except on CPUs with AMX, where llama-cpp-python 0.3.36 segfaults "
-        "(ggml_backend_amx_mul_mat) on the bundled Q4_1 model.",
-    )
+class LLMSettings(Group, LlamaCppSettings, OpenAISettings, OllamaSettings):
+    """The answer backend's settings: the fields every backend reads (`rag.backends.base.LLMCommon`)
+    and each built-in backend's own block, kept beside its code in `rag.backends`. ``backend``
+    may name any backend the registry knows, an installed plug-in's included."""
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if problem := unknown_backend(value):
+            raise ValueError(problem)
+        return value
 
 
 class AnswerSettings(Group):

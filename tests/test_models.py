@@ -16,7 +16,7 @@ import pytest
 
 from rag import models
 from rag.errors import BackendUnavailableError
-from rag.llm import select_backend
+from rag.llm import generates, select_backend
 from rag.models import BundledModel, ModelIntegrityError, is_local_model, resolve_gguf
 from rag.settings import LLMSettings
 
@@ -102,7 +102,7 @@ def test_auto_falls_back_to_extractive_with_a_note_when_the_parts_are_corrupted(
     monkeypatch.setattr(models, "AUTO_CANDIDATES", (model,))
     settings = LLMSettings(ollama_url=f"http://127.0.0.1:{free_port()}", model_dir=tmp_path / "cache")
     backend, notes = select_backend(settings)
-    assert backend is None
+    assert backend.name == "extractive" and not generates(backend)
     assert "Ollama not reachable" in notes[0]
     assert "sha256" in notes[-1] and "answering extractively" in notes[-1] and "--force-reinstall" in notes[-1]
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from rag.errors import InputError
-from rag.settings import Settings, check_environment, load_settings, unknown_variables, variable_names
+from rag.settings import LLMSettings, Settings, check_environment, load_settings, unknown_variables, variable_names
 
 from .conftest import BIN
 
@@ -77,9 +77,30 @@ def test_a_config_file_typo_names_the_nearest_field(tmp_path: Path) -> None:
 
 
 def test_every_backend_name_has_a_backend_or_a_rule() -> None:
-    """`rag.llm.BACKENDS` builds every named backend except the two decided by rule (auto picks, extractive quotes)."""
-    from rag.llm import BACKENDS
-    from rag.settings import BACKEND_NAMES
+    """Every name the registry lists is a backend `make_backend` builds, except ``auto`` (a rule), and
+    ``llm.backend`` accepts each; an unknown name is refused naming the nearest one."""
+    from rag.llm import backend_names, make_backend
 
-    assert sorted(BACKENDS) == sorted(set(BACKEND_NAMES) - {"auto", "extractive"})
-    assert Settings(llm={"backend": BACKEND_NAMES[-1]}).llm.backend == BACKEND_NAMES[-1]
+    names = backend_names()
+    assert names[:5] == ("auto", "ollama", "openai", "llamacpp", "extractive")
+    for name in names[1:]:
+        assert make_backend(name, LLMSettings()).name == name
+        assert Settings(llm={"backend": name}).llm.backend == name
+    with pytest.raises(ValidationError, match=r"unknown LLM backend 'llama' \(did you mean 'ollama'\?\)"):
+        LLMSettings(backend="llama")
+
+
+def test_each_backend_owns_its_settings_block() -> None:
+    """`LLMSettings` joins the fields every backend reads and each built-in backend's own block, under the
+    names (and so the RAG_LLM__* variables) they always had."""
+    from rag.backends.base import LLMCommon
+    from rag.backends.llamacpp import LlamaCppSettings
+    from rag.backends.ollama import OllamaSettings
+    from rag.backends.openai_compat import OpenAISettings
+
+    blocks = [OllamaSettings, OpenAISettings, LlamaCppSettings]
+    own = [set(b.model_fields) - set(LLMCommon.model_fields) for b in blocks]
+    assert own[0] == {"ollama_url", "ollama_model", "num_ctx", "keep_alive"}
+    assert set(LLMSettings.model_fields) == set(LLMCommon.model_fields).union(*own)
+    assert not own[0] & own[1] and not own[1] & own[2] and not own[0] & own[2]
+    assert variable_names()["RAG_LLM__NUM_CTX"] == "llm.num_ctx"

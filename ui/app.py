@@ -46,6 +46,7 @@ from rag.environment import GRADIO, set_defaults
 from rag.errors import EmptyIndexError, InputError, RagError
 from rag.ingest import record_lines
 from rag.ingest import stats as index_stats
+from rag.llm import backend_names
 from rag.retrieval import field_count, visible
 from rag.settings import Settings
 from rag.table.columns import DEFAULT_COLUMNS
@@ -55,7 +56,7 @@ from ui.feedback import FeedbackLog, feedback_record
 from ui.guard import CorsGate, HostPolicy, OriginPolicy, RequestGuard
 from ui.progress import END, AnswerRun
 from ui.shared import UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, AnswererPool
-from ui.state import BACKENDS, MAX_K, ChatSettings, Session, TurnRecord
+from ui.state import MAX_K, ChatSettings, Session, TurnRecord
 from ui.uploads import ingest_uploads, summary_text
 
 log = logging.getLogger(__name__)
@@ -528,7 +529,7 @@ class WebApp:
                             feedback_file = gr.File(label="feedback.jsonl", interactive=False, height=60)
                 with gr.Column(scale=1, min_width=280):
                     with gr.Accordion("Settings", open=True, elem_id="settings"):
-                        backend = gr.Dropdown(BACKENDS, value=defaults.backend, label="Backend",
+                        backend = gr.Dropdown(list(backend_names()), value=defaults.backend, label="Backend",
                                               info="auto: Ollama, else the bundled model, else extractive")
                         model = gr.Textbox(value="", label="Model", placeholder="configured default",
                                            info="a bundled model (qwen2.5-coder-1.5b, smollm2-135m) or a model "

@@ -26,6 +26,7 @@ from typing import Any
 
 from rag.bundled import CORPUS, bundled_file
 from rag.errors import InputError
+from rag.llm import generates
 from rag.settings import Settings
 from ui.guard import LOOPBACK_NAMES, CorsGate, OriginPolicy
 
@@ -84,7 +85,7 @@ def prepare(settings: Settings, echo: Callable[[str], None] = print, embedder: A
     backend, notes = answerer.backend_for(None)
     for note in notes:
         echo(note)
-    if backend is None and not notes:
+    if not generates(backend) and not notes:
         echo("answering extractively")
     return app
 

@@ -40,14 +40,14 @@ from rag.answer import MAX_QUESTION_CHARS, Answer, Answerer, Citation, Event, ma
 from rag.chat import Conversation, Turn, paper_bibtex
 from rag.corpus import Paper, clean_text
 from rag.errors import BusyError, InputError, PaperNotFoundError, RagError, TooLargeError, UnknownModelError, outcome
+from rag.llm import backend_names
 from rag.markup import md_code, md_prose, md_text, md_url
 from rag.retrieval import Filters, visible
-from rag.settings import BACKEND_NAMES, Settings
+from rag.settings import Settings
 from rag.table.maker import Table
 from ui.shared import UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, AnswererPool
 
 DEFAULT_MODEL = "paper-rag"
-BACKENDS = BACKEND_NAMES
 ROLES = ("system", "developer", "user", "assistant")
 SOURCES_HEADING = "**Sources**"
 NEAREST_HEADING = "**Nearest papers** (none cited)"
@@ -290,7 +290,7 @@ class PaperService:
 
     def models(self) -> list[str]:
         configured = self.settings.llm.model
-        names = [DEFAULT_MODEL, *BACKENDS, *models.BUNDLED]
+        names = [DEFAULT_MODEL, *backend_names(), *models.BUNDLED]
         return list(dict.fromkeys([*names, *([configured] if configured else [])]))
 
     def resolve(self, model: str | None) -> tuple[Answerer, str | None]:
@@ -298,10 +298,11 @@ class PaperService:
         name = (model or DEFAULT_MODEL).strip()
         if name == DEFAULT_MODEL:
             return self.pool.default, None
-        if name in BACKENDS:
+        backends = backend_names()  # plug-ins' included
+        if name in backends:
             return self.pool.default, name
         head, _, tail = name.partition("/")
-        backend, wanted = (head, tail) if head in BACKENDS and tail else (None, name)
+        backend, wanted = (head, tail) if head in backends and tail else (None, name)
         if backend == "extractive":
             return self.pool.default, "extractive"
         if not self.pool.allows(wanted, backend):  # the name is not echoed: it may be a path on this server

@@ -20,11 +20,11 @@ from typing import Any
 
 from rag.answer import Answer, Answerer
 from rag.chat import Conversation, Turn
+from rag.llm import backend_names
 from rag.notices import Notices
 from rag.retrieval import Filters
-from rag.settings import BACKEND_NAMES, Settings
+from rag.settings import Settings
 
-BACKENDS = list(BACKEND_NAMES)
 MAX_K = 20
 _MODEL_NAME = re.compile(r"^[\w.:/@+-]{1,200}$")
 
@@ -63,7 +63,7 @@ class ChatSettings:
               author: Any = None, category: Any = None) -> ChatSettings:
         """Panel values (possibly missing or malformed, e.g. from an API client) -> valid settings."""
         d = cls.defaults(settings)
-        backend = backend if backend in BACKENDS else d.backend
+        backend = backend if backend in backend_names() else d.backend  # plug-ins' names included
         model = str(model or "").strip()
         if model and (not _MODEL_NAME.match(model) or model.lower().endswith(".gguf")):
             model = ""  # a web user names models, never files on the server

@@ -63,6 +63,7 @@ def ask_stages(spec: dict[str, Any]) -> dict[str, Any]:
     import rag.cli  # noqa: F401 - what `rag` imports before a command runs
     from rag import models
     from rag.answer import Answerer
+    from rag.llm import generates
     from rag.settings import Settings
 
     mark("imports")
@@ -80,7 +81,7 @@ def ask_stages(spec: dict[str, Any]) -> dict[str, Any]:
     mark("model_load")
     answer = answerer.ask(spec["question"])
     mark("first_answer")
-    return {"stages": stages, "backend": backend.describe() if backend else "extractive", "notes": notes,
+    return {"stages": stages, "backend": backend.describe() if generates(backend) else "extractive", "notes": notes,
             "answer_chars": len(answer.answer), "seconds": time.perf_counter() - START}
 
 

@@ -43,9 +43,7 @@ def bench_table(home: Path, log: Log | None = None, settings: Callable[[Path], S
     base = settings(home) if settings else Settings(home=home)
     base = base.model_copy(update={"llm": base.llm.model_copy(update={"backend": "llamacpp"})})
     answerer = answerer or Answerer(base)
-    llm = answerer.backend_for()[0]
-    if llm is not None:
-        llm.check()  # the model loads outside the timing
+    answerer.backend_for()[0].check()  # the model loads outside the timing
     lines = (gold or bundled_file(TABLE_GOLD)).read_text().splitlines()[:rows]
     ids = [json.loads(line)["paper_id"] for line in lines]
     columns = parse_columns(",".join(COLUMNS))

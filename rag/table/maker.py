@@ -29,7 +29,7 @@ from rag import prompts
 from rag.answer import Answerer
 from rag.corpus import Paper
 from rag.errors import BackendError, InputError
-from rag.llm import Backend
+from rag.llm import Backend, generates
 from rag.retrieval import Filters
 from rag.settings import Settings
 from rag.table import cells as cellmod
@@ -61,9 +61,9 @@ class Table:
                 "overview": self.overview.as_dict()}
 
 
-def model_key(llm: Backend | None) -> str:
+def model_key(llm: Backend) -> str:
     """The model a cached cell came from."""
-    return f"{llm.name}:{llm.model}" if llm is not None else "extractive"
+    return f"{llm.name}:{llm.model}" if generates(llm) else "extractive"
 
 
 class TableMaker:
@@ -117,7 +117,7 @@ class TableMaker:
                     cell = Cell.from_record(cached)
                 else:
                     started = time.perf_counter()
-                    if block is None and llm is not None:
+                    if block is None and generates(llm):
                         block = cellmod.abstract_prompt(paper, delimiter, self._fits(llm))
                     cell, keep = self._extract(paper, column, llm, block)
                     cell.seconds = time.perf_counter() - started
@@ -133,18 +133,18 @@ class TableMaker:
         room = llm.prompt_budget - llm.count_tokens(prompts.TABLE_SYSTEM_PROMPT) - ABSTRACT_ROOM
         return lambda text: llm.count_tokens(text) <= room
 
-    def _extract(self, paper: Paper, column: Column, llm: Backend | None, block: str | None) -> tuple[Cell, bool]:
+    def _extract(self, paper: Paper, column: Column, llm: Backend, block: str | None) -> tuple[Cell, bool]:
         """(the checked cell, whether to cache it: a failed call is not)."""
         support = self.answerer.support
         if column.links:
             return cellmod.link_cell(paper), True
         try:
-            value = cellmod.ask(llm, block or "", column) if llm is not None else \
+            value = cellmod.ask(llm, block or "", column) if generates(llm) else \
                 cellmod.extractive_value(paper, column, support)
         except BackendError as err:
             return Cell(None, None, False, False, f"the model failed: {err}"), False
         if value is None:
-            return cellmod.not_stated("the model found that the abstract does not state it" if llm is not None
+            return cellmod.not_stated("the model found that the abstract does not state it" if generates(llm)
                                       else "no sentence of the abstract matches the question"), True
         return cellmod.check_value(value, paper, column, support), True
 
