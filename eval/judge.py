@@ -11,11 +11,19 @@ judge is skipped and the reason is kept as a note for summary.json and report.md
 Each answered question gets ``faithfulness`` (1.0 when the judge finds the answer
 supported by the cited abstracts, or the retrieved ones when nothing was cited) and
 ``relevancy`` (1.0 when the answer, with those abstracts, responds to the question).
+The evaluators run on one event loop of the judge's own (`Judge.loop`), never on whatever loop
+the process has: llama-index's sync ``evaluate`` runs each call on the thread's current loop or a
+fresh ``asyncio.run`` loop, and its LLM keeps an async client bound to the first loop it used, so
+once anything in the process had called ``asyncio.run`` (an MCP client, say) the second
+evaluation failed with "Detected nested async".
+
 Left out: abstentions (nothing to judge), retries, and any remote default.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +84,8 @@ class Judge:
         self.llm = llm or self._make_llm(spec, _llm_settings(spec, settings))
         self.faithfulness = FaithfulnessEvaluator(llm=self.llm)
         self.relevancy = RelevancyEvaluator(llm=self.llm)
+        self.loop = asyncio.new_event_loop()  # the one loop the LLM's async client is bound to
+        self._lock = threading.Lock()  # a loop runs one call at a time; eval workers share the judge
 
     @staticmethod
     def _make_llm(spec: JudgeSpec, llm: Any) -> Any:
@@ -97,9 +107,13 @@ class Judge:
         sources = answer.get("citations") or answer.get("also_retrieved") or []
         contexts = [f"{c['title']}\n{c['abstract']}" for c in sources] or ["(no sources)"]
         text = answer.get("answer") or ""
+        async def both() -> tuple[Any, Any]:
+            return (await self.faithfulness.aevaluate(query=question, response=text, contexts=contexts),
+                    await self.relevancy.aevaluate(query=question, response=text, contexts=contexts))
+
         try:
-            faithful = self.faithfulness.evaluate(query=question, response=text, contexts=contexts)
-            relevant = self.relevancy.evaluate(query=question, response=text, contexts=contexts)
+            with self._lock:
+                faithful, relevant = self.loop.run_until_complete(both())
         except Exception as err:  # noqa: BLE001 - a judge failure must not lose the answer
             return {"faithfulness": None, "relevancy": None, "judge_error": f"{type(err).__name__}: {err}"[:300]}
         return {"faithfulness": float(bool(faithful.passing)), "relevancy": float(bool(relevant.passing))}
