@@ -38,7 +38,7 @@ CHROMIUM = "/usr/bin/chromium"
 # text (anything in the newest .rag-text but the cursor, or a new finished answer's meta line).
 WATCH = """() => {
   const t = window.__t = {}; const chat = document.querySelector('#chat');
-  const metas = chat.querySelectorAll('.rag-meta').length;
+  const metas = chat.querySelectorAll('.rag-meta').length;  // 0 in a new conversation
   const texts = () => chat.querySelectorAll('.rag-text');
   const look = () => {
     const now = performance.now();
@@ -82,8 +82,12 @@ def web_page(home: Path, backend: str = "llamacpp", timeout: float = 300) -> Ite
 
 
 def ask_in_page(page: Any, question: str, timeout_s: float = 600) -> dict[str, float]:
-    """One question typed and sent in the page: seconds from the click to the stage line, to the
+    """One question typed and sent in a new conversation (as ``rag ask`` asks it: no earlier turns
+    to condense it with or to carry in the prompt): seconds from the click to the stage line, to the
     first words and to the finished answer, as the page measured them."""
+    if page.locator("#chat .rag-meta").count():
+        page.click("#new-conversation")
+        page.wait_for_function("!document.querySelector('#chat .rag-meta')", timeout=30_000)
     page.fill("#question textarea", question)
     page.evaluate(WATCH)
     page.click("#ask")
