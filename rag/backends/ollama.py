@@ -52,7 +52,6 @@ def _ollama_name(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
-
 class OllamaBackend:
     """Ollama's native chat API (``POST /api/chat``, NDJSON streaming)."""
 
