@@ -110,8 +110,9 @@ def score_question(question: Any, answer: dict[str, Any]) -> dict[str, Any]:
     out["invalid_citations"] = int(answer.get("invalid_citations") or 0) if not abstained else None
     out["unsupported_rate"] = (sum(not s["supported"] for s in sentences) / len(sentences)
                                if sentences and not abstained else None)
-    out["shown_unsupported_specifics"] = (sum(bool(unsupported_specifics(s, question.question)) for s in sentences)
-                                          if not abstained else None)
+    titles = " ".join(c.get("title") or "" for c in answer.get("citations") or [])  # naming them invents nothing
+    out["shown_unsupported_specifics"] = (sum(bool(unsupported_specifics(s, f"{question.question} {titles}"))
+                                              for s in sentences) if not abstained else None)
     out["language_match"] = (language.detect(prose(answer.get("answer") or "")) == question.lang
                              if question.lang != language.ENGLISH else None)
     out["list_recall"] = len(gold_set & set(cited)) / len(gold_set) if question.type == "list" and gold_set else None
@@ -143,7 +144,9 @@ def prose(text: str) -> str:
 def unsupported_specifics(sentence: dict[str, Any], question: str) -> list[str]:
     """The numbers and names a shown answer sentence adds to the question without a checked claim
     behind them (an invented value on screen): an unsupported sentence's, or one the checker took for
-    no claim; [] for a supported claim.
+    no claim; [] for a supported claim. `score_question` passes the question with the cited papers'
+    titles: a sentence that names the paper it cites ("SetFit (“Efficient Few-Shot Learning Without
+    Prompts”) [1]") adds nothing invented.
 
     >>> unsupported_specifics({"text": "It used a learning rate of 0.001 [1].", "supported": False}, "Which lr?")
     ['0.001']

@@ -93,6 +93,20 @@ def test_retrieval_scores_survive_concurrent_workers() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_naming_the_cited_paper_is_not_an_invented_specific() -> None:
+    """dev c09.t1: the checker's named sentence quotes the cited paper's title; an invented value still counts."""
+    q = Question("c09.t1", "Which paper proposes SetFit?", ["a"], [])
+    named = {"text": "The paper proposes SetFit (“Efficient Few-Shot Learning Without Prompts”) [1].",
+             "supported": True, "claim": False}
+    invented = {"text": "SetFit reaches 92.4 F1 on SST-5 [1].", "supported": False}
+    shown = {"answer": named["text"], "abstained": False, "sentences": [named],
+             "citations": [{"paper_id": "a", "title": "Efficient Few-Shot Learning Without Prompts"}]}
+    assert metrics.score_question(q, shown)["shown_unsupported_specifics"] == 0
+    assert metrics.score_question(q, {**shown, "sentences": [named, invented]})["shown_unsupported_specifics"] == 1
+    untitled = {**shown, "citations": [{"paper_id": "a"}]}
+    assert metrics.score_question(q, untitled)["shown_unsupported_specifics"] == 1  # the old count
+
+
 def test_answer_match_is_a_case_insensitive_substring_of_any_answer() -> None:
     assert metrics.answer_match("It is called WONTON-7B.", ["wonton"]) is True
     assert metrics.answer_match("146 billion parameters", ["200", "146 Billion"]) is True
