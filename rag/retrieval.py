@@ -519,7 +519,7 @@ def _fresh_local_client(settings: Settings) -> Any:
     (``KeyError: '<home>/chroma'``), so the swaps take turns."""
     from chromadb.api.shared_system_client import SharedSystemClient
 
-    from rag.store import make_client
+    from rag.chroma_client import make_client
 
     with _CHROMA_SWAP:
         SharedSystemClient.clear_system_cache()
