@@ -39,12 +39,13 @@ from typing import IO
 
 from rag.chunk_records import chunk_metadatas, paper_metadata
 from rag.chunking import Chunk, Chunker
-from rag.corpus import LoadReport, Paper, load_items
+from rag.corpus import Paper
 from rag.embeddings import Embedder
 from rag.errors import InputError, LockedError, RecordError, StoreError
 from rag.index_health import HELD_LOCKS, local_index_problem, roll_back_interrupted_write
 from rag.injection import instruction_sentences
 from rag.lexical import refresh_lexical
+from rag.loaders import LoadReport, load_items
 from rag.settings import Settings
 from rag.store import IndexIdentity, Store
 from rag.store_errors import as_store_error

@@ -36,11 +36,12 @@ import rag.ingest
 import rag.lexical
 from rag.chunk_records import chunk_metadata
 from rag.chunking import Chunk, Chunker
-from rag.corpus import Paper, load_paths, write_jsonl
+from rag.corpus import Paper
 from rag.embeddings import Embedder
 from rag.errors import ChromaUnavailableError
 from rag.ingest import Ingestor, stats
 from rag.lexical import LexicalIndex
+from rag.loaders import load_paths, write_jsonl
 from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import IndexIdentity, Store

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from rag.answer import Answerer
-from rag.corpus import load_paths
 from rag.embeddings import Embedder
 from rag.errors import EmptyIndexError, IndexBusyError, RagError
 from rag.index_health import check_local_index
 from rag.ingest import Ingestor, ingest_lock
+from rag.loaders import load_paths
 from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import Store

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rag.corpus import load_paths
 from rag.errors import EmptyIndexError, InputError
 from rag.ingest import Ingestor
 from rag.lexical import LexicalIndex
+from rag.loaders import load_paths
 from rag.retrieval import Filters, Retriever, fuse
 from rag.settings import Settings
 

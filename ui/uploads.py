@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from rag.corpus import FORMATS, LoadReport, load_file
 from rag.embeddings import Embedder
 from rag.errors import RagError, RecordError
 from rag.ingest import Ingestor, IngestSummary, summary_lines
+from rag.loaders import FORMATS, LoadReport, load_file
 from rag.settings import Settings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
