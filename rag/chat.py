@@ -26,7 +26,7 @@ from rag.corpus import Paper
 from rag.errors import BackendError
 from rag.llm import Backend, Message, approx_tokens, generates
 from rag.markup import md_prose, md_text, md_url
-from rag.retrieval import query_names
+from rag.ranking import query_names
 from rag.support import content_words
 
 _FOLLOW_UP = re.compile(

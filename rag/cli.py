@@ -119,7 +119,7 @@ def parse_filters(year: str | None, author: str | None, category: str | None,
                   paper_ids: list[str] | None = None) -> Any:
     """The search filters from the command's options; a malformed ``--year`` is an `InputError`."""
     from rag.errors import InputError
-    from rag.retrieval import Filters
+    from rag.filters import Filters
 
     try:
         lo, hi = Filters.parse_years(year) if year else (None, None)

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from rag.bibtex import paper_bibtex
 from rag.chat import paper_bibtex as chat_paper_bibtex
 from rag.corpus import Paper
+from rag.filters import Filters
 from rag.ingest import Ingestor
 from rag.library import catalogue, list_papers
 from rag.loaders import load_bibtex, load_file
-from rag.retrieval import Filters
 from rag.settings import Settings
 from tests.conftest import FIXTURES
 

@@ -13,9 +13,10 @@ import pytest
 import rag.ingest
 import rag.retrieval
 from rag.embeddings import Embedder
+from rag.filters import Filters
 from rag.ingest import Ingestor
 from rag.loaders import load_bibtex
-from rag.retrieval import Filters, Retriever
+from rag.retrieval import Retriever
 from rag.settings import Settings
 from tests.conftest import FIXTURES
 

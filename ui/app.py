@@ -44,11 +44,12 @@ from rag.bundled import DEV_SET, bundled_file
 from rag.corpus import Paper, clean_text
 from rag.environment import GRADIO, set_defaults
 from rag.errors import EmptyIndexError, InputError, RagError
+from rag.filters import field_count
 from rag.ingest import record_lines
 from rag.ingest import stats as index_stats
 from rag.llm import backend_names
 from rag.loaders import FORMATS
-from rag.retrieval import field_count, visible
+from rag.retrieval import visible
 from rag.settings import Settings
 from rag.table.columns import DEFAULT_COLUMNS
 from ui import render

@@ -40,9 +40,10 @@ from rag.answer import MAX_QUESTION_CHARS, Answer, Answerer, Citation, Event, ma
 from rag.chat import Conversation, Turn, paper_bibtex
 from rag.corpus import Paper, clean_text
 from rag.errors import BusyError, InputError, PaperNotFoundError, RagError, TooLargeError, UnknownModelError, outcome
+from rag.filters import Filters
 from rag.llm import backend_names
 from rag.markup import md_code, md_prose, md_text, md_url
-from rag.retrieval import Filters, visible
+from rag.retrieval import visible
 from rag.settings import Settings
 from rag.table.maker import Table
 from ui.shared import UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, AnswererPool

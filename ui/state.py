@@ -20,9 +20,9 @@ from typing import Any
 
 from rag.answer import Answer, Answerer
 from rag.chat import Conversation, Turn
+from rag.filters import Filters
 from rag.llm import backend_names
 from rag.notices import Notices
-from rag.retrieval import Filters
 from rag.settings import Settings
 
 MAX_K = 20
