@@ -355,8 +355,14 @@ def ask(
 ) -> None:
     """Answer one question, streamed, then the cited papers with their evidence."""
     from rag.answer import Answerer
+    from rag.table.terminal import table_turn
 
     answerer = Answerer(answer_settings(backend, model))
+    if (made := table_turn(answerer, question, console, None if as_json else out, k=k,  # "make a table of ..."
+                           filters=parse_filters(year, author, category))) is not None:
+        if as_json:
+            emit_json(made.as_dict())
+        return
     answer = stream_to_terminal(answerer.stream(question, k=k, filters=parse_filters(year, author, category)),
                                 as_json, backend_notes=lambda: answerer.backend_for()[1])
     if answer.error:
@@ -436,6 +442,8 @@ def chat(
     from rag.answer import Answerer
     from rag.chat import Conversation
     from rag.notices import Notices
+    from rag.table.chat import last_cited
+    from rag.table.terminal import table_turn
 
     conversation = Conversation(Answerer(answer_settings(backend, model)))
     notices = Notices()  # each note once in this conversation
@@ -466,6 +474,11 @@ def chat(
             console.print(Text.assemble(("unknown command ", "yellow"), command, f". {chat_help()}"))
         else:
             try:
+                if (made := table_turn(conversation.answerer, line, console, None if as_json else out,
+                                       last_cited(conversation), k=k)) is not None:  # "make a table of ..."
+                    if as_json:
+                        emit_json(made.as_dict(), lines=True)
+                    continue
                 answer = stream_to_terminal(conversation.stream(line, k=k), as_json=as_json, lines=True,
                                             notices=notices,
                                             backend_notes=lambda: conversation.answerer.backend_for()[1])

@@ -4,7 +4,8 @@ Routes (all under ``/v1``, a bearer token required whenever ``RAG_API__TOKEN`` i
 
 - ``POST /chat/completions``: OpenAI's chat-completions shape, streamed as server-sent events
   (``data: [DONE]`` last) or not. The last message is the question, the earlier ones its history
-  (`ui.service.PaperService.replay`: condensed as in ``rag chat``). The text keeps its ``[n]``
+  (`ui.service.PaperService.replay`: condensed as in ``rag chat``); a message asking for a table
+  ("make a table of ...") gets the table in Markdown (`ui.chat_table`). The text keeps its ``[n]``
   markers and, unless ``RAG_API__MARKDOWN_SOURCES=false``, ends with a Markdown list of the cited
   papers; ``citations`` on the response (on the last chunk when streaming) holds the items of
   ``rag ask --json`` plus ``url`` and ``supported``; ``paper_rag`` says which backend answered,
@@ -53,6 +54,7 @@ from rag.errors import BackendError, EmptyIndexError, InputError, RagError, Unkn
 from rag.llm import approx_tokens
 from rag.markup import md_prose
 from rag.settings import Settings
+from ui.chat_table import api_response, api_table
 from ui.guard import LOOPBACK_NAMES, CorsGate, OriginPolicy
 from ui.service import (
     DEFAULT_MODEL,
@@ -285,6 +287,9 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
         if body.n not in (None, 1):
             raise APIError(400, f"n={body.n}: only one choice is generated", param="n", code="invalid_value")
         messages = [ChatMessage(m.role, m.text(i)) for i, m in enumerate(body.messages)]
+        if (table := await run_in_threadpool(api_table, service, messages, body.model, body.k)) is not None:
+            return api_response(Reply(service, body.model, settings.api.markdown_sources, "", messages), table,
+                                body.stream, bool(body.stream_options and body.stream_options.include_usage))
         max_tokens = body.max_completion_tokens or body.max_tokens
         question, events = await run_in_threadpool(service.stream, messages, body.model, body.temperature,
                                                     max_tokens, body.k)

@@ -52,7 +52,9 @@ from rag.loaders import FORMATS
 from rag.retrieval import visible
 from rag.settings import Settings
 from rag.table.columns import DEFAULT_COLUMNS
+from rag.table.requests import table_request
 from ui import render
+from ui.chat_table import web_table
 from ui.compare import ComparePanel
 from ui.feedback import FeedbackLog, feedback_record
 from ui.guard import CorsGate, HostPolicy, OriginPolicy, RequestGuard
@@ -160,8 +162,10 @@ class WebApp:
                     "", f"waiting for a free answer slot ({self.settings.ui.concurrency} in use)",
                     time.monotonic() - started)
                 yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
-            if slot:
-                yield from self._answer(session, text_in, opts, kwargs, at, started)
+            if slot:  # a message asking for a table ("make a table of ...") gets the table (`ui.chat_table`)
+                table = table_request(text_in)
+                yield from (self._answer(session, text_in, opts, kwargs, at, started) if table is None
+                            else web_table(self, session, table, opts, at, started))
             else:
                 session.messages[at]["content"] = render.render_stopped("")
             finished = True
