@@ -8,7 +8,7 @@ Both call `rag.table.chat.requested_table`; this module only shows its result:
   the notes (how each named paper was found) and the provenance line. Stop ends it after the cell
   being extracted. The table is not a turn of the conversation: a follow-up question is condensed
   with the answers before it (Markdown/CSV/BibTeX downloads: the Compare panel);
-- `api_table` / `api_response`: the chat completion whose message content is the table in Markdown
+- `api_table` / `table_reply`: the chat completion whose message content is the table in Markdown
   (`rag.table.export.to_markdown`, the notes first), streamed as one content chunk, with the
   table's JSON (``rag table --json``) under ``paper_rag.table``.
 
@@ -17,7 +17,6 @@ Left out: reading the request and making the table (`rag.table`), the chat's ans
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -157,24 +156,10 @@ def table_markdown(table: Table) -> str:
     return notes + to_markdown(table)
 
 
-def api_response(reply: Any, table: Table, stream: bool | None = False, include_usage: bool = False) -> Any:
-    """``reply`` (a `ui.api.Reply`) carrying the table: a chat completion, or its server-sent events."""
-    from fastapi.responses import StreamingResponse
-
-    text = table_markdown(table)
-    extras = {"citations": [], "paper_rag": {"table": table.as_dict(), "notes": table.notes, "model": table.model}}
-    if not stream:
-        return {"id": reply.id, "object": "chat.completion", "created": reply.created, "model": reply.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                             "logprobs": None, "finish_reason": "stop"}],
-                "usage": reply.usage(text), "system_fingerprint": None, **extras}
-    chunks = [reply.chunk({"role": "assistant", "content": ""}), reply.chunk({"content": text}),
-              reply.chunk({}, "stop", **extras)]
-    if include_usage:
-        chunks.append({**reply.chunk({}, None, usage=reply.usage(text)), "choices": []})
-    lines = [f"data: {json.dumps(c, ensure_ascii=False)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
-    return StreamingResponse(iter(lines), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+def table_reply(table: Table) -> tuple[str, dict[str, Any]]:
+    """The chat completion's message for a table, and what goes beside it (`ui.api.Reply.message`)."""
+    return table_markdown(table), {"citations": [], "paper_rag": {"table": table.as_dict(), "notes": table.notes,
+                                                                  "model": table.model}}
 
 
-__all__ = ["api_response", "api_table", "table_markdown", "table_message", "web_table"]
+__all__ = ["api_table", "table_markdown", "table_message", "table_reply", "web_table"]
