@@ -178,7 +178,7 @@ def search(
 
 
 def print_notices(notices: list[str]) -> None:
-    """What the filters left out (`rag.retrieval.allowed_ids`), one ``note:`` line each on stderr."""
+    """What the filters left out (`rag.filters.allowed_ids`), one ``note:`` line each on stderr."""
     for notice in notices:
         console.print(f"note: {notice}", markup=False)
 
