@@ -68,6 +68,7 @@ from rag.support import (
     uncounted,
 )
 
+WIDENED = "read the whole abstracts: their best sentences did not state the answer"  # a note
 VERDICT_NO = "the model found that no retrieved abstract states the answer"  # the abstention reason of a "no"
 STAGE_SEARCH, STAGE_WRITE, STAGE_CHECK = "searching the papers", "writing the answer", "checking the answer"
 MAX_QUESTION_CHARS = MAX_QUERY_CHARS  # one limit for what is searched and what is answered
@@ -394,6 +395,14 @@ class Answerer:
                 answer.timings["prompt_tokens"] = float(sum(llm.count_tokens(m.content) for m in asked))
                 if cfg.answer.verify != "off" and llm.capable:
                     answer.verdict = llm.choose(self.messages_for(base, prompts.CHECK_INSTRUCTION), ["yes", "no"])
+                    if answer.verdict == "no" and (wider := self.widened(sources, prompted, llm, question, history,
+                                                                          wants_list)):
+                        # the excerpts may have missed the sentence that answers: read the whole abstracts
+                        sources, base = wider, self.prompt_parts(question, wider, history, delimiter)
+                        asked = self.messages_for(base, self.instruction(wants_list, lang))
+                        answer.timings["prompt_tokens"] = float(sum(llm.count_tokens(m.content) for m in asked))
+                        answer.verdict = llm.choose(self.messages_for(base, prompts.CHECK_INSTRUCTION), ["yes", "no"])
+                        answer.notes.append(WIDENED)
                     answer.timings["verify_s"] = time.perf_counter() - t_retrieved
                     if answer.verdict == "no" and cfg.answer.verify == "abstain":
                         abstain, reason, near = True, VERDICT_NO, True
@@ -633,18 +642,19 @@ class Answerer:
         return out
 
     def sources(self, query: str, prompted: list[tuple[int, PaperHit]], llm: Backend, question: str,
-                history: Sequence[Message] = (), listing: bool = False) -> list[tuple[int, PaperHit, str]]:
+                history: Sequence[Message] = (), listing: bool = False,
+                whole: bool = False) -> list[tuple[int, PaperHit, str]]:
         """The text each prompted paper brings, best papers first, within the backend's prompt budget:
         with ``answer.evidence`` ``sentences`` (the default) the sentences that best match the query
         (`rag.evidence`, ``answer.evidence_tokens``; a list question's papers share
-        ``answer.list_evidence_tokens``), with ``abstracts`` each whole abstract (its best chunks when
-        long), cut at a sentence end. A paper that gets no text stays out of the prompt."""
+        ``answer.list_evidence_tokens``), with ``abstracts`` (or ``whole``) each whole abstract (its best
+        chunks when long), cut at a sentence end. A paper that gets no text stays out of the prompt."""
         cfg = self.settings.answer
         longest = max(prompts.ANSWER_INSTRUCTION, prompts.LIST_INSTRUCTION, prompts.CHECK_INSTRUCTION, key=len)
         budget = llm.prompt_budget - llm.count_tokens(prompts.SYSTEM_PROMPT) - llm.count_tokens(question) \
             - llm.count_tokens(longest) - 60 - sum(llm.count_tokens(m.content) for m in history)
         header = {n: llm.count_tokens(self._block(n, hit, "SOURCE-0000abcd", "")) for n, hit in prompted}
-        if cfg.evidence == "sentences":
+        if cfg.evidence == "sentences" and not whole:
             room = min(budget, cfg.list_evidence_tokens if listing else cfg.evidence_tokens)
             texts = evidence.select(query, [hit.paper.abstract for _, hit in prompted],
                                     lambda q, sentences: self.support.support_scores([q], sentences)[0],
@@ -660,6 +670,19 @@ class Answerer:
             out.append((number, hit, " ".join(sentences)))
             budget -= cost
         return out
+
+    def widened(self, sources: list[tuple[int, PaperHit, str]], prompted: list[tuple[int, PaperHit]], llm: Backend,
+                question: str, history: Sequence[Message], listing: bool) -> list[tuple[int, PaperHit, str]] | None:
+        """The whole abstracts of the papers ``sources`` excerpted, when ``answer.widen`` is on and they
+        say more than the excerpts; None otherwise (nothing new to read before abstaining). A
+        paraphrased or translated question often scores the sentence that answers it below others,
+        so an excerpt can lack it while the abstract has it (dev: 5 of 81 answerable questions)."""
+        if not self.settings.answer.widen or self.settings.answer.evidence != "sentences":
+            return None
+        excerpted = {n for n, _, _ in sources}
+        wider = self.sources(question, [(n, h) for n, h in prompted if n in excerpted], llm, question, history,
+                             listing, whole=True)
+        return wider if [t for *_, t in wider] != [t for *_, t in sources] else None
 
     @staticmethod
     def _block(number: int, hit: PaperHit, delimiter: str, text: str) -> str:

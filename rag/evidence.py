@@ -9,8 +9,8 @@ half the best sentence of all (a paper that brings nothing relevant stays out, a
 fences cost nothing), then the best remaining sentences of those papers, kept in abstract order,
 with an ellipsis where sentences were skipped, until the token budget is spent. A paper's first
 sentence gets a small bonus: it usually says what the paper is. Sentences that are themselves
-instructions to an assistant are never evidence (`rag.injection`). Sentences that are themselves instructions to an
-assistant are never evidence (`rag.injection`).
+instructions to an assistant are never evidence (`rag.injection`). When the excerpts do not state the
+answer, `rag.answer` reads the same papers' whole abstracts before abstaining (``answer.widen``).
 
     >>> pack([[(0.9, 2, "B."), (0.2, 0, "A."), (0.5, 3, "C.")], [(0.8, 0, "X.")], [(0.3, 0, "Y.")]],
     ...      lambda s: len(s), 7)

@@ -175,6 +175,11 @@ class AnswerSettings(Group):
         320, ge=32, description="With evidence=sentences: tokens of the prompt for the papers (titles, fences and "
         "sentences), for one question."
     )
+    widen: bool = Field(
+        True, description="With evidence=sentences and verify on: when the verdict on the sentences is 'no', "
+        "ask it again over the same papers' whole abstracts before abstaining, and answer from them on 'yes' "
+        "(an excerpt can miss the sentence a paraphrased question needs)."
+    )
     list_papers: int = Field(
         12, ge=1, description="Papers retrieved for a 'which papers ...' question (its answer is a list)."
     )

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from rag import prompts
-from rag.answer import Answerer, marked_answer
+from rag.answer import WIDENED, Answerer, marked_answer
 from rag.chat import Conversation
 from rag.ingest import Ingestor
 from rag.settings import Settings
@@ -349,3 +349,21 @@ def test_cli_chat_says_each_note_once(index) -> None:  # type: ignore[no-untyped
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("note: answering with Ollama model") == 1
     assert result.stdout.count("ZQRT runs three times faster") >= 2
+
+
+def test_a_no_over_the_excerpts_reads_the_whole_abstracts_before_abstaining(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    # the budget holds one sentence of ZQRT's abstract; the verdict is "yes" only on the whole of it
+    settings = index.model_copy(update={"answer": index.answer.model_copy(update={"evidence_tokens": 40})})
+    whole = ("We introduce ZQRT, a library of sparse kernels that speeds up attention on long sequences. "
+             "ZQRT runs three times faster than dense attention.")
+    backend = ScriptedBackend("ZQRT is a library of sparse kernels that runs three times faster [1].",
+                              verdict=lambda messages: "yes" if whole in messages[-1].content else "no")
+    answer = ask(settings, embedder, backend, "How much faster is ZQRT than dense attention?")
+    checks = [messages[-1].content for kind, messages in backend.calls if kind == "choose"]
+    assert whole not in checks[0] and whole in checks[1]  # the excerpt first, then the abstract
+    assert not answer.abstained and answer.verdict == "yes" and WIDENED in answer.notes
+    assert whole in [messages for kind, messages in backend.calls if kind == "stream"][0][-1].content
+
+    settings.answer.widen = False
+    answer = ask(settings, embedder, backend, "How much faster is ZQRT than dense attention?")
+    assert answer.abstained and WIDENED not in answer.notes
