@@ -110,7 +110,11 @@ class StoreSettings(Group):
 
 
 class RetrievalSettings(Group):
-    k: int = Field(5, ge=1, le=100, description="Papers returned per query.")
+    k: int = Field(5, ge=1, description="Papers returned per query (at most `max_k`).")
+    max_k: int = Field(
+        100, ge=1, description="The most papers one request may ask for (its `k`), in every interface: `rag ask`, "
+        "`rag chat` and `rag search -k`, the web chat's Papers slider, the API's and the MCP tools' `k`."
+    )
     candidates: int = Field(50, ge=1, description="Chunks fetched from each retriever before fusion.")
     fusion: Literal["rrf", "weighted", "dense", "lexical"] = Field(
         "weighted", description="How dense and lexical rankings are combined."
@@ -123,6 +127,12 @@ class RetrievalSettings(Group):
         None, ge=0.0, le=1.0, description="Maximal marginal relevance trade-off; None disables MMR."
     )
     chunks_per_paper: int = Field(2, ge=1, description="Best chunks kept for each returned paper.")
+
+    @model_validator(mode="after")
+    def _k_within_max(self) -> RetrievalSettings:
+        if self.k > self.max_k:
+            raise ValueError(f"k={self.k} is above max_k={self.max_k}")
+        return self
 
 
 class LLMSettings(Group, LlamaCppSettings, OpenAISettings, OllamaSettings):
