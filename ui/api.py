@@ -100,17 +100,17 @@ class ChatRequest(_Body):
     model: str = DEFAULT_MODEL
     messages: list[InMessage]
     stream: bool | None = False
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None  # its bounds, k's and max_tokens': rag.request.AskRequest (from the settings)
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     n: int | None = Field(None, ge=1)
     stream_options: StreamOptions | None = None
-    k: int | None = Field(None, ge=1, le=100, description="paper-rag: papers placed in the prompt")
+    k: int | None = Field(None, description="paper-rag: papers retrieved for the answer (1 to RAG_RETRIEVAL__MAX_K)")
 
 
 class SearchRequest(_Body):
     query: str
-    k: int | None = Field(None, ge=1, le=100)
+    k: int | None = None  # 1 to RAG_RETRIEVAL__MAX_K (`ui.service.PaperService.search`)
     year: str | int | None = None
     author: str | None = None
     category: str | None = None
@@ -285,10 +285,10 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
         if body.n not in (None, 1):
             raise APIError(400, f"n={body.n}: only one choice is generated", param="n", code="invalid_value")
         messages = [ChatMessage(m.role, m.text(i)) for i, m in enumerate(body.messages)]
-        max_tokens = body.max_completion_tokens or body.max_tokens
-        question, events = await run_in_threadpool(service.stream, messages, body.model, body.temperature,
-                                                    max_tokens, body.k)
-        reply = Reply(service, body.model, settings.api.markdown_sources, question, messages)
+        ask = await run_in_threadpool(service.request, messages, body.model, k=body.k, temperature=body.temperature,
+                                      max_tokens=body.max_completion_tokens or body.max_tokens)
+        events = await run_in_threadpool(service.stream, ask)
+        reply = Reply(service, body.model, settings.api.markdown_sources, ask.question, messages)
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(sse(reply.chunks(events, usage), events, request), media_type="text/event-stream",
