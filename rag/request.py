@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,9 +30,8 @@ from rag.corpus import clean_text
 from rag.errors import InputError, TooLargeError
 from rag.llm import LLMCommon, Message, unknown_backend
 from rag.retrieval import Filters, visible
-from rag.settings import RetrievalSettings, Settings
+from rag.settings import RetrievalSettings, Settings, Verify
 
-Verify = Literal["abstain", "flag", "off"]
 YEAR_FIX = "give one year (2023), a range (2020..2024) or an open range (2020.. or ..2020)"
 
 

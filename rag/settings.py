@@ -33,6 +33,7 @@ CHUNKER_VERSION = "sent-pack-1"
 BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
 # RAG_* variables that are not settings: read by the CLI (RAG_DEBUG) and by the test suite
 OTHER_VARIABLES = frozenset({"RAG_DEBUG", "RAG_LOAD_ASKS", "RAG_UPDATE_SCREENSHOT"})
+Verify = Literal["abstain", "flag", "off"]  # answer.verify, which a request may override (rag.request)
 
 
 def unknown_key(key: str, known: Iterable[str], prefix: str = "") -> str:
@@ -167,7 +168,7 @@ class AnswerSettings(Group):
         0.25, ge=0.0, le=1.0, description="Of those, the papers scoring at least this share of the best one's "
         "retrieval score go into the prompt; the others are listed as also retrieved."
     )
-    verify: Literal["abstain", "flag", "off"] = Field(
+    verify: Verify = Field(
         "abstain", description="Before answering, a capable model says whether the abstracts state the answer "
         "(one word, sharing the answer's prompt prefix). abstain: a 'no' ends in the abstention phrase; flag: the "
         "verdict is only recorded (Answer.verdict); off: not asked."

@@ -9,8 +9,9 @@ Routes (all under ``/v1``, a bearer token required whenever ``RAG_API__TOKEN`` i
   papers; ``citations`` on the response (on the last chunk when streaming) holds the items of
   ``rag ask --json`` plus ``url`` and ``supported``; ``paper_rag`` says which backend answered,
   whether it abstained, and the checked answer text. ``temperature`` and ``max_tokens`` (or
-  ``max_completion_tokens``, which only lowers the configured bound) are used; ``k`` (papers in
-  the prompt) is an extension; other OpenAI fields are accepted and ignored; wrong types are 400.
+  ``max_completion_tokens``, which only lowers the configured bound) are used; ``k`` (papers
+  retrieved, 1 to ``RAG_RETRIEVAL__MAX_K``) is an extension; all of them are checked once, as in every
+  interface, by `rag.request.AskRequest`; other OpenAI fields are accepted and ignored; wrong types are 400.
 - ``POST /table``: an extraction table (``{query?, papers?, columns?, questions?, k?, year?, author?,
   category?, overview?}``), the object ``rag table --json`` prints (`ui.service.PaperService.table`).
 - ``GET /models``, ``GET /models/{id}``, ``POST /search``, ``GET /papers/{id}``, ``GET /papers/{id}/bibtex``,
