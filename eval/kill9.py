@@ -227,7 +227,7 @@ def wait_for_journal(home: Path, child: subprocess.Popen[bytes], timeout: float)
 
 
 def ids_of_file(work: Path, path: Path) -> list[str]:
-    from rag.corpus import load_paths
+    from rag.loaders import load_paths
 
     return sorted(load_paths([path]).papers)
 

@@ -14,8 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rag.corpus import Paper, load_paths
+from rag.corpus import Paper
 from rag.embeddings import Embedder
+from rag.loaders import load_paths
 from rag.retrieval import Retriever
 from rag.settings import Settings
 
@@ -35,8 +36,8 @@ def title_task(papers: Iterable[Paper]) -> tuple[dict[str, str], dict[str, dict[
 def abstract_only_retriever(papers: Sequence[Paper], home: Path, embedder: Embedder,
                             base: Settings | None = None) -> Retriever:
     """An index of abstracts without titles in ``home`` (chunks and BM25 both title-free)."""
-    from rag.corpus import LoadReport
     from rag.ingest import Ingestor
+    from rag.loaders import LoadReport
 
     base = base or Settings()
     settings = base.model_copy(update={

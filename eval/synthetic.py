@@ -2,7 +2,7 @@
 
 `generate` writes N papers as JSON Lines, one arXiv snapshot record per line (``id``,
 ``title``, ``abstract``, ``authors``, ``categories``, ``update_date``, ``doi``), so a
-benchmark ingests them through the real loader path (`rag.corpus.load_paths`). Abstracts
+benchmark ingests them through the real loader path (`rag.loaders.load_paths`). Abstracts
 are recombined from the sentences of the bundled abstracts (`rag.chunking.split_sentences`),
 each with as many sentences as a randomly drawn real abstract, so lengths and vocabulary
 follow the bundled corpus. Titles are recombined from the bundled titles' words and made

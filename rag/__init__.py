@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Settings": "rag.settings",
     "Paper": "rag.corpus",
-    "load_paths": "rag.corpus",
+    "load_paths": "rag.loaders",
     "RagError": "rag.errors",
 }
 

@@ -40,12 +40,12 @@ from rag.chunking import chunk_index, split_sentences
 from rag.corpus import Paper
 from rag.embeddings import Embedder
 from rag.errors import BackendError
+from rag.filters import Filters
 from rag.injection import answer_repeats, instruction_sentences
 from rag.llm import Backend, Message, StreamInterrupted, generates
 from rag.retrieval import (
     MAX_QUERY_CHARS,
     Confidence,
-    Filters,
     PaperHit,
     Retriever,
     SearchResult,

@@ -1,7 +1,7 @@
-r"""`Paper` -> a BibTeX entry that paper-rag's own reader (`rag.corpus.load_bibtex`) reads back to the same paper.
+r"""`Paper` -> a BibTeX entry that paper-rag's own reader (`rag.loaders.load_bibtex`) reads back to the same paper.
 
 What an import kept is written back: the entry type, the citation key and the venue fields
-(``journal``, ``booktitle``, ``publisher``, ``volume``, ``pages``...), which `rag.corpus.load_bibtex`
+(``journal``, ``booktitle``, ``publisher``, ``volume``, ``pages``...), which `rag.loaders.load_bibtex`
 stores in ``Paper.extra`` (``entry_type``, ``bibtex_key``, ``bibtex``). A paper that came from
 another format gets ``@misc`` (an arXiv paper) or ``@article`` and a key made of the first
 author's surname, the year and the id.
@@ -33,7 +33,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rag.corpus import VENUE_FIELDS, Paper, extract_urls
+from rag.corpus import Paper, extract_urls
+from rag.loaders import VENUE_FIELDS
 
 _ESCAPES = {"\\": r"\textbackslash{}", "{": r"\textbraceleft{}", "}": r"\textbraceright{}", "%": r"\%", "&": r"\&",
             "$": r"\$", "#": r"\#", "_": r"\_", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}"}
@@ -94,7 +95,7 @@ def entry_type(paper: Paper) -> str:
 
 
 def paper_bibtex(paper: Paper) -> str:
-    """A BibTeX entry that `rag.corpus.load_bibtex` reads back to the same paper (same id, title,
+    """A BibTeX entry that `rag.loaders.load_bibtex` reads back to the same paper (same id, title,
     authors, year, abstract, categories as ``keywords``, DOI, arXiv id, entry type, key and venue fields)."""
     kept = paper.extra.get("bibtex")
     venue: dict[str, Any] = kept if isinstance(kept, dict) else {}

@@ -28,10 +28,11 @@ from rag.answer import Answer, Answerer, Event, marked_answer, one_line_reply
 from rag.bibtex import paper_bibtex
 from rag.corpus import Paper
 from rag.errors import BackendError
+from rag.filters import Filters
 from rag.llm import Backend, Message, approx_tokens, generates
 from rag.markup import md_prose, md_text, md_url
+from rag.ranking import query_names
 from rag.request import AskRequest, fitted
-from rag.retrieval import Filters, query_names
 from rag.support import content_words
 
 _FOLLOW_UP = re.compile(

@@ -178,7 +178,7 @@ def search(
 
 
 def print_notices(notices: list[str]) -> None:
-    """What the filters left out (`rag.retrieval.allowed_ids`), one ``note:`` line each on stderr."""
+    """What the filters left out (`rag.filters.allowed_ids`), one ``note:`` line each on stderr."""
     for notice in notices:
         console.print(f"note: {notice}", markup=False)
 
@@ -354,11 +354,17 @@ def ask(
     from rag.answer import Answerer
     from rag.chat import Conversation
     from rag.request import AskRequest
+    from rag.table.terminal import table_turn
 
     cfg = settings()
     request = AskRequest.of(cfg, question, backend=backend, model=model, k=k, year=year, author=author,
                             category=category, params=CLI_PARAMS)
     answerer = Answerer(request.settings(cfg))
+    if (made := table_turn(answerer, request.question, console, None if as_json else out, k=request.k,
+                           filters=request.filters)) is not None:  # "make a table of ..."
+        if as_json:
+            emit_json(made.as_dict())
+        return
     answer = stream_to_terminal(Conversation(answerer).respond(request), as_json,
                                 backend_notes=lambda: answerer.backend_for()[1])
     if answer.error:
@@ -439,6 +445,8 @@ def chat(
     from rag.chat import Conversation
     from rag.notices import Notices
     from rag.request import AskRequest, check_k, with_settings
+    from rag.table.chat import last_cited
+    from rag.table.terminal import table_turn
 
     cfg = settings()
     check_k(cfg, k, "-k")  # a bad -k is said before the first question
@@ -472,6 +480,11 @@ def chat(
         else:
             try:
                 request = AskRequest.of(cfg, line, backend=backend, model=model, k=k, params=CLI_PARAMS)
+                if (made := table_turn(conversation.answerer, request.question, console, None if as_json else out,
+                                       last_cited(conversation), k=request.k)) is not None:  # "make a table of ..."
+                    if as_json:
+                        emit_json(made.as_dict(), lines=True)
+                    continue
                 answer = stream_to_terminal(conversation.respond(request), as_json=as_json, lines=True,
                                             notices=notices,
                                             backend_notes=lambda: conversation.answerer.backend_for()[1])

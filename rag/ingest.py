@@ -37,23 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from rag.chunk_records import chunk_metadatas, paper_metadata
 from rag.chunking import Chunk, Chunker
-from rag.corpus import LoadReport, Paper, load_items
+from rag.corpus import Paper
 from rag.embeddings import Embedder
 from rag.errors import InputError, LockedError, RecordError, StoreError
+from rag.index_health import HELD_LOCKS, local_index_problem, roll_back_interrupted_write
 from rag.injection import instruction_sentences
 from rag.lexical import refresh_lexical
+from rag.loaders import LoadReport, load_items
 from rag.settings import Settings
-from rag.store import (
-    HELD_LOCKS,
-    IndexIdentity,
-    Store,
-    as_store_error,
-    chunk_metadatas,
-    local_index_problem,
-    paper_metadata,
-    roll_back_interrupted_write,
-)
+from rag.store import IndexIdentity, Store
+from rag.store_errors import as_store_error
 
 EMBED_BATCH = 256  # chunks embedded and written per step: a crash loses at most this much work
 INGEST_BATCH = 2000  # papers loaded, diffed, chunked, embedded and written at a time, then forgotten

@@ -43,7 +43,7 @@ import numpy as np
 
 from rag.bm25_writer import BM25Writer
 from rag.catalogue import FILE, Catalogue, CatalogueWriter, Papers
-from rag.store import unpack_record
+from rag.chunk_records import unpack_record
 
 if TYPE_CHECKING:
     from rag.settings import Settings

@@ -30,9 +30,10 @@ import numpy as np
 from rag.chunking import paper_of
 from rag.corpus import Paper, normalise_arxiv_id, normalise_doi, normalise_title
 from rag.errors import EmptyIndexError, InputError, PaperNotFoundError
+from rag.filters import Filters, allowed_ids
 from rag.ingest import ingest_lock
 from rag.lexical import LexicalIndex, refresh_lexical
-from rag.retrieval import IN_FILTER_LIMIT, ChunkHit, Filters, PaperHit, Retriever, allowed_ids
+from rag.retrieval import IN_FILTER_LIMIT, ChunkHit, PaperHit, Retriever
 from rag.settings import Settings
 from rag.store import Store
 
@@ -80,7 +81,7 @@ def chunk_counts(index: LexicalIndex) -> dict[str, int]:
 def allowed_papers(papers: Mapping[str, Paper], filters: Filters | None,
                    notices: list[str] | None = None) -> tuple[set[str] | None, str | None]:
     """(ids passing every filter or None when no filter is set, the filter that left none), with the
-    notes `rag search` gives (`rag.retrieval.allowed_ids`) added to ``notices``."""
+    notes `rag search` gives (`rag.filters.allowed_ids`) added to ``notices``."""
     return allowed_ids(papers, filters, notices)
 
 

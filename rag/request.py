@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rag.answer import MAX_QUESTION_CHARS, Answerer, clean_question
 from rag.corpus import clean_text
 from rag.errors import InputError, TooLargeError
+from rag.filters import Filters
 from rag.llm import LLMCommon, Message, unknown_backend
-from rag.retrieval import Filters, visible
+from rag.retrieval import visible
 from rag.settings import RetrievalSettings, Settings, Verify
 
 YEAR_FIX = "give one year (2023), a range (2020..2024) or an open range (2020.. or ..2020)"

@@ -1,10 +1,10 @@
 """Query -> ranked papers: dense (Chroma) + lexical (BM25) retrieval, fused and grouped.
 
 Both retrievers return chunks; each paper is scored by its best chunk in each list, and
-the two paper scores are fused (``weighted``: a convex combination of the dense cosine
-and the BM25 score scaled by the best BM25 score of the query; ``rrf``: reciprocal rank
-fusion; or one retriever alone). The result carries the evidence a caller needs to decide
-that nothing relevant was found (`Confidence`). Optional MMR spreads near-duplicate papers.
+the two paper scores are fused (`rag.ranking`: ``weighted``, ``rrf`` or one retriever
+alone, a bonus for the method names the query quotes, optional MMR). Metadata filters
+(`rag.filters`) limit both retrievers. The result carries the evidence a caller needs to
+decide that nothing relevant was found (`Confidence`).
 
 The lexical index is loaded once per process and reloaded only when the store's
 generation changes, which is how a long-lived process sees papers that another process
@@ -15,16 +15,16 @@ was loaded) are left out until the next reload. One `Retriever` may be shared by
 reload happens under its lock, once, while the other threads wait for it. Several retrievers of
 one data home in a process (a second reader, a test) replace Chroma's per-path client cache one at a
 time.
-Left out: prompting and answering (`rag.answer`).
+Left out: prompting and answering (`rag.answer`), the fusion arithmetic (`rag.ranking`) and
+what a filter lets through (`rag.filters`).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,125 +32,22 @@ from typing import Any, Literal
 import numpy as np
 
 from rag.chunking import paper_of
-from rag.corpus import Paper, clean_text, fold
+from rag.corpus import Paper, clean_text
 from rag.embeddings import Embedder
 from rag.errors import EmptyIndexError, IndexBusyError, InputError
+from rag.filters import Filters, allowed_ids
 from rag.lexical import LexicalIndex, refresh_lexical
+from rag.ranking import fuse, mmr, name_bonus, query_names
 from rag.settings import Settings
 from rag.store import IndexIdentity, Store
 
 MAX_QUERY_CHARS = 2000  # far past what the embedder (256 word pieces) and BM25 can use
-NAME_BOOST = 0.2  # share of the best fused score added for quoting every name in the query verbatim
-_NAME = re.compile(r"(?<![\w-])(?=[\w.-]*[A-Z])(?=[\w.-]*[A-Za-z])[A-Za-z0-9]+(?:[-.][A-Za-z0-9]+)+(?![\w-])"
-                   r"|(?<![\w-])[A-Z][A-Za-z]*[A-Z][A-Za-z0-9]*(?![\w-])")
 SCORE_SCALE = ("the ranking score, comparable within one search only: weighted fusion (the default) is 0-1, 1 "
                "meaning the best candidate of both the dense and the BM25 retriever, plus up to 0.2 (name_bonus) for "
                "a paper that contains every method name the query quotes, so a top paper can score up to 1.2; rrf "
                "gives about 0.01-0.03, dense the cosine similarity, lexical the raw BM25 score")
 IN_FILTER_LIMIT = 5000  # above this many allowed papers, filter after retrieval instead of in Chroma
 _CHROMA_SWAP = threading.Lock()  # one replacement of Chroma's per-path system cache at a time, process-wide
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Metadata filters; every given one must hold. Years are inclusive."""
-
-    year_from: int | None = None
-    year_to: int | None = None
-    author: str | None = None
-    category: str | None = None
-    paper_ids: frozenset[str] | None = None
-
-    def __post_init__(self) -> None:
-        """A reversed range matches nothing: it is a mistake, said with its fix in every interface."""
-        if self.year_from is not None and self.year_to is not None and self.year_from > self.year_to:
-            raise InputError(f"the year range {self.year_from}..{self.year_to} runs backwards and matches no paper",
-                             f"give the earlier year first: {self.year_to}..{self.year_from}")
-
-    @classmethod
-    def parse_years(cls, text: str) -> tuple[int | None, int | None]:
-        """``"2023..2025"`` -> (2023, 2025); ``"2024"`` -> (2024, 2024); ``"..2020"`` -> (None, 2020)."""
-        text = text.strip()
-        if ".." not in text:
-            year = int(text)
-            return year, year
-        lo, hi = text.split("..", 1)
-        return (int(lo) if lo else None), (int(hi) if hi else None)
-
-    def checks(self) -> list[tuple[str, Any]]:
-        """(description, predicate) for each active filter."""
-        return [(description, predicate) for _, description, predicate in self.field_checks()]
-
-    def field_checks(self) -> list[tuple[str | None, str, Any]]:
-        """(field the filter needs: ``year``, ``authors``, ``categories`` or None, description, predicate)."""
-        out: list[tuple[str | None, str, Any]] = []
-        if self.year_from is not None or self.year_to is not None:
-            lo, hi = self.year_from or -10**9, self.year_to or 10**9
-            out.append(("year", f"year {self.year_from or ''}..{self.year_to or ''}",
-                        lambda p: p.year is not None and lo <= p.year <= hi))
-        if self.author:  # case- and accent-insensitive: "scholkopf" finds "Schölkopf"
-            needle = fold(self.author)
-            out.append(("authors", f"author {self.author!r}", lambda p: any(needle in fold(a) for a in p.authors)))
-        if self.category:
-            cat = self.category.casefold()
-            out.append(("categories", f"category {self.category!r}",
-                        lambda p: any(cat == c.casefold() for c in p.categories)))
-        if self.paper_ids is not None:
-            ids = self.paper_ids
-            out.append((None, f"paper ids ({len(ids)})", lambda p: p.id in ids))
-        return out
-
-
-FIELD_NAMES = {"year": "a year", "authors": "authors", "categories": "categories"}
-
-
-def has_field(paper: Paper, name: str) -> bool:
-    return paper.year is not None if name == "year" else bool(getattr(paper, name))
-
-
-def field_count(papers: Iterable[Paper], name: str) -> str:
-    """How many papers have field ``name``, as a reader wants it said.
-
-    >>> field_count([Paper(title="a", abstract="x", year=2019), Paper(title="b", abstract="y")], "year")
-    '1 of 2 papers have a year (2019)'
-    >>> field_count([Paper(title="a", abstract="x")], "year")
-    'no paper in the index has a year'
-    """
-    papers = list(papers)
-    having = [p for p in papers if has_field(p, name)]
-    if not having:
-        return f"no paper in the index has {FIELD_NAMES[name]}"
-    text = f"{len(having)} of {len(papers)} papers have {FIELD_NAMES[name]}"
-    if name == "year":
-        lo, hi = min(p.year for p in having), max(p.year for p in having)  # type: ignore[type-var]
-        text += f" ({lo}–{hi})" if lo != hi else f" ({lo})"
-    return text
-
-
-def allowed_ids(papers: Mapping[str, Paper], filters: Filters | None,
-                notices: list[str] | None = None) -> tuple[set[str] | None, str | None]:
-    """The paper ids every filter lets through (None: no filter), and why none did.
-
-    A filter on a field some papers lack says so: an empty result names how many papers have
-    the field at all, and ``notices`` gets how many a year filter left out for having no year.
-    One source for `Retriever.search` and `rag.library` (``rag similar``, ``rag papers list``)."""
-    if filters is None or not filters.checks():
-        return None, None
-    allowed: set[str] | None = None
-    for name, description, predicate in filters.field_checks():
-        allowed = passing(papers, predicate, allowed)
-        if not allowed:
-            if name is None:
-                return allowed, f"no paper matches the filter {description}"
-            count = field_count(papers.values(), name)
-            joiner = ": " if count.startswith("no paper") else "; "
-            return allowed, f"no paper matches the filter {description}{joiner}{count}"
-        if name == "year" and notices is not None:
-            missing = sum(1 for p in papers.values() if p.year is None)
-            if missing:
-                notices.append(f"{missing} of {len(papers)} papers have no year and were left out by the "
-                               f"filter {description}")
-    return allowed, None
 
 
 @dataclass
@@ -249,89 +146,6 @@ def clean_query(query: str, noun: Literal["query", "question"] = "query") -> tup
         notices.append(f"query truncated from {len(text):,} to {MAX_QUERY_CHARS:,} characters")
         text = text[:MAX_QUERY_CHARS]
     return text, notices
-
-
-def query_names(query: str) -> list[str]:
-    """Method and model names in a query: mixed-case or hyphenated identifiers and acronyms.
-
-    >>> query_names("How does DRA-GRPO compare with GRPO and PLaMo-100B on the MATH set?")
-    ['DRA-GRPO', 'GRPO', 'PLaMo-100B', 'MATH']
-    """
-    return list(dict.fromkeys(m.group(0) for m in _NAME.finditer(query)))
-
-
-def name_bonus(fused: dict[str, float], papers: Mapping[str, Paper], names: list[str]) -> dict[str, float]:
-    """Add ``NAME_BOOST`` x (share of the query's names the paper contains verbatim) x the best score.
-
-    BM25 splits "DRA-GRPO" into "dra" and "grpo", so a paper about SEED-GRPO matches as well
-    as the one the user named; an exact, case-sensitive match of the whole name settles it.
-    A name found in more than two candidate papers ("LLMs", "NLP") tells nothing and is skipped.
-    """
-    if not names or not fused:
-        return fused
-    found: dict[str, set[str]] = {}
-    for pid in fused:
-        text = f"{papers[pid].title} {papers[pid].abstract}"
-        for name in names:
-            if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text):
-                found.setdefault(name, set()).add(pid)
-    telling = {name: pids for name, pids in found.items() if len(pids) <= 2}
-    if not telling:
-        return fused
-    top = max(fused.values())
-    return {pid: score + NAME_BOOST * top * sum(pid in pids for pids in telling.values()) / len(names)
-            for pid, score in fused.items()}
-
-
-def _minmax(scores: dict[str, float]) -> dict[str, float]:
-    if not scores:
-        return {}
-    lo, hi = min(scores.values()), max(scores.values())
-    return {p: (v - lo) / (hi - lo) if hi > lo else 1.0 for p, v in scores.items()}
-
-
-def fuse(dense: dict[str, float], lexical: dict[str, float], method: str, weight: float,
-         rrf_k: int) -> dict[str, float]:
-    """Paper scores from per-paper dense cosines and BM25 scores.
-
-    ``weighted`` min-max scales each retriever's scores over its candidates (a paper
-    missing from a list gets 0 from it), then mixes them: measured on the title ->
-    abstract task it beats RRF (recall@1 0.940 vs 0.897) and either retriever alone.
-
-    >>> fuse({"a": 0.9, "b": 0.5}, {"b": 10.0, "c": 2.0}, "weighted", 0.5, 60)
-    {'a': 0.5, 'b': 0.5, 'c': 0.0}
-    """
-    if method == "dense":
-        return dict(dense)
-    if method == "lexical":
-        return dict(lexical)
-    papers = list(dict.fromkeys([*dense, *lexical]))
-    if method == "rrf":
-        d_rank = {p: i for i, p in enumerate(sorted(dense, key=dense.__getitem__, reverse=True), 1)}
-        l_rank = {p: i for i, p in enumerate(sorted(lexical, key=lexical.__getitem__, reverse=True), 1)}
-        return {p: (1 / (rrf_k + d_rank[p]) if p in d_rank else 0) + (1 / (rrf_k + l_rank[p]) if p in l_rank else 0)
-                for p in papers}
-    d, lx = _minmax(dense), _minmax(lexical)
-    return {p: round(weight * d.get(p, 0.0) + (1 - weight) * lx.get(p, 0.0), 12) for p in papers}
-
-
-def mmr(order: list[str], vectors: dict[str, np.ndarray], scores: dict[str, float], k: int, lam: float) -> list[str]:
-    """Maximal marginal relevance over papers: relevance minus redundancy with those already picked."""
-    picked: list[str] = []
-    pool = [p for p in order if p in vectors] + [p for p in order if p not in vectors]
-    top = max(scores.values(), default=1.0) or 1.0
-    while pool and len(picked) < k:
-        def gain(p: str) -> float:
-            if p not in vectors or not picked:
-                return lam * scores[p] / top
-            redundancy = max(float(vectors[p] @ vectors[q]) for q in picked if q in vectors) if any(
-                q in vectors for q in picked) else 0.0
-            return lam * scores[p] / top - (1 - lam) * redundancy
-        best = max(pool, key=gain)
-        picked.append(best)
-        pool.remove(best)
-    return picked
-
 
 class Retriever:
     """Hybrid retrieval over one data home or Chroma server. Keep one per process."""
@@ -501,11 +315,6 @@ class Retriever:
         )
 
 
-def passing(papers: Mapping[str, Paper], predicate: Callable[[Paper], bool], within: set[str] | None) -> set[str]:
-    """Ids of the papers ``predicate`` accepts among ``within`` (None: all), in one pass over the catalogue."""
-    return {pid for pid, paper in papers.items() if (within is None or pid in within) and predicate(paper)}
-
-
 def _index_vanished(err: BaseException) -> bool:
     """Whether ``err`` says the collection went away under a reader (a rebuild's swap), not real trouble."""
     if isinstance(err, EmptyIndexError | IndexBusyError):
@@ -519,7 +328,7 @@ def _fresh_local_client(settings: Settings) -> Any:
     (``KeyError: '<home>/chroma'``), so the swaps take turns."""
     from chromadb.api.shared_system_client import SharedSystemClient
 
-    from rag.store import make_client
+    from rag.chroma_client import make_client
 
     with _CHROMA_SWAP:
         SharedSystemClient.clear_system_cache()

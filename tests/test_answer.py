@@ -12,9 +12,9 @@ import pytest
 from rag import prompts
 from rag.answer import Answerer, parse_citations, repeats_itself
 from rag.chat import Conversation, paper_bibtex, rule_condense
-from rag.corpus import load_file
 from rag.errors import InputError
 from rag.ingest import Ingestor
+from rag.loaders import load_file
 from rag.settings import Settings
 from rag.support import answer_sentences
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from eval.synthetic import generate, iter_records, synthetic_id
-from rag.corpus import load_paths, normalise_title
+from rag.corpus import normalise_title
+from rag.loaders import load_paths
 
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "papers.jsonl"
 

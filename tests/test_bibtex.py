@@ -16,10 +16,11 @@ from fastapi.testclient import TestClient
 
 from rag.bibtex import paper_bibtex
 from rag.chat import paper_bibtex as chat_paper_bibtex
-from rag.corpus import Paper, load_bibtex, load_file
+from rag.corpus import Paper
+from rag.filters import Filters
 from rag.ingest import Ingestor
 from rag.library import catalogue, list_papers
-from rag.retrieval import Filters
+from rag.loaders import load_bibtex, load_file
 from rag.settings import Settings
 from tests.conftest import FIXTURES
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rag.chunking import Chunker, split_sentences
-from rag.corpus import Paper, load_paths
+from rag.corpus import Paper
+from rag.loaders import load_paths
 
 from .conftest import BUNDLED
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.corpus import load_file, load_paths, normalise_title, paper_id, write_jsonl
+from rag.corpus import normalise_title, paper_id
 from rag.errors import CorpusError, RecordError
+from rag.loaders import load_file, load_paths, write_jsonl
 
 from .conftest import BUNDLED, FIXTURES, ROOT
 

@@ -505,7 +505,7 @@ def test_gold_by_title_arxiv_id_or_doi_resolves_to_paper_ids(tmp_path: Path) -> 
 
 def test_dev_set_resolves_to_itself() -> None:
     from eval.datasets import resolve_gold
-    from rag.corpus import load_paths
+    from rag.loaders import load_paths
 
     from .conftest import BUNDLED
 
@@ -517,9 +517,9 @@ def test_dev_set_resolves_to_itself() -> None:
 
 def test_eval_run_with_unknown_gold_title_stops_before_anything_runs(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     from eval.run import evaluate
-    from rag.corpus import load_paths
-    from rag.corpus import write_jsonl as write_corpus
     from rag.ingest import Ingestor
+    from rag.loaders import load_paths
+    from rag.loaders import write_jsonl as write_corpus
 
     corpus = tmp_path / "three.jsonl"
     papers = list(load_paths([Path(__file__).parent.parent / "data" / "papers.jsonl"]).papers.values())[:3]

@@ -30,18 +30,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rag.chroma_client
+import rag.index_health
 import rag.ingest
 import rag.lexical
-import rag.store
+from rag.chunk_records import chunk_metadata
 from rag.chunking import Chunk, Chunker
-from rag.corpus import Paper, load_paths, write_jsonl
+from rag.corpus import Paper
 from rag.embeddings import Embedder
 from rag.errors import ChromaUnavailableError
 from rag.ingest import Ingestor, stats
 from rag.lexical import LexicalIndex
+from rag.loaders import load_paths, write_jsonl
 from rag.retrieval import Retriever
 from rag.settings import Settings
-from rag.store import IndexIdentity, Store, chunk_metadata
+from rag.store import IndexIdentity, Store
 
 from .conftest import BIN, BUNDLED, free_port, run_cli, stop_process, wait_for_http
 
@@ -102,7 +105,7 @@ def chroma_rows(home: Path) -> int:
 
 def forget_chroma(home: Path) -> None:
     """What a new process would see: drop this process's cached Chroma system for ``home``."""
-    rag.store._forget_local_system(Settings(home=home))
+    rag.chroma_client.forget_local_system(Settings(home=home))
 
 
 def assert_consistent(settings: Settings, want: set[str]) -> None:
@@ -288,7 +291,7 @@ def test_a_hung_chroma_server_is_an_error_not_a_hang(chroma_restartable: ChromaS
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """chromadb's HttpClient has no timeout at all: a frozen server would block forever."""
     server = chroma_restartable
-    monkeypatch.setattr(rag.store, "HTTP_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(rag.chroma_client, "HTTP_TIMEOUT_S", 2.0)
     settings = Settings(store={"chroma_url": server.url})
     store = Store(settings)
     store.collection(create=True)
@@ -436,7 +439,7 @@ def persisted_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (segment,) = [d for d in (home / "chroma").iterdir() if d.is_dir()]
     count = struct.unpack_from("<Q", (segment / "header.bin").read_bytes(), 4 + 16)[0]
     assert count > SYNC_THRESHOLD and (segment / "index_metadata.pickle").exists()  # the files under test exist
-    assert rag.store.local_index_problem(settings) is None
+    assert rag.index_health.local_index_problem(settings) is None
     return home
 
 
@@ -497,7 +500,7 @@ def test_damaged_chroma_files_are_a_clear_error_and_rebuild_restores(
     result = cli("ingest", "--rebuild", str(corpus))
     assert result.code == 0 and result.clean(), result
     assert_consistent(Settings(), expected_ids([corpus], embedder))
-    assert rag.store.local_index_problem(Settings()) is None
+    assert rag.index_health.local_index_problem(Settings()) is None
     search = cli("search", load_paths([corpus]).papers.popitem()[1].title, "--json")
     assert search.code == 0 and len(json.loads(search.out)) == 4
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rag.corpus import load_paths, write_jsonl
 from rag.embeddings import Embedder
 from rag.errors import EmbedderMismatchError, InputError, LockedError
 from rag.ingest import Ingestor, ingest_lock, stats
+from rag.loaders import load_paths, write_jsonl
 from rag.settings import Settings
 from rag.store import Store
 

@@ -25,9 +25,9 @@ import pytest
 
 import rag.ingest
 import rag.retrieval
-import rag.store
+import rag.store_errors
+from rag.index_health import JOURNAL, local_index_problem
 from rag.settings import Settings
-from rag.store import JOURNAL, local_index_problem
 from rag.testing import HashEmbedder
 
 from .conftest import BUNDLED
@@ -206,5 +206,5 @@ def test_a_full_disk_says_so_and_keeps_the_index(small_disk: Path, tmp_path: Pat
 
 def test_space_check_names_free_and_needed(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
-    free, needed = rag.store.short_of_space(settings, always=True) or (0, 0)
-    assert needed >= rag.store.MIN_FREE_BYTES and free == shutil.disk_usage(tmp_path).free
+    free, needed = rag.store_errors.short_of_space(settings, always=True) or (0, 0)
+    assert needed >= rag.store_errors.MIN_FREE_BYTES and free == shutil.disk_usage(tmp_path).free

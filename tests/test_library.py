@@ -21,9 +21,10 @@ import pytest
 
 from rag.answer import Answerer
 from rag.errors import PaperNotFoundError
+from rag.filters import Filters
 from rag.lexical import LexicalIndex
 from rag.library import catalogue, remove_papers, similar_papers
-from rag.retrieval import Filters, Retriever
+from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import Store
 from tests.conftest import BIN, free_port, run_cli, running_server

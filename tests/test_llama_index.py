@@ -19,8 +19,9 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from rag.answer import Answerer
+from rag.filters import Filters
 from rag.integrations.llama_index import PaperQueryEngine, PaperRetriever
-from rag.retrieval import Filters, Retriever
+from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.testing import ScriptedBackend
 from tests.test_api import SKYWORK_ID, SKYWORK_Q

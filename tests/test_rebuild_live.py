@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 
 from rag.answer import Answerer
-from rag.corpus import load_paths
 from rag.embeddings import Embedder
 from rag.errors import EmptyIndexError, IndexBusyError, RagError
+from rag.index_health import check_local_index
 from rag.ingest import Ingestor, ingest_lock
+from rag.loaders import load_paths
 from rag.retrieval import Retriever
 from rag.settings import Settings
-from rag.store import Store, check_local_index
+from rag.store import Store
 from tests.conftest import BIN, BUNDLED
 
 AFTER_S = 4.0  # readers go on this long after the rebuild ended (the issue saw errors up to 3 s after)

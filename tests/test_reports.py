@@ -12,10 +12,11 @@ import pytest
 
 import rag.ingest
 import rag.retrieval
-from rag.corpus import load_bibtex
 from rag.embeddings import Embedder
+from rag.filters import Filters
 from rag.ingest import Ingestor
-from rag.retrieval import Filters, Retriever
+from rag.loaders import load_bibtex
+from rag.retrieval import Retriever
 from rag.settings import Settings
 from tests.conftest import FIXTURES
 
@@ -174,7 +175,7 @@ def test_web_year_info_counts_the_papers_with_a_year(years_home: Settings, embed
 
 
 def test_tsv_authors_given_last_first_are_split_into_names(tmp_path: Path) -> None:
-    from rag.corpus import load_paths
+    from rag.loaders import load_paths
 
     tsv = tmp_path / "papers.tsv"
     tsv.write_text("title\tabstract\tauthors\n"

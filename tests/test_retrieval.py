@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from rag.corpus import load_paths
 from rag.errors import EmptyIndexError, InputError
+from rag.filters import Filters
 from rag.ingest import Ingestor
 from rag.lexical import LexicalIndex
-from rag.retrieval import Filters, Retriever, fuse
+from rag.loaders import load_paths
+from rag.ranking import fuse
+from rag.retrieval import Retriever
 from rag.settings import Settings
 
 from .conftest import BUNDLED, FIXTURES, run_cli
@@ -144,7 +146,7 @@ def test_cli_search_json(bundled_copy: Path) -> None:
 
 def test_a_named_method_beats_a_sibling_with_more_shared_words(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     """BM25 splits DRA-GRPO into dra + grpo; the verbatim name must still decide."""
-    from rag.retrieval import query_names
+    from rag.ranking import query_names
 
     question = "What average accuracy does DRA-GRPO reach across the five math reasoning benchmarks?"
     assert query_names(question) == ["DRA-GRPO"]

@@ -21,8 +21,9 @@ import gradio as gr
 import pytest
 
 from rag.answer import Answer, Citation
-from rag.corpus import Paper, load_bibtex
+from rag.corpus import Paper
 from rag.ingest import Ingestor
+from rag.loaders import load_bibtex
 from rag.settings import Settings
 from rag.support import AnswerSentence, Evidence
 from rag.testing import ScriptedBackend

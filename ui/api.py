@@ -4,7 +4,8 @@ Routes (all under ``/v1``, a bearer token required whenever ``RAG_API__TOKEN`` i
 
 - ``POST /chat/completions``: OpenAI's chat-completions shape, streamed as server-sent events
   (``data: [DONE]`` last) or not. The last message is the question, the earlier ones its history
-  (`ui.service.PaperService.replay`: condensed as in ``rag chat``). The text keeps its ``[n]``
+  (`ui.service.PaperService.replay`: condensed as in ``rag chat``); a message asking for a table
+  ("make a table of ...") gets the table in Markdown (`ui.chat_table`). The text keeps its ``[n]``
   markers and, unless ``RAG_API__MARKDOWN_SOURCES=false``, ends with a Markdown list of the cited
   papers; ``citations`` on the response (on the last chunk when streaming) holds the items of
   ``rag ask --json`` plus ``url`` and ``supported``; ``paper_rag`` says which backend answered,
@@ -54,6 +55,7 @@ from rag.errors import BackendError, EmptyIndexError, InputError, RagError, Unkn
 from rag.llm import approx_tokens
 from rag.markup import md_prose
 from rag.settings import Settings
+from ui.chat_table import api_table, table_reply
 from ui.guard import LOOPBACK_NAMES, CorsGate, OriginPolicy
 from ui.service import (
     DEFAULT_MODEL,
@@ -288,12 +290,18 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
         messages = [ChatMessage(m.role, m.text(i)) for i, m in enumerate(body.messages)]
         ask = await run_in_threadpool(service.request, messages, body.model, k=body.k, temperature=body.temperature,
                                       max_tokens=body.max_completion_tokens or body.max_tokens)
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        if (table := await run_in_threadpool(api_table, service, ask)) is not None:
+            reply = Reply(service, body.model, settings.api.markdown_sources, "", messages)
+            text, extras = table_reply(table)
+            if body.stream:
+                return event_stream(iter([sse_line(c) for c in reply.message_chunks(text, extras, usage)]
+                                         + [SSE_DONE]))
+            return reply.message(text, extras)
         events = await run_in_threadpool(service.stream, ask)
         reply = Reply(service, body.model, settings.api.markdown_sources, ask.question, messages)
         if body.stream:
-            usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(sse(reply.chunks(events, usage), events, request), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return event_stream(sse(reply.chunks(events, usage), events, request))
         try:
             answer = await unless_gone(request, drain, events)
         except ClientGone:
@@ -356,6 +364,20 @@ def _close(chunks: Iterator[Any]) -> None:
         chunks.close()  # type: ignore[attr-defined]
 
 
+SSE_DONE = b"data: [DONE]\n\n"  # the last event of every stream
+
+
+def sse_line(chunk: dict[str, Any]) -> bytes:
+    """One chunk as a server-sent event."""
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
+
+
+def event_stream(lines: Iterator[bytes] | AsyncIterator[bytes]) -> StreamingResponse:
+    """The response that streams ``lines`` as server-sent events, unbuffered by proxies."""
+    return StreamingResponse(lines, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 async def sse(chunks: Iterator[dict[str, Any]], events: AnswerStream, request: Request) -> AsyncIterator[bytes]:
     """Server-sent events from a blocking iterator run in worker threads. However it ends (the client
     may go away before the first chunk, or while the model is thinking), the answer slot is given
@@ -363,8 +385,8 @@ async def sse(chunks: Iterator[dict[str, Any]], events: AnswerStream, request: R
     done = object()
     try:
         while (chunk := await unless_gone(request, next, chunks, done)) is not done:
-            yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
-        yield b"data: [DONE]\n\n"
+            yield sse_line(chunk)
+        yield SSE_DONE
     except ClientGone:
         return
     finally:
@@ -393,16 +415,29 @@ class Reply:
                 "total_tokens": self.prompt_tokens + completion}
 
     def completion(self, answer: Answer) -> dict[str, Any]:
-        text = self.service.answer_text(answer, self.markdown)
+        return self.message(self.service.answer_text(answer, self.markdown), self.extras(answer))
+
+    def message(self, text: str, extras: dict[str, Any]) -> dict[str, Any]:
+        """The whole completion: ``text`` as the assistant's message, ``extras`` beside it."""
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                              "logprobs": None, "finish_reason": "stop"}],
-                "usage": self.usage(text), "system_fingerprint": None, **self.extras(answer)}
+                "usage": self.usage(text), "system_fingerprint": None, **extras}
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "system_fingerprint": None,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+
+    def usage_chunk(self, text: str) -> dict[str, Any]:
+        """The chunk after the last, with no choices: the usage of the streamed ``text``."""
+        return {**self.chunk({}, None, usage=self.usage(text)), "choices": []}
+
+    def message_chunks(self, text: str, extras: dict[str, Any], include_usage: bool = False) -> list[dict[str, Any]]:
+        """A completion known whole before it is sent (a table), as the chunks of a stream."""
+        chunks = [self.chunk({"role": "assistant", "content": ""}), self.chunk({"content": text}),
+                  self.chunk({}, "stop", **extras)]
+        return chunks + ([self.usage_chunk(text)] if include_usage else [])
 
     def chunks(self, events: AnswerStream, include_usage: bool = False) -> Iterator[dict[str, Any]]:
         """Role, text deltas as they stream, then what the checks add (the checked answer when it
@@ -435,9 +470,7 @@ class Reply:
                 yield self.chunk({"content": tail})
             yield self.chunk({}, "stop", **self.extras(answer))
             if include_usage:
-                last = self.chunk({}, None, usage=self.usage(streamed))
-                last["choices"] = []
-                yield last
+                yield self.usage_chunk(streamed)
         except RagError as err:  # after the headers went out: an error event, as OpenAI streams them
             yield from_rag_error(err).body()
         except Exception as err:  # noqa: BLE001 - never a traceback to the client

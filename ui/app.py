@@ -40,17 +40,21 @@ import gradio as gr
 
 from rag.answer import STAGE_SEARCH as FIRST_STAGE
 from rag.bundled import DEV_SET, bundled_file
-from rag.corpus import FORMATS, Paper, clean_text
+from rag.corpus import Paper, clean_text
 from rag.environment import GRADIO, set_defaults
 from rag.errors import EmptyIndexError, RagError
+from rag.filters import field_count
 from rag.ingest import record_lines
 from rag.ingest import stats as index_stats
 from rag.llm import backend_names
+from rag.loaders import FORMATS
 from rag.request import AskRequest
-from rag.retrieval import field_count, visible
+from rag.retrieval import visible
 from rag.settings import Settings
 from rag.table.columns import DEFAULT_COLUMNS
+from rag.table.requests import table_request
 from ui import render
+from ui.chat_table import web_table
 from ui.compare import ComparePanel
 from ui.feedback import FeedbackLog, feedback_record
 from ui.guard import CorsGate, HostPolicy, OriginPolicy, RequestGuard
@@ -157,8 +161,10 @@ class WebApp:
                     "", f"waiting for a free answer slot ({self.settings.ui.concurrency} in use)",
                     time.monotonic() - started)
                 yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
-            if slot:
-                yield from self._answer(session, request, opts, at, started)
+            if slot:  # a message asking for a table ("make a table of ...") gets the table (`ui.chat_table`)
+                table = table_request(request.question)
+                yield from (self._answer(session, request, opts, at, started) if table is None
+                            else web_table(self, session, table, request, at, started))
             else:
                 session.messages[at]["content"] = render.render_stopped("")
             finished = True

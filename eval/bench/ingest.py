@@ -21,7 +21,7 @@ from rag.settings import Settings
 
 def chunk_texts(embedder: Any, settings: Settings, corpus: Sequence[Path]) -> tuple[int, list[str]]:
     from rag.chunking import Chunker
-    from rag.corpus import load_paths
+    from rag.loaders import load_paths
 
     papers = list(load_paths(corpus).papers.values())
     cfg = settings.chunking
@@ -32,8 +32,8 @@ def chunk_texts(embedder: Any, settings: Settings, corpus: Sequence[Path]) -> tu
 def bench_first_ingest(embedder: Any, base: Settings, corpus: Sequence[Path], work: Path, rounds: int = 3,
                        log: Log = print) -> dict[str, Any]:
     """Ingest into a fresh data home vs bare ``model.encode`` of the same chunk texts, interleaved."""
-    from rag.corpus import LoadReport, load_paths
     from rag.ingest import Ingestor
+    from rag.loaders import LoadReport, load_paths
 
     n_papers, texts = chunk_texts(embedder, base, corpus)
     size = base.embedding.batch_size

@@ -36,7 +36,8 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from rag.answer import Answer, Answerer, Citation
 from rag.corpus import Paper
-from rag.retrieval import Filters, PaperHit, Retriever
+from rag.filters import Filters
+from rag.retrieval import PaperHit, Retriever
 from rag.settings import Settings
 
 LLM_KEYS = ("title", "year", "authors")  # the metadata an LLM or embedder sees with the abstract

@@ -29,8 +29,8 @@ from rag import prompts
 from rag.answer import Answerer
 from rag.corpus import Paper
 from rag.errors import BackendError, InputError
+from rag.filters import Filters
 from rag.llm import Backend, generates
-from rag.retrieval import Filters
 from rag.settings import Settings
 from rag.table import cells as cellmod
 from rag.table.cache import FILE_NAME, CellCache, content_hash

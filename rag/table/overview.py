@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rag.retrieval import Filters
+from rag.filters import Filters
 from rag.support import numbers_in
 from rag.table.cells import Cell, Row, names_in
 from rag.table.columns import Column

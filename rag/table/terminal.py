@@ -2,11 +2,14 @@
 
 `make_with_progress` runs `rag.table.maker.TableMaker.make` behind a bar of cells (each finished row
 said on ``console``, the stderr console); `print_table` prints the overview, the table and the reason
-for each empty cell. Left out: the command's options (`rag.cli.table`) and the extraction.
+for each empty cell. `table_turn` is ``rag ask`` / ``rag chat`` given a message that asks for a
+table (`rag.table.requests`): the same bar and printing over `rag.table.chat.requested_table`.
+Left out: the commands' options (`rag.cli`) and the extraction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -19,15 +22,19 @@ from rag.table.maker import Table, TableMaker
 
 def make_with_progress(maker: TableMaker, console: Console, **kwargs: Any) -> Table:
     """The table, with a progress bar of its cells on ``console`` (removed when done)."""
+    return with_progress(console, len(kwargs["columns"]), lambda **hooks: maker.make(**kwargs, **hooks))
+
+
+def with_progress(console: Console, columns: int, make: Callable[..., Table]) -> Table:
+    """``make(on_papers=, on_row=, on_cell=)`` behind a progress bar of its cells on ``console``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = kwargs["columns"]
     bar = [TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*bar, console=console, transient=True) as progress:
         task = progress.add_task("cells", total=None)
 
         def on_papers(papers: list[Any]) -> None:
-            progress.update(task, total=len(papers) * len(columns))
+            progress.update(task, total=len(papers) * columns)
 
         def on_row(row: Row) -> None:
             seconds = sum(c.seconds for c in row.cells.values() if not c.cached)
@@ -36,7 +43,7 @@ def make_with_progress(maker: TableMaker, console: Console, **kwargs: Any) -> Ta
         def on_cell(_: Cell) -> None:
             progress.advance(task)
 
-        return maker.make(**kwargs, on_papers=on_papers, on_row=on_row, on_cell=on_cell)
+        return make(on_papers=on_papers, on_row=on_row, on_cell=on_cell)
 
 
 def print_table(table: Table, out: Console) -> None:
@@ -56,4 +63,27 @@ def print_table(table: Table, out: Console) -> None:
                    f"{table.timings.get('total_s', 0):.1f}s (--json gives each cell's evidence sentence)", style="dim"))
 
 
-__all__ = ["make_with_progress", "print_table"]
+def table_turn(answerer: Any, message: str, console: Console, out: Console | None, cited: Sequence[str] = (),
+               **kwargs: Any) -> Table | None:
+    """When ``message`` asks for a table: make it behind the bar, say its notes on ``console``, print it
+    on ``out`` (None: the caller prints its JSON) and return it; else None (an answer is asked for).
+    ``kwargs``: `requested_table`'s ``k``, ``filters``, ``backend``."""
+    from rag.table.chat import requested_table
+    from rag.table.columns import parse_columns
+    from rag.table.requests import table_request
+
+    request = table_request(message)
+    if request is None:
+        return None
+    maker = TableMaker(answerer)
+    columns = len(parse_columns(list(request.columns) or None))
+    table = with_progress(console, columns, lambda **hooks: requested_table(maker, request, cited=cited, **kwargs,
+                                                                            **hooks))
+    for note in table.notes:
+        console.print(Text.assemble(("note: ", "cyan"), note))
+    if out is not None:
+        print_table(table, out)
+    return table
+
+
+__all__ = ["make_with_progress", "print_table", "table_turn", "with_progress"]
