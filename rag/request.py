@@ -29,7 +29,7 @@ from rag.answer import MAX_QUESTION_CHARS, Answerer, clean_question
 from rag.corpus import clean_text
 from rag.errors import InputError, TooLargeError
 from rag.filters import Filters
-from rag.llm import LLMCommon, Message, unknown_backend
+from rag.llm import LLMCommon, Message, backend_names, unknown_backend
 from rag.retrieval import visible
 from rag.settings import RetrievalSettings, Settings, Verify
 
@@ -142,8 +142,7 @@ class AskRequest(BaseModel):
         fields.update({key: None for key in ("backend", "model") if key in fields and not fields[key]})
         check_k(settings, fields.get("k"), name("k"))
         if (backend := fields.get("backend")) and (problem := unknown_backend(backend)):
-            raise InputError(problem, "use auto, extractive, ollama, openai, llamacpp or an installed plug-in's "
-                             "backend", param=name("backend"))
+            raise InputError(problem, f"use one of {', '.join(backend_names())}", param=name("backend"))
         if fields.get("filters") is None:
             fields["filters"] = parse_filters(year, author, category, param=name("year"))
         if "history" in fields:
