@@ -9,7 +9,11 @@ it is, pronoun or not. A follow-up is rewritten by the LLM when a capable one an
 puts the query into English), else by a deterministic rule that appends the previous turn's
 cited paper titles and its key terms. Citation numbers: a paper cited once keeps its number for
 the whole conversation; the others are numbered afresh each turn from the smallest free number.
-Left out: retrieval and answering themselves (`rag.answer`).
+
+`Conversation.respond` is the one road from an `rag.request.AskRequest` to an answer, which every
+interface takes (a single question is a conversation's first turn): it resolves the request's
+backend once, condenses, bounds the history and streams the answer. Left out: retrieval and
+answering themselves (`rag.answer`), checking the request (`rag.request`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from rag.answer import Answer, Answerer, Event, marked_answer, one_line_reply
 from rag.bibtex import paper_bibtex
 from rag.corpus import Paper
 from rag.errors import BackendError
+from rag.filters import Filters
 from rag.llm import Backend, Message, approx_tokens, generates
 from rag.markup import md_prose, md_text, md_url
 from rag.ranking import query_names
+from rag.request import AskRequest, fitted
 from rag.support import content_words
 
 _FOLLOW_UP = re.compile(
@@ -88,16 +94,17 @@ class Conversation:
 
     # ---------------------------------------------------------- condensation
 
-    def names_its_subject(self, question: str) -> bool:
+    def names_its_subject(self, question: str, filters: Filters | None = None) -> bool:
         """The question names a paper or method that retrieval finds verbatim in one or two of its
-        top papers (a title, or an abstract): it stands on its own. A question that points back with
-        a pronoun ("What does it get on MATH?") names its subject only by a title: a name found in
-        abstracts alone is what it asks about (a benchmark, a dataset), not whom."""
+        top papers (a title, or an abstract) within the request's ``filters``: it stands on its own.
+        A question that points back with a pronoun ("What does it get on MATH?") names its subject
+        only by a title: a name found in abstracts alone is what it asks about (a benchmark, a
+        dataset), not whom."""
         names = [n for n in query_names(question) if not _GENERIC_NAME.match(n)]
         if not names:
             return False
         pointing = bool(_POINTS_BACK.search(question))
-        hits = self.answerer.retriever.search(question, k=5).hits
+        hits = self.answerer.retriever.search(question, k=5, filters=filters).hits
         for name in names:
             pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
             holders = [h for h in hits
@@ -106,12 +113,12 @@ class Conversation:
                 return True
         return False
 
-    def condense(self, question: str, backend: str | None = None) -> tuple[str, str]:
-        """(standalone query, how): ``none`` for a first or self-contained question."""
-        if not self.turns or not looks_like_follow_up(question) or self.names_its_subject(question):
+    def condense(self, question: str, llm: Backend, filters: Filters | None = None) -> tuple[str, str]:
+        """(standalone query, how): ``none`` for a first or self-contained question; ``llm`` rewrites
+        a follow-up when it is capable."""
+        if not self.turns or not looks_like_follow_up(question) or self.names_its_subject(question, filters):
             return question, "none"
         previous = self.turns[-1]
-        llm, _ = self.answerer.backend_for(backend)
         if llm.capable:
             query = self._llm_condense(question, llm)
             if query and brings_context(query, question, previous):
@@ -150,22 +157,35 @@ class Conversation:
         cited = [c.paper.id for c in self.turns[-1].answer.citations] if self.turns else []
         return cited if 1 <= len(cited) <= 2 else []
 
-    def stream(self, question: str, backend: str | None = None, **kwargs: Any) -> Iterator[Event]:
-        """Answer ``question`` in this conversation: a follow-up is condensed with the earlier turns and
-        keeps their subject (`subject`) in its retrieval and prompt, unless it names its own."""
-        query, how = self.condense(question, backend)
-        llm, _ = self.answerer.backend_for(backend)
+    def respond(self, request: AskRequest, answerer: Answerer | None = None) -> Iterator[Event]:
+        """Answer ``request`` in this conversation: a follow-up is condensed with the earlier turns and
+        keeps their subject (`subject`) in its retrieval and prompt, unless it names its own.
+
+        ``answerer``: the one serving the request's model (an `rag.request.AskRequest.settings`
+        answerer, or a pool's), for this turn only; default the conversation's own. The backend is
+        resolved once, here (the answerer keeps the configured one it resolved)."""
+        answerer = fitted(answerer or self.answerer, request)
+        if request.model and request.model != answerer.settings.llm.model:
+            raise ValueError(f"the answerer serves {answerer.settings.llm.model!r}, not the request's model")
+        llm, _ = answerer.backend_for(request.backend)
+        question = request.question
+        query, how = self.condense(question, llm, request.filters)
         history = self.history() if generates(llm) else []
         pinned = self.subject() if how != "none" else []
-        for event in self.answerer.stream(question, query=query if how != "none" else None, backend=backend,
-                                          history=history, numbers=self.numbers, pinned=pinned, **kwargs):
+        for event in answerer.stream(question, query=query if how != "none" else None, backend=request.backend,
+                                     history=history, numbers=self.numbers, pinned=pinned, **request.stream_kwargs()):
             if event.kind == "done" and event.answer is not None:
                 self.turns.append(Turn(event.answer.question, query, how, event.answer))
             yield event
 
-    def ask(self, question: str, **kwargs: Any) -> Answer:
+    def stream(self, question: str, **fields: Any) -> Iterator[Event]:
+        """`respond` to ``question`` with the `AskRequest` ``fields`` (``k``, ``filters``, ``backend``...),
+        checked against the answerer's settings: the library's way in (evaluation, tests)."""
+        yield from self.respond(AskRequest.of(self.answerer.settings, question, **fields))
+
+    def ask(self, question: str, **fields: Any) -> Answer:
         answer = None
-        for event in self.stream(question, **kwargs):
+        for event in self.stream(question, **fields):
             answer = event.answer or answer
         assert answer is not None
         return answer

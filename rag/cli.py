@@ -115,18 +115,15 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")
         console.print(f"nothing ingested yet: {EmptyIndexError.fix}", markup=False, highlight=False)
 
 
-def parse_filters(year: str | None, author: str | None, category: str | None,
-                  paper_ids: list[str] | None = None) -> Any:
-    """The search filters from the command's options; a malformed ``--year`` is an `InputError`."""
-    from rag.errors import InputError
-    from rag.filters import Filters
+CLI_PARAMS = {"k": "-k", "year": "--year", "backend": "--backend", "model": "--model"}  # fields as the flags name them
 
-    try:
-        lo, hi = Filters.parse_years(year) if year else (None, None)
-    except ValueError:
-        raise InputError(f"--year {year!r} is not a year or a range of years",
-                         "give one year (2023), a range (2020..2024) or an open range (2020.. or ..2020)") from None
-    return Filters(lo, hi, author, category, frozenset(paper_ids) if paper_ids else None)
+
+def parse_filters(year: str | None, author: str | None, category: str | None) -> Any:
+    """The search filters from the command's options (`rag.request.parse_filters`); a malformed ``--year``
+    is an `InputError`."""
+    from rag.request import parse_filters as parse
+
+    return parse(year, author, category, param="--year")
 
 
 YearOpt = Annotated[str | None, typer.Option("--year", help="Year or range: 2024, 2023..2025, 2023.., ..2020.")]
@@ -165,9 +162,12 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, best first.")] = False,
 ) -> None:
     """Ranked papers for a query, with scores and the best matching snippet."""
+    from rag.request import check_k
     from rag.retrieval import Retriever
 
-    result = Retriever(settings()).search(query, k=k, filters=parse_filters(year, author, category), fusion=fusion)
+    cfg = settings()
+    filters = parse_filters(year, author, category)
+    result = Retriever(cfg).search(query, k=check_k(cfg, k, "-k"), filters=filters, fusion=fusion)
     print_notices(result.notices)
     if as_json:
         emit_json([h.as_dict() for h in result.hits])
@@ -317,13 +317,10 @@ ModelOpt = Annotated[str | None, typer.Option(
 
 
 def answer_settings(backend: str | None, model: str | None) -> Any:
-    cfg = settings()
-    llm: dict[str, Any] = {}
-    if backend:
-        llm["backend"] = backend
-    if model:
-        llm["model"] = model
-    return cfg.model_copy(update={"llm": cfg.llm.model_copy(update=llm)}) if llm else cfg
+    """The settings with ``--backend`` and ``--model`` in force (`rag.request.with_settings`)."""
+    from rag.request import with_settings
+
+    return with_settings(settings(), backend, model)
 
 
 def stream_to_terminal(events: Any, as_json: bool, lines: bool = False, notices: Any = None,
@@ -355,16 +352,21 @@ def ask(
 ) -> None:
     """Answer one question, streamed, then the cited papers with their evidence."""
     from rag.answer import Answerer
+    from rag.chat import Conversation
+    from rag.request import AskRequest
     from rag.table.terminal import table_turn
 
-    answerer = Answerer(answer_settings(backend, model))
-    if (made := table_turn(answerer, question, console, None if as_json else out, k=k,  # "make a table of ..."
-                           filters=parse_filters(year, author, category))) is not None:
+    cfg = settings()
+    request = AskRequest.of(cfg, question, backend=backend, model=model, k=k, year=year, author=author,
+                            category=category, params=CLI_PARAMS)
+    answerer = Answerer(request.settings(cfg))
+    if (made := table_turn(answerer, request.question, console, None if as_json else out, k=request.k,
+                           filters=request.filters)) is not None:  # "make a table of ..."
         if as_json:
             emit_json(made.as_dict())
         return
-    answer = stream_to_terminal(answerer.stream(question, k=k, filters=parse_filters(year, author, category)),
-                                as_json, backend_notes=lambda: answerer.backend_for()[1])
+    answer = stream_to_terminal(Conversation(answerer).respond(request), as_json,
+                                backend_notes=lambda: answerer.backend_for()[1])
     if answer.error:
         raise typer.Exit(EXIT_FAILED)
 
@@ -442,10 +444,13 @@ def chat(
     from rag.answer import Answerer
     from rag.chat import Conversation
     from rag.notices import Notices
+    from rag.request import AskRequest, check_k, with_settings
     from rag.table.chat import last_cited
     from rag.table.terminal import table_turn
 
-    conversation = Conversation(Answerer(answer_settings(backend, model)))
+    cfg = settings()
+    check_k(cfg, k, "-k")  # a bad -k is said before the first question
+    conversation = Conversation(Answerer(with_settings(cfg, backend, model)))
     notices = Notices()  # each note once in this conversation
     failed = 0
     interactive = sys.stdin.isatty()
@@ -474,12 +479,13 @@ def chat(
             console.print(Text.assemble(("unknown command ", "yellow"), command, f". {chat_help()}"))
         else:
             try:
-                if (made := table_turn(conversation.answerer, line, console, None if as_json else out,
-                                       last_cited(conversation), k=k)) is not None:  # "make a table of ..."
+                request = AskRequest.of(cfg, line, backend=backend, model=model, k=k, params=CLI_PARAMS)
+                if (made := table_turn(conversation.answerer, request.question, console, None if as_json else out,
+                                       last_cited(conversation), k=request.k)) is not None:  # "make a table of ..."
                     if as_json:
                         emit_json(made.as_dict(), lines=True)
                     continue
-                answer = stream_to_terminal(conversation.stream(line, k=k), as_json=as_json, lines=True,
+                answer = stream_to_terminal(conversation.respond(request), as_json=as_json, lines=True,
                                             notices=notices,
                                             backend_notes=lambda: conversation.answerer.backend_for()[1])
                 failed += bool(answer.error)

@@ -33,6 +33,7 @@ CHUNKER_VERSION = "sent-pack-1"
 BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
 # RAG_* variables that are not settings: read by the CLI (RAG_DEBUG) and by the test suite
 OTHER_VARIABLES = frozenset({"RAG_DEBUG", "RAG_LOAD_ASKS", "RAG_UPDATE_SCREENSHOT"})
+Verify = Literal["abstain", "flag", "off"]  # answer.verify, which a request may override (rag.request)
 
 
 def unknown_key(key: str, known: Iterable[str], prefix: str = "") -> str:
@@ -110,7 +111,11 @@ class StoreSettings(Group):
 
 
 class RetrievalSettings(Group):
-    k: int = Field(5, ge=1, le=100, description="Papers returned per query.")
+    k: int = Field(5, ge=1, description="Papers returned per query (at most `max_k`).")
+    max_k: int = Field(
+        100, ge=1, description="The most papers one request may ask for (its `k`), in every interface: `rag ask`, "
+        "`rag chat` and `rag search -k`, the web chat's Papers slider, the API's and the MCP tools' `k`."
+    )
     candidates: int = Field(50, ge=1, description="Chunks fetched from each retriever before fusion.")
     fusion: Literal["rrf", "weighted", "dense", "lexical"] = Field(
         "weighted", description="How dense and lexical rankings are combined."
@@ -123,6 +128,12 @@ class RetrievalSettings(Group):
         None, ge=0.0, le=1.0, description="Maximal marginal relevance trade-off; None disables MMR."
     )
     chunks_per_paper: int = Field(2, ge=1, description="Best chunks kept for each returned paper.")
+
+    @model_validator(mode="after")
+    def _k_within_max(self) -> RetrievalSettings:
+        if self.k > self.max_k:
+            raise ValueError(f"k={self.k} is above max_k={self.max_k}")
+        return self
 
 
 class LLMSettings(Group, LlamaCppSettings, OpenAISettings, OllamaSettings):
@@ -157,7 +168,7 @@ class AnswerSettings(Group):
         0.25, ge=0.0, le=1.0, description="Of those, the papers scoring at least this share of the best one's "
         "retrieval score go into the prompt; the others are listed as also retrieved."
     )
-    verify: Literal["abstain", "flag", "off"] = Field(
+    verify: Verify = Field(
         "abstain", description="Before answering, a capable model says whether the abstracts state the answer "
         "(one word, sharing the answer's prompt prefix). abstain: a 'no' ends in the abstention phrase; flag: the "
         "verdict is only recorded (Answer.verdict); off: not asked."

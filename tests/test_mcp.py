@@ -81,7 +81,7 @@ async def exercise(client: Client) -> None:
     for name, args, needle in [("get_paper", {"id": "title:0000000000000000"}, "no paper with id"),
                                ("export_bibtex", {"ids": [SKYWORK_ID, "nope"]}, "no paper with id 'nope'"),
                                ("similar_papers", {"id": "nope"}, "no paper with id 'nope'"),
-                               ("ask", {"question": "   "}, "message is empty"),
+                               ("ask", {"question": "   "}, "question is empty"),
                                ("ask", {"question": "x" * 3000}, "characters long"),
                                ("search_papers", {"query": "x", "k": 0}, "k"),
                                ("search_papers", {"query": "x", "year": "soon"}, "year"),

@@ -162,7 +162,8 @@ def test_the_web_model_box_cannot_name_a_file(home: Settings, monkeypatch: pytes
     web = WebApp(home, embedder=HashEmbedder(home.embedding), backend=ScriptedBackend("A [1]."))
     loaded: list[str | None] = []
     real_get = web.pool.get
-    monkeypatch.setattr(web.pool, "get", lambda model=None: loaded.append(model) or real_get(model))
+    monkeypatch.setattr(web.pool, "get",
+                        lambda model=None, backend=None: loaded.append(model) or real_get(model, backend))
     for backend, model in (("llamacpp", "/etc/shadow"), ("auto", "/etc/shadow"), ("llamacpp", "~/.ssh/id_rsa"),
                            ("ollama", "../../etc/passwd")):
         warnings.clear()

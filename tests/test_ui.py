@@ -191,7 +191,8 @@ def test_settings_are_per_session(webapp: WebApp) -> None:
     assert "Also retrieved" not in last_html(a) and "Also retrieved" in last_html(b)
     # malformed values from an API client are clamped, never trusted
     odd = ChatSettings.parse(webapp.settings, "rm -rf", "bad model name!", 999, 7, -1, "x", None, None, None)
-    assert (odd.backend, odd.model, odd.k, odd.dense_weight, odd.temperature) == ("extractive", "", 20, 1.0, 0.0)
+    top = webapp.settings.retrieval.max_k  # the one limit on k, every interface's
+    assert (odd.backend, odd.model, odd.k, odd.dense_weight, odd.temperature) == ("extractive", "", top, 1.0, 0.0)
 
 
 def test_filters_reach_retrieval(webapp: WebApp, tmp_path: Path) -> None:

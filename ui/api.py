@@ -10,8 +10,9 @@ Routes (all under ``/v1``, a bearer token required whenever ``RAG_API__TOKEN`` i
   papers; ``citations`` on the response (on the last chunk when streaming) holds the items of
   ``rag ask --json`` plus ``url`` and ``supported``; ``paper_rag`` says which backend answered,
   whether it abstained, and the checked answer text. ``temperature`` and ``max_tokens`` (or
-  ``max_completion_tokens``, which only lowers the configured bound) are used; ``k`` (papers in
-  the prompt) is an extension; other OpenAI fields are accepted and ignored; wrong types are 400.
+  ``max_completion_tokens``, which only lowers the configured bound) are used; ``k`` (papers
+  retrieved, 1 to ``RAG_RETRIEVAL__MAX_K``) is an extension; all of them are checked once, as in every
+  interface, by `rag.request.AskRequest`; other OpenAI fields are accepted and ignored; wrong types are 400.
 - ``POST /table``: an extraction table (``{query?, papers?, columns?, questions?, k?, year?, author?,
   category?, overview?}``), the object ``rag table --json`` prints (`ui.service.PaperService.table`).
 - ``GET /models``, ``GET /models/{id}``, ``POST /search``, ``GET /papers/{id}``, ``GET /papers/{id}/bibtex``,
@@ -102,17 +103,17 @@ class ChatRequest(_Body):
     model: str = DEFAULT_MODEL
     messages: list[InMessage]
     stream: bool | None = False
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None  # its bounds, k's and max_tokens': rag.request.AskRequest (from the settings)
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     n: int | None = Field(None, ge=1)
     stream_options: StreamOptions | None = None
-    k: int | None = Field(None, ge=1, le=100, description="paper-rag: papers placed in the prompt")
+    k: int | None = Field(None, description="paper-rag: papers retrieved for the answer (1 to RAG_RETRIEVAL__MAX_K)")
 
 
 class SearchRequest(_Body):
     query: str
-    k: int | None = Field(None, ge=1, le=100)
+    k: int | None = None  # 1 to RAG_RETRIEVAL__MAX_K (`ui.service.PaperService.search`)
     year: str | int | None = None
     author: str | None = None
     category: str | None = None
@@ -287,18 +288,18 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
         if body.n not in (None, 1):
             raise APIError(400, f"n={body.n}: only one choice is generated", param="n", code="invalid_value")
         messages = [ChatMessage(m.role, m.text(i)) for i, m in enumerate(body.messages)]
+        ask = await run_in_threadpool(service.request, messages, body.model, k=body.k, temperature=body.temperature,
+                                      max_tokens=body.max_completion_tokens or body.max_tokens)
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        if (table := await run_in_threadpool(api_table, service, messages, body.model, body.k)) is not None:
+        if (table := await run_in_threadpool(api_table, service, ask)) is not None:
             reply = Reply(service, body.model, settings.api.markdown_sources, "", messages)
             text, extras = table_reply(table)
             if body.stream:
                 return event_stream(iter([sse_line(c) for c in reply.message_chunks(text, extras, usage)]
                                          + [SSE_DONE]))
             return reply.message(text, extras)
-        max_tokens = body.max_completion_tokens or body.max_tokens
-        question, events = await run_in_threadpool(service.stream, messages, body.model, body.temperature,
-                                                    max_tokens, body.k)
-        reply = Reply(service, body.model, settings.api.markdown_sources, question, messages)
+        events = await run_in_threadpool(service.stream, ask)
+        reply = Reply(service, body.model, settings.api.markdown_sources, ask.question, messages)
         if body.stream:
             return event_stream(sse(reply.chunks(events, usage), events, request))
         try:

@@ -39,16 +39,16 @@ from typing import Any
 import gradio as gr
 
 from rag.answer import STAGE_SEARCH as FIRST_STAGE
-from rag.answer import clean_question
 from rag.bundled import DEV_SET, bundled_file
 from rag.corpus import Paper, clean_text
 from rag.environment import GRADIO, set_defaults
-from rag.errors import EmptyIndexError, InputError, RagError
+from rag.errors import EmptyIndexError, RagError
 from rag.filters import field_count
 from rag.ingest import record_lines
 from rag.ingest import stats as index_stats
 from rag.llm import backend_names
 from rag.loaders import FORMATS
+from rag.request import AskRequest
 from rag.retrieval import visible
 from rag.settings import Settings
 from rag.table.columns import DEFAULT_COLUMNS
@@ -59,8 +59,8 @@ from ui.compare import ComparePanel
 from ui.feedback import FeedbackLog, feedback_record
 from ui.guard import CorsGate, HostPolicy, OriginPolicy, RequestGuard
 from ui.progress import END, AnswerRun
-from ui.shared import UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, AnswererPool
-from ui.state import MAX_K, ChatSettings, Session, TurnRecord
+from ui.shared import UNKNOWN_MODEL_FIX, AnswererPool
+from ui.state import ChatSettings, Session, TurnRecord
 from ui.uploads import ingest_uploads, summary_text
 
 log = logging.getLogger(__name__)
@@ -129,16 +129,15 @@ class WebApp:
         opts = ChatSettings.parse(self.settings, backend, model, k, dense_weight, temperature, year_from, year_to,
                                   author, category)
         session.settings = opts
-        text_in = clean_text(question or "")
-        if not visible(text_in):  # empty, or only zero-width characters
-            yield self.chat(session), "", gr.skip(), gr.skip(), gr.skip(), session
-            return
         try:
-            clean_question(text_in)
-            if opts.model and not self.pool.allows(opts.model, None if opts.backend == "auto" else opts.backend):
-                raise InputError(UNKNOWN_MODEL, UNKNOWN_MODEL_FIX.replace(" (GET /v1/models)", ""))
-            kwargs = opts.stream_kwargs()  # a reversed year range is refused here, with its fix
+            request = opts.request(self.settings, question or "")  # the question cleaned, the filters checked
+            if request.model:
+                self.pool.check(request.model, None if opts.backend == "auto" else opts.backend,
+                                UNKNOWN_MODEL_FIX.replace(" (GET /v1/models)", ""))
         except RagError as err:  # refused: nothing of it enters the history, the box keeps it to correct
+            if not visible(clean_text(question or "")):  # nothing typed (or only zero-width characters): no warning
+                yield self.chat(session), "", gr.skip(), gr.skip(), gr.skip(), session
+                return
             gr.Warning(err.user_message())
             yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
             return
@@ -150,7 +149,7 @@ class WebApp:
         session.stop_requested.clear()
         try:
             started = time.monotonic()
-            session.messages.append({"role": "user", "content": render.render_question(text_in)})
+            session.messages.append({"role": "user", "content": render.render_question(request.question)})
             session.messages.append({"role": "assistant", "content": render.render_streaming("", seconds=0)})
             at = len(session.messages) - 1
             yield self.chat(session), "", gr.skip(), gr.skip(), gr.update(visible=True), session
@@ -163,9 +162,9 @@ class WebApp:
                     time.monotonic() - started)
                 yield self.chat(session), gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
             if slot:  # a message asking for a table ("make a table of ...") gets the table (`ui.chat_table`)
-                table = table_request(text_in)
-                yield from (self._answer(session, text_in, opts, kwargs, at, started) if table is None
-                            else web_table(self, session, table, opts, at, started))
+                table = table_request(request.question)
+                yield from (self._answer(session, request, opts, at, started) if table is None
+                            else web_table(self, session, table, request, at, started))
             else:
                 session.messages[at]["content"] = render.render_stopped("")
             finished = True
@@ -179,13 +178,13 @@ class WebApp:
                 session.messages[-1]["content"] = render.render_error("the answer was interrupted", "Stopped")
             session.busy.release()
 
-    def _answer(self, session: Session, text_in: str, opts: ChatSettings, kwargs: dict[str, Any], at: int,
+    def _answer(self, session: Session, request: AskRequest, opts: ChatSettings, at: int,
                 started: float) -> Iterator[tuple[Any, ...]]:
         """`ask` with a slot held: the answer's events drawn into message ``at`` until it is done or stopped."""
         conversation = session.conversation
-        conversation.answerer = self.pool.get(opts.model or None)
+        answerer = self.pool.get(request.model, request.backend)
         before = (list(conversation.turns), dict(conversation.numbers))
-        run = AnswerRun(conversation.stream(text_in, **kwargs))
+        run = AnswerRun(conversation.respond(request, answerer))
         text, stage, answer, shown, last = "", FIRST_STAGE, None, "", 0.0
         try:
             while True:
@@ -216,14 +215,14 @@ class WebApp:
         except RagError as err:
             session.messages[at]["content"] = render.render_error(self.public(err))
         except Exception as err:  # noqa: BLE001 - never show a stack trace in the chat
-            log.exception("answering %r failed", text_in)
+            log.exception("answering %r failed", request.question)
             session.messages[at]["content"] = render.render_error(
                 f"internal error: {type(err).__name__}: {err}", "Something went wrong")
         finally:
             run.stop()  # a no-op once the stream ended; else (stopped, or the page went away) it ends at its next event
         if answer is not None:
             session.records[at] = TurnRecord(secrets.token_hex(6), answer, opts)
-            notes = session.notices.fresh(answer, conversation.answerer.backend_for(opts.backend)[1])
+            notes = session.notices.fresh(answer, answerer.backend_for(request.backend)[1])
             session.messages[at]["content"] = render.render_answer(answer, notes, self.similar_for(answer))
 
     @staticmethod
@@ -540,7 +539,7 @@ class WebApp:
                         model = gr.Textbox(value="", label="Model", placeholder="configured default",
                                            info="a bundled model (qwen2.5-coder-1.5b, smollm2-135m) or a model "
                                                 "the Ollama / OpenAI-compatible server serves")
-                        k = gr.Slider(1, MAX_K, value=defaults.k, step=1, label="Papers")
+                        k = gr.Slider(1, s.retrieval.max_k, value=defaults.k, step=1, label="Papers")
                         dense_weight = gr.Slider(0, 1, value=defaults.dense_weight, step=0.05,
                                                  label="Hybrid weighting", info="0 = keywords (BM25), 1 = meaning")
                         temperature = gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature")

@@ -29,6 +29,7 @@ import nh3
 
 from rag.errors import RagError
 from rag.markup import md_text
+from rag.request import AskRequest
 from rag.table.chat import last_cited, requested_table
 from rag.table.columns import Column, parse_columns
 from rag.table.export import to_markdown
@@ -36,7 +37,7 @@ from rag.table.maker import Table, TableMaker
 from rag.table.requests import TableRequest, table_request
 from ui import render
 from ui.compare import table_html
-from ui.state import ChatSettings, Session
+from ui.state import Session
 
 log = logging.getLogger(__name__)
 TICK_S = 0.25  # the stage line's seconds are redrawn this often while no row finishes
@@ -68,7 +69,7 @@ def table_message(columns: Sequence[Column], rows: list[Any], stage: str | None 
     return nh3.clean(html, tags=TAGS, attributes=ATTRIBUTES, url_schemes={"http", "https"}, strip_comments=True)
 
 
-def web_table(app: Any, session: Session, request: TableRequest, opts: ChatSettings, at: int,
+def web_table(app: Any, session: Session, request: TableRequest, ask: AskRequest, at: int,
               started: float) -> Iterator[tuple[Any, ...]]:
     """`ui.app.WebApp.ask`'s outputs while the table ``request`` asks for is drawn into message ``at``
     (a slot is held by the caller)."""
@@ -77,7 +78,7 @@ def web_table(app: Any, session: Session, request: TableRequest, opts: ChatSetti
     except RagError as err:
         session.messages[at]["content"] = render.render_error(app.public(err))
         return
-    maker = TableMaker(app.pool.get(opts.model or None))
+    maker = TableMaker(app.pool.get(ask.model, ask.backend))
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
     def on_cell(_: Any) -> None:
@@ -87,8 +88,8 @@ def web_table(app: Any, session: Session, request: TableRequest, opts: ChatSetti
     def work() -> None:
         try:
             events.put(("done", requested_table(
-                maker, request, cited=last_cited(session.conversation), k=opts.k, filters=opts.filters(),
-                backend=opts.backend, on_papers=lambda papers: events.put(("papers", papers)),
+                maker, request, cited=last_cited(session.conversation), k=ask.k, filters=ask.filters,
+                backend=ask.backend, on_papers=lambda papers: events.put(("papers", papers)),
                 on_row=lambda row: events.put(("row", row)), on_cell=on_cell)))
         except BaseException as err:  # noqa: BLE001 - handed to the handler, which shows it
             events.put(("error", err))
@@ -132,20 +133,19 @@ def web_table(app: Any, session: Session, request: TableRequest, opts: ChatSetti
 # ------------------------------------------------------------------ the API's chat completions
 
 
-def api_table(service: Any, messages: Sequence[Any], model: str | None = None, k: int | None = None) -> Table | None:
-    """The table the last message asks for (None: a question, answered as usual), made under an
+def api_table(service: Any, ask: AskRequest) -> Table | None:
+    """The table the request's question asks for (None: a question, answered as usual), made under an
     answer slot with the model the request names; "them" are the papers the history's last answer
     cited (`ui.service.PaperService.replay`)."""
-    question = service.check_messages(messages)
-    request = table_request(question)
+    request = table_request(ask.question)
     if request is None:
         return None
-    answerer, backend = service.resolve(model)
-    service.check_backend(answerer, backend)
-    cited = last_cited(service.replay(answerer, messages[:-1]))
+    answerer = service.pool.get(ask.model, ask.backend)
+    service.check_backend(answerer, ask.backend)
+    cited = last_cited(service.replay(answerer, ask.history))
     service.slots.take()
     try:
-        return requested_table(TableMaker(answerer), request, cited=cited, k=k, backend=backend)
+        return requested_table(TableMaker(answerer), request, cited=cited, k=ask.k, backend=ask.backend)
     finally:
         service.slots.give()
 

@@ -5,6 +5,7 @@ Tools (read-only), each returning structured content (the same fields as the HTT
 `ui.service`) with a text rendering for the model to read:
 
 - ``search_papers(query, k, year, author, category)`` -> ``{query, results: [rag search --json items], ...}``
+  (``k`` defaults to ``RAG_RETRIEVAL__K``, as ``rag search`` and the API's search do)
 - ``ask(question, history?, k?)`` -> the answer with its citations (``history``: earlier
   ``{role, content}`` messages, condensed as in ``rag chat``)
 - ``get_paper(id)`` -> the paper record; ``export_bibtex(ids)`` -> ``{ids, bibtex}``
@@ -45,7 +46,8 @@ DEFAULT_HTTP_PORT = 8001
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 # the tools' shared parameters, described once
 PaperId = Annotated[str, Field(description="A paper id from search results, e.g. arxiv:2406.06563.")]
-Count = Annotated[int, Field(ge=1, le=100, description="Number of papers.")]
+Count = Annotated[int | None, Field(description="Number of papers (1 to RAG_RETRIEVAL__MAX_K; default "
+                                                "RAG_RETRIEVAL__K).")]
 Year = Annotated[str | None, Field(description="Year or range: 2024, 2023..2025, 2023.., ..2020.")]
 Author = Annotated[str | None, Field(description="Author name (substring, any case).")]
 Category = Annotated[str | None, Field(description="Category, e.g. cs.CL.")]
@@ -176,7 +178,7 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
     @reported
     def search_papers(
         query: Annotated[str, Field(description="Keywords, a title, or a question.")],
-        k: Count = 5,
+        k: Count = None,
         year: Year = None,
         author: Author = None,
         category: Category = None,
@@ -192,12 +194,13 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
         history: Annotated[list[HistoryMessage] | None, Field(
             description="Earlier turns of the conversation, oldest first (their answers as this tool returned them).")]
         = None,
-        k: Annotated[int | None, Field(ge=1, le=100, description="Papers given to the answer step.")] = None,
+        k: Annotated[int | None, Field(description="Papers retrieved for the answer (1 to RAG_RETRIEVAL__MAX_K).")]
+        = None,
     ) -> Annotated[CallToolResult, AskOutput]:
         """Answer from the papers only, citing them as [n]; `citations` maps each number to its paper with the
         abstract sentences that support the answer (`supported` false: not backed by that abstract)."""
         messages = [ChatMessage(m.role, m.content) for m in history or []] + [ChatMessage("user", question)]
-        answer = service.ask(messages, k=k)
+        answer = service.ask(service.request(messages, question_param="question", k=k))
         return _result(service.answer_dict(answer), service.answer_text(answer, markdown=True))
 
     @server.tool(annotations=READ_ONLY)
@@ -211,7 +214,8 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
     @reported
     def similar_papers(
         id: PaperId,
-        k: Count = 5,
+        k: Annotated[int | None, Field(description="Number of papers (1 to RAG_RETRIEVAL__MAX_K; default 5).")]
+        = None,
         year: Year = None,
         author: Author = None,
         category: Category = None,

@@ -4,18 +4,19 @@
 - papers: lookup by id, exact title, arXiv id or DOI (`rag.library.resolve_paper`), BibTeX
   (`rag.bibtex.paper_bibtex`);
 - search: `Retriever.search` -> the items of ``rag search --json``;
-- answers: a request's messages become a `rag.chat.Conversation` whose earlier turns are
-  *replayed* without calling any model (question and answer text as written by the client), so
-  the follow-up is condensed, the history bounded and the citation numbers kept exactly as in
-  ``rag chat``. A client sends back no citations, only text: the Markdown source list this
-  module appends to answers (``- [n] [Title](url) · `paper-id```) is read back to restore the
-  earlier turn's cited papers and their numbers; without it, the rule condensation falls back
-  to the earlier question's key terms;
+- answers: a request's messages and options become a `rag.request.AskRequest` (`PaperService.request`:
+  the one request every interface builds, checked against the settings), its history a
+  `rag.chat.Conversation` whose earlier turns are *replayed* without calling any model (question
+  and answer text as written by the client), so the follow-up is condensed, the history bounded
+  and the citation numbers kept exactly as in ``rag chat``. A client sends back no citations,
+  only text: the Markdown source list this module appends to answers (``- [n] [Title](url) ·
+  `paper-id```) is read back to restore the earlier turn's cited papers and their numbers;
+  without it, the rule condensation falls back to the earlier question's key terms;
 - model names: ``paper-rag`` = the configured backend and model; a backend name (``extractive``,
   ``ollama`` ...); a bundled model name; ``BACKEND/MODEL``; any other name is a model the
-  configured Ollama / OpenAI-compatible server lists (`ui.shared.AnswererPool.allows`). Anything
-  else, a path above all, is refused without echoing the name (a remote client must not make the
-  server load, or probe, its files);
+  configured Ollama / OpenAI-compatible server lists (`ui.shared.AnswererPool.check`, as the web
+  chat does). Anything else, a path above all, is refused (`UnknownModelError`) without echoing
+  the name (a remote client must not make the server load, or probe, its files);
 - a concurrency bound (`Slots`, ``settings.ui.concurrency`` as in the web chat): a full bound
   is refused at once (`BusyError`), as OpenAI's rate limits are; clients retry.
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from rag import models
@@ -40,13 +40,12 @@ from rag.answer import MAX_QUESTION_CHARS, Answer, Answerer, Citation, Event, ma
 from rag.chat import Conversation, Turn, paper_bibtex
 from rag.corpus import Paper, clean_text
 from rag.errors import BusyError, InputError, PaperNotFoundError, RagError, TooLargeError, UnknownModelError, outcome
-from rag.filters import Filters
-from rag.llm import backend_names
+from rag.llm import Message, backend_names
 from rag.markup import md_code, md_prose, md_text, md_url
-from rag.retrieval import visible
+from rag.request import AskRequest, check_k, parse_filters
 from rag.settings import Settings
 from rag.table.maker import Table
-from ui.shared import UNKNOWN_MODEL, UNKNOWN_MODEL_FIX, AnswererPool
+from ui.shared import UNKNOWN_MODEL_FIX, AnswererPool
 
 DEFAULT_MODEL = "paper-rag"
 ROLES = ("system", "developer", "user", "assistant")
@@ -139,10 +138,7 @@ class Slots:
         self._free.release()
 
 
-@dataclass
-class ChatMessage:
-    role: str
-    content: str
+ChatMessage = Message  # one message of an OpenAI-style exchange: role, content
 
 
 # ------------------------------------------------------------------ rendering
@@ -229,10 +225,10 @@ class PaperService:
 
     def search(self, query: str, k: int | None = None, year: str | int | None = None, author: str | None = None,
                category: str | None = None) -> dict[str, Any]:
-        """``{"query", "results": [rag search --json items], "notices", "empty_because"}``."""
-        if k is not None and not 1 <= k <= 100:
-            raise InputError(f"k={k} is out of range", "ask for 1 to 100 papers", param="k")
-        result = self.pool.retriever.search(query, k=k, filters=self.filters(year, author, category))
+        """``{"query", "results": [rag search --json items], "notices", "empty_because"}``; ``k`` None:
+        ``retrieval.k``."""
+        check_k(self.settings, k)
+        result = self.pool.retriever.search(query, k=k, filters=parse_filters(year, author, category))
         return {"query": result.query, "results": [h.as_dict() for h in result.hits], "notices": result.notices,
                 "empty_because": result.empty_because}
 
@@ -242,25 +238,9 @@ class PaperService:
         by stored vectors (`rag.library.similar_papers`), the paper itself excluded."""
         from rag.library import similar_papers
 
-        if k is not None and not 1 <= k <= 100:
-            raise InputError(f"k={k} is out of range", "ask for 1 to 100 papers", param="k")
+        check_k(self.settings, k)
         paper = self.paper(paper_id)  # an unknown id is a PaperNotFoundError (404), as for GET /v1/papers/{id}
-        return similar_papers(self.pool.retriever, paper.id, k or 5, self.filters(year, author, category)).as_dict()
-
-    @staticmethod
-    def filters(year: str | int | None, author: str | None, category: str | None) -> Filters | None:
-        if year is None and not author and not category:
-            return None
-        try:
-            lo, hi = Filters.parse_years(str(year)) if year not in (None, "") else (None, None)
-        except ValueError:
-            raise InputError(f"year {year!r} is not a year or a range",
-                             "use YEAR, FROM..TO, FROM.. or ..TO (e.g. 2023..2025)", param="year") from None
-        try:
-            return Filters(lo, hi, author or None, category or None)
-        except InputError as err:  # a reversed range
-            err.param = "year"
-            raise
+        return similar_papers(self.pool.retriever, paper.id, k or 5, parse_filters(year, author, category)).as_dict()
 
     # ---------------------------------------------------------- tables
 
@@ -279,7 +259,7 @@ class PaperService:
         ids = [self.paper(pid).id for pid in papers]  # an unknown id is a PaperNotFoundError (404)
         if not (query or "").strip() and not ids:
             raise InputError("no papers to compare", "give a query, or paper ids in papers", param="query")
-        filters = self.filters(year, author, category)
+        filters = parse_filters(year, author, category)
         self.slots.take()
         try:
             table = TableMaker(self.pool.default).make(query, ids, chosen, k, filters, overview=overview)
@@ -294,26 +274,25 @@ class PaperService:
         names = [DEFAULT_MODEL, *backend_names(), *models.BUNDLED]
         return list(dict.fromkeys([*names, *([configured] if configured else [])]))
 
-    def resolve(self, model: str | None) -> tuple[Answerer, str | None]:
-        """(answerer, backend name or None for the configured one) for an API model name."""
+    def resolve(self, model: str | None) -> tuple[str | None, str | None]:
+        """(backend, model) an API model name stands for, each None for the configured one: what an
+        `AskRequest` carries. A name this server does not offer is an `UnknownModelError` (404)."""
         name = (model or DEFAULT_MODEL).strip()
         if name == DEFAULT_MODEL:
-            return self.pool.default, None
+            return None, None
         backends = backend_names()  # plug-ins' included
         if name in backends:
-            return self.pool.default, name
+            return name, None
         head, _, tail = name.partition("/")
         backend, wanted = (head, tail) if head in backends and tail else (None, name)
         if backend == "extractive":
-            return self.pool.default, "extractive"
-        if not self.pool.allows(wanted, backend):  # the name is not echoed: it may be a path on this server
-            raise UnknownModelError(UNKNOWN_MODEL, f"use one of {', '.join(self.models())}; or {UNKNOWN_MODEL_FIX}",
-                                    param="model")
+            return "extractive", None
+        self.pool.check(wanted, backend, f"use one of {', '.join(self.models())}; or {UNKNOWN_MODEL_FIX}")
         if backend is None:
             configured = self.settings.llm.backend
             backend = "llamacpp" if models.is_local_model(wanted) else \
                 (configured if configured in ("ollama", "openai") else "ollama")
-        return (self.pool.default if wanted == self.settings.llm.model else self.pool.get(wanted)), backend
+        return backend, (None if wanted == self.settings.llm.model else wanted)
 
     def check_backend(self, answerer: Answerer, backend: str | None) -> None:
         """Resolve (and so check) the backend now, so a missing model fails before a response starts."""
@@ -327,16 +306,21 @@ class PaperService:
 
     # ---------------------------------------------------------- answers
 
-    @staticmethod
-    def check_messages(messages: Sequence[ChatMessage]) -> str:
-        """The question (the last message, from the user); raises `InputError` / `TooLargeError`."""
+    def request(self, messages: Sequence[ChatMessage], model: str | None = None, *, question_param: str | None = None,
+                **fields: Any) -> AskRequest:
+        """The `AskRequest` of an OpenAI-style exchange: the last message (the user's) is the question,
+        the earlier ones its history; ``model`` an API model name (`resolve`); ``fields`` the other
+        request fields (``k``, ``temperature``, ``max_tokens``). Errors name the message at fault
+        (``messages.2.content``, or ``question_param``): a wrong role is an `InputError`, a long
+        question a `TooLargeError`."""
         if not messages:
             raise InputError("messages is empty", "send at least one message with role 'user'", param="messages")
+        last = len(messages) - 1
         for i, m in enumerate(messages):
             if m.role not in ROLES:
                 raise InputError(f"messages[{i}].role is {m.role!r}",
                                  f"use one of {', '.join(ROLES)} (tools are not supported)", param=f"messages.{i}.role")
-            if m.role == "user" and len(clean_text(m.content)) > MAX_QUESTION_CHARS:
+            if m.role == "user" and i < last and len(clean_text(m.content)) > MAX_QUESTION_CHARS:
                 raise TooLargeError(f"messages[{i}] is {len(m.content):,} characters long "
                                     f"(limit {MAX_QUESTION_CHARS:,} per question)",
                                     "ask a shorter question; put long text in a corpus file instead",
@@ -344,13 +328,11 @@ class PaperService:
         if messages[-1].role != "user":
             raise InputError(f"the last message has role {messages[-1].role!r}",
                              "end the conversation with the user's question", param="messages")
-        question = clean_text(messages[-1].content)
-        if not visible(question):  # empty, or zero-width characters only
-            raise InputError("the last user message is empty", "type a question about the papers",
-                             param=f"messages.{len(messages) - 1}.content")
-        return question
+        backend, wanted = self.resolve(model)
+        return AskRequest.of(self.settings, messages[-1].content, history=messages[:-1], backend=backend, model=wanted,
+                             params={"question": question_param or f"messages.{last}.content"}, **fields)
 
-    def replay(self, answerer: Answerer, history: Sequence[ChatMessage]) -> Conversation:
+    def replay(self, answerer: Answerer, history: Sequence[Message]) -> Conversation:
         """A `Conversation` holding the earlier (user, assistant) pairs as turns, without any model call.
 
         System messages are ignored (paper-rag's own prompt governs answers); a user message with no
@@ -370,38 +352,22 @@ class PaperService:
                 question = None
         return conversation
 
-    def stream(self, messages: Sequence[ChatMessage], model: str | None = None, temperature: float | None = None,
-               max_tokens: int | None = None, k: int | None = None) -> tuple[str, AnswerStream]:
-        """Check everything that can fail before an answer starts, take a slot, then return
-        (the question, its events). The slot is given back when the events end or are closed."""
-        question = self.check_messages(messages)
-        answerer, backend = self.resolve(model)
-        if max_tokens is not None and max_tokens < answerer.settings.llm.max_new_tokens:
-            answerer = self._with_max_tokens(answerer, max_tokens)
-        self.check_backend(answerer, backend)
-        conversation = self.replay(answerer, messages[:-1])
+    def stream(self, request: AskRequest) -> AnswerStream:
+        """Check everything that can fail before an answer starts (the request's model and backend),
+        take a slot, then return its events (`rag.chat.Conversation.respond`, the road every interface
+        takes). The slot is given back when the events end or are closed."""
+        answerer = self.pool.get(request.model, request.backend)
+        self.check_backend(answerer, request.backend)
+        conversation = self.replay(answerer, request.history)
         self.slots.take()
-        events = conversation.stream(question, backend=backend, temperature=temperature, k=k)
-        return question, AnswerStream(events, self.slots.give)
+        return AnswerStream(conversation.respond(request), self.slots.give)
 
-    def ask(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Answer:
-        _, events = self.stream(messages, **kwargs)
+    def ask(self, request: AskRequest) -> Answer:
         answer = None
-        for event in events:
+        for event in self.stream(request):
             answer = event.answer or answer
         assert answer is not None
         return answer
-
-    @staticmethod
-    def _with_max_tokens(answerer: Answerer, max_tokens: int) -> Answerer:
-        """The answerer with a lower answer-length bound: a shallow copy sharing models and caches.
-        ``max_tokens`` only lowers ``RAG_LLM__MAX_NEW_TOKENS`` (the prompt budget assumes it)."""
-        import copy
-
-        clone = copy.copy(answerer)
-        cfg = answerer.settings
-        clone.settings = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"max_new_tokens": max_tokens})})
-        return clone
 
     def answer_dict(self, answer: Answer) -> dict[str, Any]:
         """What every interface reports besides the text: citations (with ``url`` and ``supported``)

@@ -10,8 +10,9 @@ once. Each shared class guards itself, so nothing here reaches into another obje
   its lock, once, when another process ingests;
 - `rag.llm.LlamaCppBackend.stream` generates under a per-model lock (one KV cache).
 
-The pool hands out an `Answerer` per model name, all sharing one embedder and one retriever,
-so models load once, and says which model names a client may pick (`AnswererPool.allows`). Left out:
+The pool hands out an `Answerer` per model name and backend, all sharing one embedder and one retriever,
+so models load once, and says which model names a client may pick (`AnswererPool.allows`; `check`
+refuses the others with `rag.errors.UnknownModelError` for the web chat and the API alike). Left out:
 per-user state (`ui.state`).
 """
 
@@ -26,7 +27,9 @@ from typing import Any
 from rag import models
 from rag.answer import Answerer
 from rag.embeddings import Embedder
+from rag.errors import UnknownModelError
 from rag.llm import served_models
+from rag.request import with_settings
 from rag.retrieval import Retriever
 from rag.settings import Settings
 
@@ -39,7 +42,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][\w.:@+-]*(?:/[A-Za-z0-9][\w.:@+-]*)*$")  # 'll
 
 
 class AnswererPool:
-    """One `Answerer` per model name (None: the configured one), sharing embedder and retriever.
+    """One `Answerer` per (model, backend) (None: the configured one), sharing embedder and retriever.
 
     ``backend`` replaces the configured backend of the default answerer (tests pass a fake,
     as httpx tests pass a transport); ``answerer`` is an already built default answerer whose
@@ -54,22 +57,22 @@ class AnswererPool:
         self.retriever = answerer.retriever if answerer else retriever or Retriever(settings, embedder=self.embedder)
         self.size = size
         self._lock = threading.Lock()
-        self._answerers: OrderedDict[str | None, Answerer] = OrderedDict()
+        self._answerers: OrderedDict[tuple[str | None, str | None], Answerer] = OrderedDict()
         if answerer is not None:
-            self._answerers[None] = answerer
+            self._answerers[None, None] = answerer
         self._backend = backend  # an rag.llm Backend for the configured model (tests pass a fake)
         self._served: tuple[float, set[str]] | None = None  # (when, names the configured servers listed)
 
-    def get(self, model: str | None = None) -> Answerer:
-        model = model or None
+    def get(self, model: str | None = None, backend: str | None = None) -> Answerer:
+        """The answerer for ``model`` on ``backend`` (None: the configured ones), configured with both,
+        so that it resolves its backend once and keeps it (`rag.answer.Answerer.backend_for`)."""
+        key = (model or None, backend if backend and backend != self.settings.llm.backend else None)
         with self._lock:
-            answerer = self._answerers.pop(model, None)
+            answerer = self._answerers.pop(key, None)
             if answerer is None:
-                cfg = self.settings if model is None else self.settings.model_copy(
-                    update={"llm": self.settings.llm.model_copy(update={"model": model})})
-                answerer = Answerer(cfg, retriever=self.retriever, embedder=self.embedder,
-                                    backend=self._backend if model is None else None)
-            self._answerers[model] = answerer
+                answerer = Answerer(with_settings(self.settings, key[1], key[0]), retriever=self.retriever,
+                                    embedder=self.embedder, backend=self._backend if key == (None, None) else None)
+            self._answerers[key] = answerer
             while len(self._answerers) > self.size:
                 self._answerers.popitem(last=False)
             return answerer
@@ -91,6 +94,13 @@ class AnswererPool:
         if backend in ("llamacpp", "extractive") or models.is_local_model(model) or not _NAME.match(model):
             return False
         return model in (llm.ollama_model, llm.openai_model) or model in self.served()
+
+    def check(self, model: str, backend: str | None = None, fix: str = UNKNOWN_MODEL_FIX) -> None:
+        """`UnknownModelError` (``param="model"``, 404 from the API) unless a client may pick ``model``
+        (`allows`): the web chat and the API refuse a name the same way. The name is not echoed (it
+        may be a path on this server)."""
+        if not self.allows(model, backend):
+            raise UnknownModelError(UNKNOWN_MODEL, fix, param="model")
 
     def served(self) -> set[str]:
         """`rag.llm.served_models`, cached for `SERVED_TTL_S` seconds."""

@@ -3,8 +3,9 @@ made (so the Stop button can end it) and the notes already shown.
 
 A `Session` lives in a ``gr.State`` (created on the first event of a browser tab, dropped
 by Gradio when the tab goes away); nothing here is module-global, so two users never
-see each other's history or settings. `ChatSettings` validates what the settings panel
-sends (clamped, typed) and turns it into keyword arguments for `Conversation.stream`.
+see each other's history or settings. `ChatSettings` clamps what the settings panel sends
+(typed, within the limits of the `Settings`: ``retrieval.max_k`` for the Papers slider) and
+turns it, with a question, into the `rag.request.AskRequest` every interface builds.
 
 Left out: rendering (`ui.render`) and the event handlers (`ui.app`).
 """
@@ -20,12 +21,11 @@ from typing import Any
 
 from rag.answer import Answer, Answerer
 from rag.chat import Conversation, Turn
-from rag.filters import Filters
 from rag.llm import backend_names
 from rag.notices import Notices
+from rag.request import AskRequest
 from rag.settings import Settings
 
-MAX_K = 20
 _MODEL_NAME = re.compile(r"^[\w.:/@+-]{1,200}$")
 
 
@@ -71,21 +71,20 @@ class ChatSettings:
         y0, y1 = _number(year_from), _number(year_to)
         return cls(
             backend=backend, model=model,
-            k=int(min(max(kv, 1), MAX_K)) if kv is not None else d.k,
+            k=int(min(max(kv, 1), settings.retrieval.max_k)) if kv is not None else d.k,
             dense_weight=min(max(dw, 0.0), 1.0) if dw is not None else d.dense_weight,
             temperature=min(max(temp, 0.0), 2.0) if temp is not None else d.temperature,
             year_from=int(y0) if y0 else None, year_to=int(y1) if y1 else None,
             author=str(author or "").strip()[:200], category=str(category or "").strip()[:100],
         )
 
-    def filters(self) -> Filters | None:
-        f = Filters(self.year_from, self.year_to, self.author or None, self.category or None)
-        return f if f.checks() else None
-
-    def stream_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `Conversation.stream`."""
-        return {"backend": self.backend, "k": self.k, "filters": self.filters(),
-                "temperature": self.temperature, "dense_weight": self.dense_weight}
+    def request(self, settings: Settings, question: str) -> AskRequest:
+        """``question`` asked with these settings, checked (`AskRequest.of`: an empty question, or a
+        year range that runs backwards, is an `rag.errors.InputError` with its fix)."""
+        years = f"{self.year_from or ''}..{self.year_to or ''}" if self.year_from or self.year_to else None
+        return AskRequest.of(settings, question, backend=self.backend, model=self.model, k=self.k, year=years,
+                             author=self.author, category=self.category, temperature=self.temperature,
+                             dense_weight=self.dense_weight)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
