@@ -195,6 +195,14 @@ def test_settings_are_per_session(webapp: WebApp) -> None:
     assert (odd.backend, odd.model, odd.k, odd.dense_weight, odd.temperature) == ("extractive", "", top, 1.0, 0.0)
 
 
+def test_a_which_papers_question_at_the_default_slider_reads_as_many_as_rag_ask(webapp: WebApp) -> None:
+    # the slider at its default is "as many as the question needs": a list reads answer.list_papers
+    _, session = run(webapp, "Which papers study test-time adaptation?")
+    assert len(session.conversation.turns[-1].answer.retrieved) == webapp.settings.answer.list_papers > 5
+    _, moved = run(webapp, "Which papers study test-time adaptation?", k=3)
+    assert len(moved.conversation.turns[-1].answer.retrieved) == 3
+
+
 def test_filters_reach_retrieval(webapp: WebApp, tmp_path: Path) -> None:
     rows = [{"title": f"Quokka study {y}", "abstract": f"Quokka populations were counted in {y} on an island. "
              "The counts rose.", "year": y, "authors": ["Ada Lovelace"], "categories": ["q-bio.PE"]}

@@ -539,7 +539,9 @@ class WebApp:
                         model = gr.Textbox(value="", label="Model", placeholder="configured default",
                                            info="a bundled model (qwen2.5-coder-1.5b, smollm2-135m) or a model "
                                                 "the Ollama / OpenAI-compatible server serves")
-                        k = gr.Slider(1, s.retrieval.max_k, value=defaults.k, step=1, label="Papers")
+                        k = gr.Slider(1, s.retrieval.max_k, value=defaults.k, step=1, label="Papers",
+                                      info=f"left at {defaults.k}, a 'which papers' list reads up to "
+                                           f"{s.answer.list_papers}")
                         dense_weight = gr.Slider(0, 1, value=defaults.dense_weight, step=0.05,
                                                  label="Hybrid weighting", info="0 = keywords (BM25), 1 = meaning")
                         temperature = gr.Slider(0, 2, value=defaults.temperature, step=0.05, label="Temperature")

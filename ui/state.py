@@ -82,7 +82,10 @@ class ChatSettings:
         """``question`` asked with these settings, checked (`AskRequest.of`: an empty question, or a
         year range that runs backwards, is an `rag.errors.InputError` with its fix)."""
         years = f"{self.year_from or ''}..{self.year_to or ''}" if self.year_from or self.year_to else None
-        return AskRequest.of(settings, question, backend=self.backend, model=self.model, k=self.k, year=years,
+        # the slider left at its default reads as many papers as the question needs (a "which papers"
+        # list reads answer.list_papers, as in rag ask and the API), a moved one exactly its value
+        k = None if self.k == settings.answer.max_context_papers else self.k
+        return AskRequest.of(settings, question, backend=self.backend, model=self.model, k=k, year=years,
                              author=self.author, category=self.category, temperature=self.temperature,
                              dense_weight=self.dense_weight)
 
