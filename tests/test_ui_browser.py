@@ -225,6 +225,20 @@ def test_compare_the_cited_papers(page) -> None:  # type: ignore[no-untyped-def]
     assert not remote_hosts(page)
 
 
+def test_a_table_request_in_the_chat_renders_its_table(page) -> None:  # type: ignore[no-untyped-def]
+    """"Make a table of ..." in the chat: the table arrives in the chat (after Gradio's own HTML
+    cleaning), every cell with its evidence or the reason it is empty on hover."""
+    ask(page, "Make a table of test-time adaptation papers")
+    message = page.locator("#chat .rag-answer").last
+    rows = message.locator("tbody tr")
+    assert rows.count() >= 2 and "adaptation" in message.locator("tbody").inner_text().lower()
+    cells = message.locator("td.cell")
+    assert cells.count() >= rows.count() * 4
+    assert all(cells.nth(i).get_attribute("title") for i in range(cells.count()))
+    assert "evidence on hover" in message.locator(".rag-meta").inner_text()
+    assert not remote_hosts(page)
+
+
 def test_upload_a_corpus_file_and_see_it_counted(page, tmp_path: Path, app_home: Path) -> None:  # type: ignore[no-untyped-def]
     before = int(re.search(r"([\d,]+) papers", page.locator("#corpus-stats").inner_text())[1].replace(",", ""))
     small = tmp_path / "small.jsonl"
