@@ -155,7 +155,8 @@ def test_a_japanese_claim_is_checked_by_the_names_it_writes_in_latin_letters(bun
     lacks is still not supported."""
     papers = {p.title: p for p in Answerer(Settings(), embedder=embedder).retriever.index().papers.values()}
     by_number = {1: papers["Stabilizing RLHF through Advantage Model and Selective Rehearsal"], 2: papers[SKYWORK]}
-    question = "報酬ハッキングと破滅的忘却を抑えて RLHF の学習を安定させる技術報告では、どの2つの手法が提案されていますか？"
+    question = ("報酬ハッキングと破滅的忘却を抑えて RLHF の学習を安定させる技術報告では、"
+                "どの2つの手法が提案されていますか？")
     given = f"{question}\nWhich two methods does the technical report on stabilizing RLHF propose?"
     checker = SupportChecker(Settings().answer, embedder)
     right = "この技術報告では、Advantage ModelとSelective Rehearsalの2つの手法が提案されています。[1]"
