@@ -153,27 +153,15 @@ def in_role(number: str, claimed: dict[str, set[str]], stated: dict[str, set[str
     return number in stated and (not claimed.get(number) or bool(claimed[number] & stated[number]))
 
 
-_CJK_SCRIPT = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af"  # kana, Han, Hangul: written without spaces
-_SCRIPT_EDGE = re.compile(f"(?<=[{_CJK_SCRIPT}])(?=[^{_CJK_SCRIPT}])|(?<=[^{_CJK_SCRIPT}])(?=[{_CJK_SCRIPT}])")
-_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z-]{2,}")
-
-
-def anchors(text: str, latin: bool = False) -> set[str]:
+def anchors(text: str) -> set[str]:
     """Names and numbers, which read the same in every language: tokens holding a digit or a
-    capital after their first letter ("33", "FINDAP", "Llama-Fin"), lower-cased. In Chinese,
-    Japanese or Korean text, which has no spaces to end a word, a run of Latin letters is its own
-    token and is a name ("Advantage Model"): those languages write no common word in Latin letters.
-    ``latin``: every Latin word is a name (an English sentence read for the names of such a claim).
+    capital after their first letter ("33", "FINDAP", "Llama-Fin"), lower-cased.
 
     >>> sorted(anchors("Le modèle Llama-Fin, évalué sur 33 jeux (FINDAP)."))
     ['33', 'findap', 'llama-fin']
-    >>> sorted(anchors("この技術報告では、Advantage ModelとSelective Rehearsalの2つの手法が提案されています。"))
-    ['2', 'advantage', 'model', 'rehearsal', 'selective']
     """
-    cjk = bool(re.search(f"[{_CJK_SCRIPT}]", text))
-    tokens = re.findall(r"[^\W_]+(?:[-.][^\W_]+)*", _SCRIPT_EDGE.sub(" ", text) if cjk else text)
-    return {t.lower() for t in tokens if any(c.isdigit() for c in t) or any(c.isupper() for c in t[1:])
-            or (cjk or latin) and _LATIN_WORD.fullmatch(t)}
+    tokens = re.findall(r"[^\W_]+(?:[-.][^\W_]+)*", text)
+    return {t.lower() for t in tokens if any(c.isdigit() for c in t) or any(c.isupper() for c in t[1:])}
 
 
 # Words of a sentence that only points at a paper ("This is described in [1].")
@@ -471,7 +459,6 @@ class SupportChecker:
                 out.append((AnswerSentence(shown, written, True, 0.0, claim=False), sentence, []))
                 continue
             names = {held_form(a, texts.values()) for a in anchors(claim) if not a.replace(".", "").isdigit()}
-            cjk = bool(re.search(f"[{_CJK_SCRIPT}]", claim))  # its Latin words are names
             acronyms = {t.lower() for t in re.findall(r"\b[A-Z]{2,5}s?\b", claim)}  # RL, NLP, LLMs: often spelled out
             invented = {a for a in names - given_names - acronyms if not any(holds(t, a) for t in texts.values())}
             claimed = claimed_roles(claim) if numbers else {}
@@ -483,8 +470,7 @@ class SupportChecker:
                         paper_sentences = [paper.title, *paper_sentences]
                     scores = self.support_scores([claim], paper_sentences, added=[added or {""}])[0]
                     if names and not (english and is_english(claim)):
-                        scores = np.maximum(scores, [len(names & anchors(ps, latin=cjk)) / len(names)
-                                                     for ps in paper_sentences])
+                        scores = np.maximum(scores, [len(names & anchors(ps)) / len(names) for ps in paper_sentences])
                     if numbers:  # a number the paper does not state, or states of something else
                         if n not in stated:
                             stated[n] = number_roles(texts[n])
