@@ -24,7 +24,8 @@ from typing import Any
 from eval.datasets import Dataset, load_dataset, resolve_gold
 from eval.results import ResultsWriter, read_results
 from eval.run import RunOutcome, manifest, question_record, settings_record
-from rag.answer import VERDICT_NO, Answer, Answerer
+from rag.answer import VERDICT_NO, Answerer
+from rag.answer_result import Answer
 from rag.errors import InputError
 from rag.retrieval import PaperHit
 from rag.settings import Settings

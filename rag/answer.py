@@ -21,7 +21,8 @@ The steps, in order:
    unsupported. The source list puts cited papers first, the rest as "also retrieved".
 
 Left out: choosing and talking to LLM servers (`rag.backends`), conversations (`rag.chat`), how a
-sentence is checked (`rag.support`).
+sentence is checked (`rag.support`), the result objects (`rag.answer_result`), the question and the
+model's reply cleaned up (`rag.answer_text`: leaks, citation markers, loops).
 """
 
 from __future__ import annotations
@@ -30,32 +31,24 @@ import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from rag import comparison, evidence, language, listing, prompts
-from rag.chunking import chunk_index, split_sentences
-from rag.corpus import Paper
+from rag.answer_result import Answer, Citation, Event
+from rag.answer_text import clean_question, given, one_line_reply, parse_citations, repeats_itself, scrub, stage_reading
+from rag.chunking import chunk_index
 from rag.embeddings import Embedder
 from rag.errors import BackendError
 from rag.filters import Filters
 from rag.injection import answer_repeats, instruction_sentences
 from rag.llm import Backend, Message, StreamInterrupted, generates
-from rag.retrieval import (
-    MAX_QUERY_CHARS,
-    Confidence,
-    PaperHit,
-    Retriever,
-    SearchResult,
-    clean_query,
-    low_confidence,
-)
+from rag.retrieval import MAX_QUERY_CHARS, PaperHit, Retriever, SearchResult, low_confidence
 from rag.settings import Settings
 from rag.streaming import StreamGate
 from rag.support import (
-    CITATION_MARKER,
     AnswerSentence,
     Evidence,
     Judge,
@@ -72,216 +65,6 @@ WIDENED = "read the whole abstracts: their best sentences did not state the answ
 VERDICT_NO = "the model found that no retrieved abstract states the answer"  # the abstention reason of a "no"
 STAGE_SEARCH, STAGE_WRITE, STAGE_CHECK = "searching the papers", "writing the answer", "checking the answer"
 MAX_QUESTION_CHARS = MAX_QUERY_CHARS  # one limit for what is searched and what is answered
-_NAMED_SOURCE = re.compile(r"(?<!\[)\b(?:[Aa]bstract|[Ss]ource)\s+#?(\d{1,2})\b(?!\s*[%.]\d)(?!\])")
-_PLACEHOLDER = re.compile(r"\[(?:n|N|x|X|\?|\.\.\.|number)\]")  # a template's marker copied literally
-
-
-# ------------------------------------------------------------------ result objects
-
-
-@dataclass
-class Citation:
-    number: int
-    paper: Paper
-    cited: bool
-    score: float                                    # retrieval score
-    evidence: list[Evidence] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "paper_id": self.paper.id, "title": self.paper.title,
-                "year": self.paper.year, "authors": self.paper.authors, "links": self.paper.links,
-                "abstract": self.paper.abstract, "cited": self.cited, "score": round(self.score, 6),
-                "evidence": [e.as_dict() for e in self.evidence]}
-
-
-@dataclass
-class Answer:
-    question: str
-    query: str
-    answer: str = ""
-    abstained: bool = False
-    abstain_reason: str | None = None
-    incomplete: bool = False
-    error: str | None = None
-    backend: str = ""
-    model: str = ""
-    notes: list[str] = field(default_factory=list)
-    citations: list[Citation] = field(default_factory=list)      # cited papers, in order of first citation
-    also_retrieved: list[Citation] = field(default_factory=list)  # retrieved, not cited
-    sentences: list[AnswerSentence] = field(default_factory=list)
-    invalid_citations: int = 0
-    removed: list[str] = field(default_factory=list)  # text that leaked from the prompt, taken out
-    generated: str = ""  # what the model wrote, before any check (`rag eval rescore` replays it)
-    withheld: list[str] = field(default_factory=list)  # claims left out: no abstract states their numbers or names
-    language: str = "en"  # the question's language, which the answer is written in
-    verdict: str | None = None  # the model's answer to "do the abstracts state the answer?"
-    confidence: Confidence | None = None
-    retrieved: list[dict[str, Any]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def unsupported(self) -> list[AnswerSentence]:
-        return [s for s in self.sentences if not s.supported]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "question": self.question, "query": self.query, "answer": self.answer,
-            "abstained": self.abstained, "abstain_reason": self.abstain_reason,
-            "incomplete": self.incomplete, "error": self.error, "backend": self.backend, "model": self.model,
-            "notes": self.notes, "citations": [c.as_dict() for c in self.citations],
-            "also_retrieved": [c.as_dict() for c in self.also_retrieved],
-            "sentences": [s.as_dict() for s in self.sentences], "invalid_citations": self.invalid_citations,
-            "removed": self.removed, "generated": self.generated, "withheld": self.withheld,
-            "language": self.language, "verdict": self.verdict,
-            "confidence": self.confidence.as_dict() if self.confidence else None,
-            "retrieved": self.retrieved, "timings": {k: round(v, 4) for k, v in self.timings.items()},
-        }
-
-
-@dataclass
-class Event:
-    """What `Answerer.stream` yields: stage lines and text deltas as they come, then the finished answer.
-
-    ``stage`` events say what the pipeline is doing ("searching the papers", "reading 3 papers",
-    "writing the answer", "checking the answer"), for a progress line; consumers ignore kinds they
-    do not know."""
-
-    kind: str                      # "stage" | "token" | "done"
-    text: str = ""
-    answer: Answer | None = None
-
-
-# ------------------------------------------------------------------ pure helpers
-
-
-def given(question: str, query: str, lang: str) -> str:
-    """What the user gave, which an answer sentence is checked for adding to: the question, and the
-    retrieval query when it is the user's words (English; a condensed follow-up). A translation is the
-    model's, and may already hold an answer it made up ("... Skywork-MoE has 32 experts").
-
-    >>> given("Wie viele?", "How many? It has 32.", "de")
-    'Wie viele?'
-    >>> given("How many?", "How many? Skywork-MoE", "en").splitlines()
-    ['How many?', 'How many? Skywork-MoE']
-    """
-    return question if lang != language.ENGLISH else f"{question}\n{query}"
-
-
-def stage_reading(papers: int) -> str:
-    """The stage line once the papers are chosen.
-
-    >>> stage_reading(1), stage_reading(3)
-    ('reading 1 paper', 'reading 3 papers')
-    """
-    return f"reading {papers} paper{'s' if papers != 1 else ''}"
-
-
-def clean_question(question: str) -> str:
-    """`rag.retrieval.clean_query`'s rules for a question: empty or too long is an `InputError`."""
-    return clean_query(question, "question")[0]
-
-
-def parse_citations(text: str, valid: Sequence[int]) -> tuple[str, list[int], int]:
-    """Citation markers -> (text without invalid markers, valid numbers in order, invalid count).
-
-    >>> parse_citations("A [1]. B [2, 7]. C [1-2]. D [n].", [1, 2])
-    ('A [1]. B [2]. C [1][2]. D.', [1, 2], 2)
-    >>> parse_citations("It is described in Abstract 1, which introduces DRA.", [1])
-    ('It is described in [1], which introduces DRA.', [1], 0)
-    """
-    text = _NAMED_SOURCE.sub(r"[\1]", text)  # "Abstract 1": the prompt's numbering, written out
-    valid_set, cited = set(valid), []
-    invalid = len(_PLACEHOLDER.findall(text))
-    text = _PLACEHOLDER.sub("", text)
-
-    def replace(m: re.Match[str]) -> str:
-        nonlocal invalid
-        numbers: list[int] = []
-        for part in re.split(r"\s*[,;]\s*", m.group(1)):
-            bounds = [int(x) for x in re.split(r"\s*[-–]\s*", part)]
-            if len(bounds) == 2 and 0 < bounds[1] - bounds[0] < 20:
-                numbers += list(range(bounds[0], bounds[1] + 1))
-            else:
-                numbers += bounds
-        kept = [n for n in numbers if n in valid_set]
-        invalid += len(numbers) - len(kept)
-        for n in kept:
-            if n not in cited:
-                cited.append(n)
-        return "".join(f"[{n}]" for n in dict.fromkeys(kept))
-
-    out = CITATION_MARKER.sub(replace, text)
-    out = re.sub(r"[ \t]+([.,;:])", r"\1", re.sub(r"[ \t]{2,}", " ", out)).strip()
-    return out, cited, invalid
-
-
-def scrub(text: str, delimiter: str = "") -> tuple[str, list[str]]:
-    """(text without the sentences that leaked from the prompt, those sentences).
-
-    >>> scrub("PLaMo has 100B parameters [1]. <<<SOURCE-ab12 Question: how many? Source: [n]")
-    ('PLaMo has 100B parameters [1].', ['<<<SOURCE-ab12 Question: how many?', 'Source: [n]'])
-    """
-    markers = [*prompts.PROMPT_MARKERS, *([delimiter] if delimiter else [])]
-    if not any(m in text for m in markers):
-        return text.strip(), []
-    kept, removed = [], []
-    text = re.sub(r"(<<<)", r"\n\1", re.sub(r"(>>>)", r"\1\n", text))  # a fence is never part of a sentence
-    for line in text.splitlines():
-        parts = split_sentences(line) if line.strip() else []
-        bad = [p for p in parts if any(m in p for m in markers)]
-        removed += bad
-        good = [p for p in parts if p not in bad]
-        if good or not line.strip():
-            kept.append(" ".join(good))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip(), removed
-
-
-def flagged_segments(answer: Answer) -> list[tuple[str, str | None]]:
-    """The answer text cut into (segment, flag) pieces, flag ``unsupported`` (its cited abstracts do
-    not support it), ``uncited`` (a claim citing nothing) or ``None``, keeping the text between them."""
-    out: list[tuple[str, str | None]] = []
-    text, at = answer.answer, 0
-    if answer.abstained:
-        return [(text, None)]
-    for s in answer.sentences:
-        i = text.find(s.text, at)
-        if i < 0:
-            continue
-        if i > at:
-            out.append((text[at:i], None))
-        flag = None if s.supported or not s.claim else ("unsupported" if s.citations else "uncited")
-        out.append((s.text, flag))
-        at = i + len(s.text)
-    if at < len(text):
-        out.append((text[at:], None))
-    return out
-
-
-def marked_answer(answer: Answer, style: str = "plain") -> str:
-    """The answer with each flagged sentence followed by a mark: ``plain`` ``[unsupported]``,
-    ``markdown`` `` ⚠ *unsupported*``."""
-    mark = "[{flag}]" if style == "plain" else "\u26a0 *{flag}*"
-    return "".join(seg if flag is None else f"{seg} {mark.format(flag=flag)}" for seg, flag in flagged_segments(answer))
-
-
-def one_line_reply(text: str, limit: int = 300) -> str | None:
-    """The first line of a model's reply, unquoted, if it is a plausible query.
-
-    >>> one_line_reply('"Skywork-MoE number of experts"\\nExplanation: ...')
-    'Skywork-MoE number of experts'
-    """
-    line = text.strip().splitlines()[0].strip().strip('"\'`') if text.strip() else ""
-    line = re.sub(r"^(?:standalone )?(?:search )?query:\s*", "", line, flags=re.I)
-    return line if 3 <= len(line) <= limit else None
-
-
-def repeats_itself(text: str) -> bool:
-    """A degenerate loop: the same sentence three times, or the last 40 chars thrice in the last 240."""
-    sentences = [s.strip().lower() for s in split_sentences(text) if len(s) > 15]
-    if any(sentences.count(s) >= 3 for s in set(sentences)):
-        return True
-    tail = text[-40:]
-    return len(text) > 240 and len(tail.strip()) > 10 and text[-240:].count(tail) >= 3
 
 
 # ------------------------------------------------------------------ the answerer

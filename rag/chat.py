@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag import prompts
-from rag.answer import Answer, Answerer, Event, marked_answer, one_line_reply
+from rag.answer import Answerer
+from rag.answer_result import Answer, Event, marked_answer
+from rag.answer_text import one_line_reply
 from rag.bibtex import paper_bibtex
 from rag.corpus import Paper
 from rag.errors import BackendError

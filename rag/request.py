@@ -5,7 +5,7 @@ each turn what they were given (flags, the settings panel, a JSON body, tool arg
 `AskRequest` with `AskRequest.of`, which checks it once against the `Settings` in force: the
 limits and defaults come from there (``retrieval.max_k``; the bounds of ``llm.temperature``,
 ``retrieval.dense_weight`` and ``answer.verify``), the question is cleaned
-(`rag.answer.clean_question`) and the filters parsed (`parse_filters`) here and nowhere else. A
+(`rag.answer_text.clean_question`) and the filters parsed (`parse_filters`) here and nowhere else. A
 bad value is a `rag.errors` error carrying its fix and its ``param`` (the interface's own name
 for the field: ``--year``, ``messages.0.content``), so every interface reports it through the one
 table (`rag.errors.outcome`). The request then takes one road: `rag.chat.Conversation.respond`.
@@ -25,7 +25,8 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rag.answer import MAX_QUESTION_CHARS, Answerer, clean_question
+from rag.answer import MAX_QUESTION_CHARS, Answerer
+from rag.answer_text import clean_question
 from rag.corpus import clean_text
 from rag.errors import InputError, TooLargeError
 from rag.filters import Filters
@@ -157,7 +158,7 @@ class AskRequest(BaseModel):
 
     @staticmethod
     def _question(text: str, param: str) -> str:
-        """The question cleaned (`rag.answer.clean_question`), once; empty is an `InputError`, too long
+        """The question cleaned (`rag.answer_text.clean_question`), once; empty is an `InputError`, too long
         a `TooLargeError` (413 from the API)."""
         try:
             return clean_question(text)

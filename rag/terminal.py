@@ -31,7 +31,7 @@ def answer_text(answer: Any) -> Text:
     """The checked answer as rich ``Text``: unsupported and uncited sentences underlined and marked.
 
     Built from ``Text`` pieces, never markup, so brackets in answers and titles print as written."""
-    from rag.answer import flagged_segments
+    from rag.answer_result import flagged_segments
 
     text = Text()
     for segment, flag in flagged_segments(answer):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from rag import prompts
-from rag.answer import Answerer, parse_citations, repeats_itself
+from rag.answer import Answerer
+from rag.answer_text import parse_citations, repeats_itself
 from rag.chat import Conversation, paper_bibtex, rule_condense
 from rag.errors import InputError
 from rag.ingest import Ingestor

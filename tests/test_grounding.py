@@ -12,7 +12,8 @@ import re
 import pytest
 
 from rag import prompts
-from rag.answer import WIDENED, Answerer, marked_answer
+from rag.answer import WIDENED, Answerer
+from rag.answer_result import marked_answer
 from rag.chat import Conversation
 from rag.ingest import Ingestor
 from rag.settings import Settings

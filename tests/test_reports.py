@@ -201,7 +201,7 @@ def test_a_score_above_one_is_explained(tmp_path: Path, rag_home: Path, embedder
     assert code == 0 and f"name match +{top.name_bonus:.3f}" in out
     code, out, _ = cli("search", "What does ZQRT speed up?", "--json")
     assert json.loads(out)[0]["name_bonus"] > 0
-    from rag.answer import Citation
+    from rag.answer_result import Citation
 
     html = render.card_html(Citation(1, top.paper, True, top.score))
     assert "up to 1.2" in SCORE_SCALE and render.esc(SCORE_SCALE) in html

@@ -166,7 +166,8 @@ def test_author_filter_ignores_accents_and_case() -> None:
 
 
 def test_a_long_query_is_truncated_and_a_long_question_refused() -> None:
-    from rag.answer import MAX_QUESTION_CHARS, clean_question
+    from rag.answer import MAX_QUESTION_CHARS
+    from rag.answer_text import clean_question
     from rag.errors import InputError
     from rag.retrieval import MAX_QUERY_CHARS, clean_query
 

@@ -15,7 +15,7 @@ import re
 import pytest
 from rich.console import Console
 
-from rag.answer import Answer, Event
+from rag.answer_result import Answer, Event
 from rag.ingest import Ingestor
 from rag.notices import Notices
 from rag.settings import Settings

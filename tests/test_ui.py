@@ -20,7 +20,7 @@ from typing import Any
 import gradio as gr
 import pytest
 
-from rag.answer import Answer, Citation
+from rag.answer_result import Answer, Citation
 from rag.corpus import Paper
 from rag.ingest import Ingestor
 from rag.loaders import load_bibtex

@@ -50,7 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.answer import Answer, Answerer, Event
+from rag.answer import Answerer
+from rag.answer_result import Answer, Event
 from rag.errors import BackendError, EmptyIndexError, InputError, RagError, UnknownModelError, outcome
 from rag.llm import approx_tokens
 from rag.markup import md_prose

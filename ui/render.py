@@ -1,4 +1,4 @@
-"""`rag.answer.Answer` -> the HTML of one chat message: answer text, banners, source cards.
+"""`rag.answer_result.Answer` -> the HTML of one chat message: answer text, banners, source cards.
 
 Everything that comes from a model, a corpus file or a user is escaped with
 ``html.escape`` *before* our own markup is added, and the finished fragment goes
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import nh3
 
 from rag.answer import STAGE_SEARCH as FIRST_STAGE
-from rag.answer import Answer, Citation
+from rag.answer_result import Answer, Citation
 from rag.corpus import Paper
 from rag.retrieval import SCORE_SCALE, PaperHit
 from rag.support import AnswerSentence

@@ -36,7 +36,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rag import models
-from rag.answer import MAX_QUESTION_CHARS, Answer, Answerer, Citation, Event, marked_answer
+from rag.answer import MAX_QUESTION_CHARS, Answerer
+from rag.answer_result import Answer, Citation, Event, marked_answer
 from rag.chat import Conversation, Turn, paper_bibtex
 from rag.corpus import Paper, clean_text
 from rag.errors import BusyError, InputError, PaperNotFoundError, RagError, TooLargeError, UnknownModelError, outcome

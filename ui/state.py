@@ -19,7 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rag.answer import Answer, Answerer
+from rag.answer import Answerer
+from rag.answer_result import Answer
 from rag.chat import Conversation, Turn
 from rag.llm import backend_names
 from rag.notices import Notices

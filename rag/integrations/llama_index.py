@@ -34,7 +34,8 @@ from llama_index.core.base.response.schema import Response
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from rag.answer import Answer, Answerer, Citation
+from rag.answer import Answerer
+from rag.answer_result import Answer, Citation
 from rag.corpus import Paper
 from rag.filters import Filters
 from rag.retrieval import PaperHit, Retriever
