@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from rag import language
+from rag.claims import CITATION_MARKER, specifics
 from rag.retrieval import low_confidence
-from rag.support import CITATION_MARKER, specifics
 
 RETRIEVAL = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 LATENCY = ("retrieval_s", "ttft_s", "total_s")

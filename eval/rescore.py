@@ -5,7 +5,7 @@
 `rag.answer.Answerer` finishing steps again (leak scrub, citation parsing, the sentence support
 check and re-attribution, naming bare citations, the model's own abstention) and, under
 ``answer.verify = abstain``, a recorded "no" verdict abstains; so does a "how many X" question
-whose prompted abstracts never mention X (`rag.support.uncounted`). So a change to those steps is
+whose prompted abstracts never mention X (`rag.question_kinds.uncounted`). So a change to those steps is
 measured on the same generations in seconds, and `rag eval compare SRC OUT` tests it pairwise.
 
 The text replayed is the answer's ``generated`` field (the model's own words); runs recorded before

@@ -34,9 +34,9 @@ from typing import Any
 
 from eval.metrics import ratio_ci
 from rag.answer import Answerer
+from rag.claims import content_words, holds, numbers_in, specifics, stems
 from rag.corpus import Paper
 from rag.settings import Settings
-from rag.support import content_words, holds, numbers_in, specifics, stems
 from rag.table.cache import CellCache
 from rag.table.cells import Cell
 from rag.table.columns import BUILTIN, Column

@@ -40,26 +40,17 @@ from rag import comparison, evidence, language, listing, prompts
 from rag.answer_result import Answer, Citation, Event
 from rag.answer_text import clean_question, given, one_line_reply, parse_citations, repeats_itself, scrub, stage_reading
 from rag.chunking import chunk_index
+from rag.claims import anchors, holds, says_no_answer
 from rag.embeddings import Embedder
 from rag.errors import BackendError
 from rag.filters import Filters
 from rag.injection import answer_repeats, instruction_sentences
 from rag.llm import Backend, Message, StreamInterrupted, generates
+from rag.question_kinds import asks_for_content, lists_papers, uncounted
 from rag.retrieval import MAX_QUERY_CHARS, PaperHit, Retriever, SearchResult, low_confidence
 from rag.settings import Settings
 from rag.streaming import StreamGate
-from rag.support import (
-    AnswerSentence,
-    Evidence,
-    Judge,
-    SupportChecker,
-    anchors,
-    asks_for_content,
-    holds,
-    lists_papers,
-    says_no_answer,
-    uncounted,
-)
+from rag.support import AnswerSentence, Evidence, Judge, SupportChecker
 
 WIDENED = "read the whole abstracts: their best sentences did not state the answer"  # a note
 VERDICT_NO = "the model found that no retrieved abstract states the answer"  # the abstention reason of a "no"
@@ -304,7 +295,7 @@ class Answerer:
     @staticmethod
     def counts_unmentioned(query: str, prompted: list[tuple[int, PaperHit]]) -> str | None:
         """Why to abstain before any generation when a "how many X" query's prompted abstracts never
-        mention X (`rag.support.uncounted`); None otherwise."""
+        mention X (`rag.question_kinds.uncounted`); None otherwise."""
         counted = uncounted(query, (f"{hit.paper.title} {hit.paper.abstract}" for _, hit in prompted))
         return f"the question counts {counted}, which no retrieved abstract mentions" if counted else None
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from rag import language, prompts
 from rag.chunking import split_sentences
+from rag.claims import CITATION_MARKER
 from rag.retrieval import clean_query
-from rag.support import CITATION_MARKER
 
 _NAMED_SOURCE = re.compile(r"(?<!\[)\b(?:[Aa]bstract|[Ss]ource)\s+#?(\d{1,2})\b(?!\s*[%.]\d)(?!\])")
 _PLACEHOLDER = re.compile(r"\[(?:n|N|x|X|\?|\.\.\.|number)\]")  # a template's marker copied literally

@@ -28,6 +28,7 @@ from rag.answer import Answerer
 from rag.answer_result import Answer, Event, marked_answer
 from rag.answer_text import one_line_reply
 from rag.bibtex import paper_bibtex
+from rag.claims import content_words
 from rag.corpus import Paper
 from rag.errors import BackendError
 from rag.filters import Filters
@@ -35,7 +36,6 @@ from rag.llm import Backend, Message, approx_tokens, generates
 from rag.markup import md_prose, md_text, md_url
 from rag.ranking import query_names
 from rag.request import AskRequest, fitted
-from rag.support import content_words
 
 _FOLLOW_UP = re.compile(
     r"\b(it|its|they|them|their|this|that|these|those|the paper|the method|the model|the authors|"

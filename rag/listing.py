@@ -12,7 +12,7 @@ alone, at 0.3 on the whole question: 0.85 at 0.60). Every line is a quotation, s
 can be invented, and it is written before a model would have read its prompt.
 ``answer.lists = "model"`` keeps the model-written list for comparison (`eval/README.md`).
 
-Left out: telling a list question from another (`rag.support.lists_papers`), the search, the
+Left out: telling a list question from another (`rag.question_kinds.lists_papers`), the search, the
 choice of each paper's sentence (`rag.answer.Answerer.ranked_sentences`).
 """
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rag.support import claimed_roles, holds, in_role, number_roles, specifics
+from rag.claims import claimed_roles, holds, in_role, number_roles, specifics
 
 _WORD_END = re.compile(r"\s+|[\u3002\uff01\uff1f\uff0c\u3001]")  # after a space, or CJK punctuation
 # a sentence's end: its stop, and the citation markers after it
@@ -47,9 +47,9 @@ class StreamGate:
         self.held: list[str] = []  # sentences never shown
 
     def unheld(self, text: str) -> set[str]:
-        """The numbers and names ``text`` adds to the question (`rag.support.specifics`) that no
+        """The numbers and names ``text`` adds to the question (`rag.claims.specifics`) that no
         prompted abstract holds; a number in English text only counts as held beside a word ``text``
-        puts beside it (`rag.support.in_role`: "a batch size of 16" is not "16 experts")."""
+        puts beside it (`rag.claims.in_role`: "a batch size of 16" is not "16 experts")."""
         added = specifics(text, self.given)
         claimed = claimed_roles(text) if added else {}
         return {s for s in added if not any(holds(t, s) for t in self.texts)

@@ -13,11 +13,11 @@ from rag import prompts
 from rag.answer import Answerer
 from rag.answer_text import parse_citations, repeats_itself
 from rag.chat import Conversation, paper_bibtex, rule_condense
+from rag.claims import answer_sentences
 from rag.errors import InputError
 from rag.ingest import Ingestor
 from rag.loaders import load_file
 from rag.settings import Settings
-from rag.support import answer_sentences
 
 from .conftest import FIXTURES, run_cli
 from .ollama_standin import OllamaStandIn

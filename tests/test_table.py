@@ -14,11 +14,11 @@ import pytest
 
 from rag.answer import Answerer
 from rag.chunking import split_sentences
+from rag.claims import numbers_in
 from rag.errors import InputError, PaperNotFoundError
 from rag.ingest import Ingestor
 from rag.llm import Message
 from rag.settings import Settings
-from rag.support import numbers_in
 from rag.table import BUILTIN, TableMaker, parse_columns
 from rag.table.cache import CellCache
 from rag.testing import ScriptedBackend

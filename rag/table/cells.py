@@ -5,7 +5,7 @@ The model reads the paper's abstract alone and replies with JSON, ``{"value": ".
 elsewhere). The value is then checked as an answer sentence citing that paper is
 (`rag.support.SupportChecker.check`: the words it adds to the question found in an abstract
 sentence, a number the abstract lacks or a name it does not hold rejects it), and one sentence
-must state every number and name it gives (`rag.support.specifics`): that sentence is its
+must state every number and name it gives (`rag.claims.specifics`): that sentence is its
 evidence. A value that fails is never shown: the cell is empty, ``supported`` false, with the
 reason (the rejected value stays on the object as ``withheld``, out of the JSON).
 
@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag import prompts
+from rag.claims import anchors, answer_sentences, holds, numbers_in, says_no_answer, specifics
 from rag.corpus import Paper, extract_urls
 from rag.evidence import evidence_text, sentences_of
 from rag.llm import Backend, Message
-from rag.support import SupportChecker, anchors, answer_sentences, holds, numbers_in, says_no_answer, specifics
+from rag.support import SupportChecker
 from rag.table.columns import Column
 
 VALUE_SCHEMA: dict[str, Any] = {

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rag.claims import numbers_in
 from rag.filters import Filters
-from rag.support import numbers_in
 from rag.table.cells import Cell, Row, names_in
 from rag.table.columns import Column
 
