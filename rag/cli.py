@@ -66,7 +66,8 @@ def ingest(
     from rich.text import Text
 
     from rag.bundled import CORPUS, bundled_file
-    from rag.ingest import Ingestor, record_lines, summary_lines
+    from rag.ingest import Ingestor
+    from rag.ingest_summary import record_lines, summary_lines
 
     paths = [*(paths or []), *([bundled_file(CORPUS)] if bundled else [])]
     if not paths:
@@ -273,7 +274,7 @@ def papers_show(
         if value not in (None, [], ""):
             out.print(Text(f"{key:>10}: {', '.join(map(str, value)) if isinstance(value, list) else value}"))
     out.print(Text(f"\n{paper.abstract}"))
-    from rag.ingest import INSTRUCTION_NOTE
+    from rag.ingest_summary import INSTRUCTION_NOTE
 
     for sentence in flagged:
         out.print(Text.assemble(("\nflagged ", "yellow"), f"{INSTRUCTION_NOTE}: {sentence!r}"))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import rag.ingest
+import rag.ingest_summary
 import rag.retrieval
 from rag.embeddings import Embedder
 from rag.filters import Filters
@@ -67,7 +68,7 @@ def test_reingest_separates_changed_text_from_metadata_only(tmp_path: Path, rag_
     summary = Ingestor(Settings()).run([moved])
     assert (summary.new, summary.changed, summary.metadata_only, summary.unchanged) == (0, 1, 1, 2)
     assert summary.updated == 2 and summary.chunks_embedded == 1
-    assert json.loads(rag.ingest.summary_json(summary))["metadata_only"] == 1
+    assert json.loads(rag.ingest_summary.summary_json(summary))["metadata_only"] == 1
 
 
 # ------------------------------------------------------------------ repeated records
@@ -81,14 +82,14 @@ def test_repeated_records_are_summarised(tmp_path: Path, rag_home: Path, cli, em
     assert code == 1 and "papers: 1 new" in out and "2999 merged, 40 rejected" in out
     lines = err.strip().splitlines()
     merged = [line for line in lines if line.startswith("merged ")]
-    assert len(merged) == rag.ingest.SHOWN and "... and 2,989 more merged records (later record kept)" in lines
+    assert len(merged) == rag.ingest_summary.SHOWN and "... and 2,989 more merged records (later record kept)" in lines
     assert "... and 30 more rejected records" in lines and len(lines) < 60, len(lines)
 
     from ui.app import WebApp
 
     app = WebApp(Settings(llm={"backend": "extractive"}), embedder=embedder)
     report, *_ = app.upload([str(path)])
-    assert report.count("\nmerged ") + report.startswith("merged ") <= rag.ingest.SHOWN
+    assert report.count("\nmerged ") + report.startswith("merged ") <= rag.ingest_summary.SHOWN
     assert "... and 2,989 more merged records" in report and "... and 30 more rejected records" in report
     assert "0 changed, 1 metadata only" in report  # the same paper, now from upload:repeated.jsonl
 

@@ -44,8 +44,8 @@ from rag.corpus import Paper, clean_text
 from rag.environment import GRADIO, set_defaults
 from rag.errors import EmptyIndexError, RagError
 from rag.filters import field_count
-from rag.ingest import record_lines
 from rag.ingest import stats as index_stats
+from rag.ingest_summary import record_lines
 from rag.llm import backend_names
 from rag.loaders import FORMATS
 from rag.request import AskRequest

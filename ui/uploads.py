@@ -26,7 +26,8 @@ from typing import Any
 
 from rag.embeddings import Embedder
 from rag.errors import RagError, RecordError
-from rag.ingest import Ingestor, IngestSummary, summary_lines
+from rag.ingest import Ingestor
+from rag.ingest_summary import IngestSummary, summary_lines
 from rag.loaders import FORMATS, LoadReport, load_file
 from rag.settings import Settings
 
