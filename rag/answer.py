@@ -164,17 +164,22 @@ class Answerer:
                 prompted = [(n, hit) for n, hit, _ in sources]
                 if wants_list:
                     answer.notes.append(f"read {len(prompted)} of the papers the search found for this list")
-                base = self.prompt_parts(question, sources, history, delimiter)
-                asked = self.messages_for(base, self.instruction(wants_list, lang))
-                answer.timings["prompt_tokens"] = float(sum(llm.count_tokens(m.content) for m in asked))
+
+                def prompt(sources: list[tuple[int, PaperHit, str]]) -> tuple[tuple[list[Message], str],
+                                                                                list[Message]]:
+                    """(the prompt parts over ``sources``, the answer's messages), their tokens counted."""
+                    base = self.prompt_parts(question, sources, history, delimiter)
+                    asked = self.messages_for(base, self.instruction(wants_list, lang))
+                    answer.timings["prompt_tokens"] = float(sum(llm.count_tokens(m.content) for m in asked))
+                    return base, asked
+
+                base, asked = prompt(sources)
                 if cfg.answer.verify != "off" and llm.capable:
                     answer.verdict = llm.choose(self.messages_for(base, prompts.CHECK_INSTRUCTION), ["yes", "no"])
-                    if answer.verdict == "no" and (wider := self.widened(sources, prompted, llm, question, history,
+                    if answer.verdict == "no" and (wider := self.widened(sources, llm, question, history,
                                                                           wants_list)):
                         # the excerpts may have missed the sentence that answers: read the whole abstracts
-                        sources, base = wider, self.prompt_parts(question, wider, history, delimiter)
-                        asked = self.messages_for(base, self.instruction(wants_list, lang))
-                        answer.timings["prompt_tokens"] = float(sum(llm.count_tokens(m.content) for m in asked))
+                        base, asked = prompt(wider)
                         answer.verdict = llm.choose(self.messages_for(base, prompts.CHECK_INSTRUCTION), ["yes", "no"])
                         answer.notes.append(WIDENED)
                     answer.timings["verify_s"] = time.perf_counter() - t_retrieved
@@ -445,17 +450,16 @@ class Answerer:
             budget -= cost
         return out
 
-    def widened(self, sources: list[tuple[int, PaperHit, str]], prompted: list[tuple[int, PaperHit]], llm: Backend,
-                question: str, history: Sequence[Message], listing: bool) -> list[tuple[int, PaperHit, str]] | None:
+    def widened(self, sources: list[tuple[int, PaperHit, str]], llm: Backend, question: str,
+                history: Sequence[Message], listing: bool) -> list[tuple[int, PaperHit, str]] | None:
         """The whole abstracts of the papers ``sources`` excerpted, when ``answer.widen`` is on and they
         say more than the excerpts; None otherwise (nothing new to read before abstaining). A
         paraphrased or translated question often scores the sentence that answers it below others,
         so an excerpt can lack it while the abstract has it (dev: 5 of 81 answerable questions)."""
         if not self.settings.answer.widen or self.settings.answer.evidence != "sentences":
             return None
-        excerpted = {n for n, _, _ in sources}
-        wider = self.sources(question, [(n, h) for n, h in prompted if n in excerpted], llm, question, history,
-                             listing, whole=True)
+        wider = self.sources(question, [(n, hit) for n, hit, _ in sources], llm, question, history, listing,
+                             whole=True)
         return wider if [t for *_, t in wider] != [t for *_, t in sources] else None
 
     @staticmethod
