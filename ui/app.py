@@ -58,7 +58,7 @@ from ui.chat_table import web_table
 from ui.compare import ComparePanel
 from ui.feedback import FeedbackLog, feedback_record
 from ui.guard import CorsGate, HostPolicy, OriginPolicy, RequestGuard
-from ui.progress import END, AnswerRun
+from ui.progress import END, STAGE_TICK_S, AnswerRun
 from ui.shared import UNKNOWN_MODEL_FIX, AnswererPool
 from ui.state import ChatSettings, Session, TurnRecord
 from ui.uploads import ingest_uploads, summary_text
@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 DEV_QUESTIONS = bundled_file(DEV_SET)  # the example questions
 UPLOAD_TYPES = list(FORMATS)  # the corpus formats rag can load, as the file picker offers them
 STREAM_EVERY_S = 0.04  # at most ~25 chat updates a second while tokens arrive
-STAGE_TICK_S = 0.25  # while the model is silent, the stage line's seconds are redrawn this often (when they change)
 BUSY_MESSAGE = ("Still answering your previous question: yours stays in the box. Press Stop to end that answer, or "
                 "send it again when the answer is done.")
 SETTINGS_KEY = "paper-rag-settings"

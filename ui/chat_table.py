@@ -37,10 +37,10 @@ from rag.table.maker import Table, TableMaker
 from rag.table.requests import TableRequest, table_request
 from ui import render
 from ui.compare import table_html
+from ui.progress import STAGE_TICK_S
 from ui.state import Session
 
 log = logging.getLogger(__name__)
-TICK_S = 0.25  # the stage line's seconds are redrawn this often while no row finishes
 TAGS = render.ALLOWED_TAGS | {"table", "thead", "tbody", "tr", "th", "td"}
 ATTRIBUTES = {**render.ALLOWED_ATTRIBUTES, "tr": {"data-paper"}}
 
@@ -100,7 +100,7 @@ def web_table(app: Any, session: Session, request: TableRequest, ask: AskRequest
     shown = ""
     while True:
         try:
-            kind, value = events.get(timeout=TICK_S)
+            kind, value = events.get(timeout=STAGE_TICK_S)
         except queue.Empty:
             kind, value = "tick", None
         if session.stop_requested.is_set():

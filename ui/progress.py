@@ -21,6 +21,9 @@ from collections.abc import Iterator
 from typing import Any
 
 END = object()  # the stream is over (normally, closed, or after an error put before it)
+# while the model is silent, a handler redraws the stage line's seconds this often (when they change);
+# each redraw is also where Gradio can end the handler of a tab that was closed
+STAGE_TICK_S = 0.25
 
 
 class AnswerRun:
@@ -62,4 +65,4 @@ class AnswerRun:
         self.stopped.set()
 
 
-__all__ = ["END", "AnswerRun"]
+__all__ = ["END", "STAGE_TICK_S", "AnswerRun"]
