@@ -31,7 +31,7 @@ from rag.errors import RagError
 from rag.markup import md_text
 from rag.request import AskRequest
 from rag.table.chat import last_cited, requested_table
-from rag.table.columns import Column, parse_columns
+from rag.table.columns import Column
 from rag.table.export import to_markdown
 from rag.table.maker import Table, TableMaker
 from rag.table.requests import TableRequest, table_request
@@ -74,7 +74,7 @@ def web_table(app: Any, session: Session, request: TableRequest, ask: AskRequest
     """`ui.app.WebApp.ask`'s outputs while the table ``request`` asks for is drawn into message ``at``
     (a slot is held by the caller)."""
     try:
-        columns = parse_columns(list(request.columns) or None)
+        columns = request.chosen_columns()
     except RagError as err:
         session.messages[at]["content"] = render.render_error(app.public(err))
         return

@@ -25,8 +25,7 @@ from typing import Any
 
 from rag.answer import Answerer
 from rag.errors import InputError, PaperNotFoundError
-from rag.retrieval import Filters
-from rag.table.columns import parse_columns
+from rag.filters import Filters
 from rag.table.maker import Table, TableMaker
 from rag.table.requests import TableRequest
 
@@ -72,7 +71,7 @@ def requested_table(maker: TableMaker, request: TableRequest, *, cited: Sequence
     """The table ``request`` asks for (`TableMaker.make`, its hooks called as rows finish); the notes
     say how names were settled. ``k``: rows for a topic when the request gives none. Nothing to put
     in the table is an `InputError` saying what to ask instead."""
-    columns = parse_columns(list(request.columns) or None)
+    columns = request.chosen_columns()
     notes: list[str] = []
     if request.earlier:
         if not cited:

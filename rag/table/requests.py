@@ -35,14 +35,16 @@ the number of rows. English only, as `rag.comparison` is.
     ...  "Compare 'A' and 'B': what does each recommend?", "Which paper reports results in Table 3?")]
     [None, None, None, None]
 
-Left out: making the table (`rag.table.chat`), free-text columns (``rag table --column``), and
-requests that refer to an earlier table.
+Left out: making the table (`rag.table.chat`; `TableRequest.chosen_columns` parses its columns),
+free-text columns (``rag table --column``), and requests that refer to an earlier table.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from rag.table.columns import Column, parse_columns
 
 # built-in column -> the words that name it in a request (longest first where one contains another)
 COLUMN_WORDS: dict[str, tuple[str, ...]] = {
@@ -107,6 +109,10 @@ class TableRequest:
     earlier: bool = False          # "them": the papers the last answer cited
     k: int | None = None           # rows asked for ("a table of 5 ...")
 
+    def chosen_columns(self) -> list[Column]:
+        """The columns of the table: those the request names, else the default ones."""
+        return parse_columns(list(self.columns) or None)
+
 
 def column_keys(phrase: str) -> tuple[str, ...]:
     """The built-in columns a list of column words names, in order, each once.
@@ -166,13 +172,14 @@ def table_request(message: str) -> TableRequest | None:
     if (m := _COUNT.match(subject)) is not None:
         k, subject = int(m.group("k")), m.group("rest")
     subject = subject.rstrip("?").strip()
+    columns = tuple(dict.fromkeys(columns))
     if _EARLIER.match(subject):
-        return TableRequest(None, (), tuple(dict.fromkeys(columns)), True, k)
+        return TableRequest(None, (), columns, True, k)
     names = names_in(subject)
     if names:
-        return TableRequest(None, names, tuple(dict.fromkeys(columns)), False, k)
+        return TableRequest(None, names, columns, False, k)
     topic = _PAPERS_TAIL.sub("", _PAPERS_ON.sub("", subject)).strip()
-    return TableRequest(topic or subject or None, (), tuple(dict.fromkeys(columns)), False, k)
+    return TableRequest(topic or subject or None, (), columns, False, k)
 
 
 __all__ = ["COLUMN_WORDS", "TableRequest", "column_keys", "names_in", "table_request"]

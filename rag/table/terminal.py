@@ -69,14 +69,13 @@ def table_turn(answerer: Any, message: str, console: Console, out: Console | Non
     on ``out`` (None: the caller prints its JSON) and return it; else None (an answer is asked for).
     ``kwargs``: `requested_table`'s ``k``, ``filters``, ``backend``."""
     from rag.table.chat import requested_table
-    from rag.table.columns import parse_columns
     from rag.table.requests import table_request
 
     request = table_request(message)
     if request is None:
         return None
     maker = TableMaker(answerer)
-    columns = len(parse_columns(list(request.columns) or None))
+    columns = len(request.chosen_columns())
     table = with_progress(console, columns, lambda **hooks: requested_table(maker, request, cited=cited, **kwargs,
                                                                             **hooks))
     for note in table.notes:
