@@ -136,16 +136,15 @@ def web_table(app: Any, session: Session, request: TableRequest, ask: AskRequest
 def api_table(service: Any, ask: AskRequest) -> Table | None:
     """The table the request's question asks for (None: a question, answered as usual), made under an
     answer slot with the model the request names; "them" are the papers the history's last answer
-    cited (`ui.service.PaperService.replay`)."""
+    cited (`ui.service.PaperService.conversation`)."""
     request = table_request(ask.question)
     if request is None:
         return None
-    answerer = service.pool.get(ask.model, ask.backend)
-    service.check_backend(answerer, ask.backend)
-    cited = last_cited(service.replay(answerer, ask.history))
+    conversation = service.conversation(ask)
     service.slots.take()
     try:
-        return requested_table(TableMaker(answerer), request, cited=cited, k=ask.k, backend=ask.backend)
+        return requested_table(TableMaker(conversation.answerer), request, cited=last_cited(conversation), k=ask.k,
+                               backend=ask.backend)
     finally:
         service.slots.give()
 

@@ -357,11 +357,16 @@ class PaperService:
         """Check everything that can fail before an answer starts (the request's model and backend),
         take a slot, then return its events (`rag.chat.Conversation.respond`, the road every interface
         takes). The slot is given back when the events end or are closed."""
-        answerer = self.pool.get(request.model, request.backend)
-        self.check_backend(answerer, request.backend)
-        conversation = self.replay(answerer, request.history)
+        conversation = self.conversation(request)
         self.slots.take()
         return AnswerStream(conversation.respond(request), self.slots.give)
+
+    def conversation(self, request: AskRequest) -> Conversation:
+        """The conversation ``request`` continues: its history replayed (`replay`) on the answerer of
+        its model and backend, checked to be reachable (`check_backend`)."""
+        answerer = self.pool.get(request.model, request.backend)
+        self.check_backend(answerer, request.backend)
+        return self.replay(answerer, request.history)
 
     def ask(self, request: AskRequest) -> Answer:
         answer = None
