@@ -32,7 +32,7 @@ GRID_COLS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0)
 def collect(dataset: Any, settings: Any, retriever: Any | None = None,
             progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """Per question: id, type, unanswerable, has_hits, dense_top, coverage."""
-    from rag.retrieval import Retriever
+    from rag.search.retrieval import Retriever
 
     retriever = retriever or Retriever(settings)
     k = settings.answer.max_context_papers

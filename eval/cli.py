@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from rag.cli import BackendOpt, ModelOpt, console, emit_json, out, settings
+from rag.cli_options import BackendOpt, ModelOpt, settings
+from rag.cli_output import console, emit_json, out
 
 eval_app = typer.Typer(help="Batch evaluation.", no_args_is_help=True)
 
@@ -192,7 +193,7 @@ def eval_table(
 
     from eval.table import evaluate_table, summary_table
     from rag.bundled import TABLE_GOLD, bundled_file
-    from rag.cli import answer_settings
+    from rag.cli_options import answer_settings
     from rag.table.columns import parse_columns
 
     cfg = answer_settings(backend, model)

@@ -3,7 +3,7 @@ choosing ``llm.llamacpp_prompt_tokens`` (`rag bench --only llm` measures the tim
 
 ``context_sweep(dataset, settings, budgets)`` builds, for every answerable question of the
 dataset (first turns of conversations, whose question stands alone), the prompt the answer step
-would send at each budget (`rag.answer.Answerer.prompt_parts`, the real tokenizer of the bundled
+would send at each budget (`rag.answer.answer_prompt.AnswerPrompt.parts`, the real tokenizer of the bundled
 model when it is installed) and reports per budget: the median and p90 prompt tokens, the share
 of questions whose prompt holds a gold paper (``gold_in_prompt``) and all of them
 (``all_gold_in_prompt``: several-paper questions), and the share of questions
@@ -53,7 +53,7 @@ class Tokenizer:
 
 @dataclass
 class _Budgeted:
-    """The slice of `rag.llm.Backend` that `Answerer.prompt_parts` uses, at a chosen budget."""
+    """The slice of `rag.llm.Backend` that `AnswerPrompt.parts` uses, at a chosen budget."""
 
     tokenizer: Tokenizer
     prompt_budget: int
@@ -67,8 +67,9 @@ def context_sweep(dataset: Dataset, settings: Settings, budgets: Sequence[int],
     """Per budget: prompt tokens (median, p90), gold paper and expected string in the prompt. The
     budget is ``answer.evidence_tokens`` with evidence sentences (the default), the backend's prompt
     budget with whole abstracts."""
-    from rag import prompts
-    from rag.answer import Answerer
+    from rag.answer import prompts
+    from rag.answer.answer_prompt import AnswerPrompt
+    from rag.answer.answerer import Answerer
 
     tokenizer = tokenizer or Tokenizer.for_settings(settings)
     answerer = Answerer(settings)
@@ -87,9 +88,9 @@ def context_sweep(dataset: Dataset, settings: Settings, budgets: Sequence[int],
         backend = _Budgeted(tokenizer, 1_000_000 if sentences else budget)
         tokens, gold, every, answer = [], [], [], []
         for q, numbered in found:
-            sources = at.sources(q.question, numbered, backend, q.question)  # type: ignore[arg-type]
-            head, user = at.prompt_parts(q.question, sources)
-            messages = Answerer.messages_for((head, user), prompts.ANSWER_INSTRUCTION)
+            sources = at.prompt.sources(q.question, numbered, backend, q.question)  # type: ignore[arg-type]
+            head, user = at.prompt.parts(q.question, sources)
+            messages = AnswerPrompt.messages_for((head, user), prompts.ANSWER_INSTRUCTION)
             tokens.append(sum(tokenizer.count_tokens(m.content) for m in messages))
             held = [papers[g].title in user for g in q.gold or [] if g in papers]
             gold.append(any(held))

@@ -130,7 +130,7 @@ def feedback_item(record: dict[str, Any], where: str, rid: str) -> Item:
     gold: list[str] | None = None
     if rating == "up" and cited:
         gold = list(dict.fromkeys(cited))
-    elif rating == "up" and record.get("abstained") is True:  # as rag.answer decided it, not by its wording
+    elif rating == "up" and record.get("abstained") is True:  # as rag.answer.answerer decided it, not by its wording
         gold = []  # a thumbs-up abstention: the user agrees the papers do not answer it
     rtype = f"feedback-{rating}"
     q = _question({"question": record.get("question"), "gold": gold}, where, id=rid, type=rtype, item=rid)
@@ -173,7 +173,7 @@ def gold_lookup(papers: Mapping[str, Any]) -> dict[str, list[str]]:
 
     Keys: the paper id itself, ``arxiv:<id>``, ``doi:<doi>`` and ``title:<normalised title>``
     (case, accents and punctuation ignored, as identity does)."""
-    from rag.corpus import normalise_title
+    from rag.index.corpus import normalise_title
 
     lookup: dict[str, list[str]] = {}
     for pid, paper in papers.items():
@@ -193,7 +193,7 @@ def reference_keys(ref: str) -> list[str]:
     >>> reference_keys("BERT: Pre-training")[-1]
     'title:bert pre training'
     """
-    from rag.corpus import normalise_arxiv_id, normalise_doi, normalise_title
+    from rag.index.corpus import normalise_arxiv_id, normalise_doi, normalise_title
 
     ref = ref.strip()
     arxiv = normalise_arxiv_id(ref.rsplit("arxiv.org/abs/", 1)[-1].rsplit("arxiv.org/pdf/", 1)[-1].removesuffix(".pdf"))
@@ -235,7 +235,7 @@ def _resolve(ref: str, lookup: dict[str, list[str]], q: Question) -> str:
 
 def title_abstract(settings: Any) -> Dataset:
     """Every paper of the configured index: title -> its paper (easy: chunks carry the title)."""
-    from rag.retrieval import Retriever
+    from rag.search.retrieval import Retriever
 
     papers = Retriever(settings).index().papers
     items = [Item(f"t{i:04d}", "title", [Question(f"t{i:04d}", p.title, [p.id], [], "title", "en", f"t{i:04d}")])

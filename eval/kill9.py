@@ -45,10 +45,10 @@ from rag.bundled import CORPUS, bundled_file
 # the CLI in a child process, with HashEmbedder vectors
 RUNNER = """
 import sys
-import rag.ingest, rag.retrieval
+import rag.ingest.ingestor, rag.search.retrieval
 from rag.testing import HashEmbedder
-rag.ingest.Embedder = lambda settings=None: HashEmbedder(settings)
-rag.retrieval.Embedder = lambda settings=None: HashEmbedder(settings)
+rag.ingest.ingestor.Embedder = lambda settings=None: HashEmbedder(settings)
+rag.search.retrieval.Embedder = lambda settings=None: HashEmbedder(settings)
 import rag.cli
 sys.argv = ["rag", *sys.argv[1:]]
 rag.cli.main()
@@ -58,7 +58,7 @@ rag.cli.main()
 CHECK = """
 import json, sqlite3, sys
 from rag.errors import IndexBusyError, IndexDamagedError, RagError
-from rag.ingest import stats
+from rag.ingest.ingestor import stats
 from rag.settings import Settings
 settings = Settings()
 db = settings.chroma_dir / "chroma.sqlite3"
@@ -227,7 +227,7 @@ def wait_for_journal(home: Path, child: subprocess.Popen[bytes], timeout: float)
 
 
 def ids_of_file(work: Path, path: Path) -> list[str]:
-    from rag.loaders import load_paths
+    from rag.index.loaders import load_paths
 
     return sorted(load_paths([path]).papers)
 

@@ -16,7 +16,7 @@ Per question (`score_question`, from a `Question` and an ``Answer.as_dict()``):
 - trust: ``shown_unsupported_specifics`` (answer sentences on screen that the check did not
   support and that add a number or a name to the question: an invented value shown),
   ``language_match`` (non-English questions: the answer's own words, quotes left out, are in the
-  question's language by `rag.language.detect`), ``list_recall`` ("list" questions: gold papers
+  question's language by `rag.answer.language.detect`), ``list_recall`` ("list" questions: gold papers
   cited, over the complete gold list), ``pair_cited`` ("comparison" questions: every named paper
   cited), ``keeps_subject`` (a conversation turn about the same paper as the turn before: that
   paper cited);
@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from rag import language
-from rag.claims import CITATION_MARKER, specifics
-from rag.retrieval import low_confidence
+from rag.answer import language
+from rag.answer.claims import CITATION_MARKER, specifics
+from rag.search.retrieval import low_confidence
 
 RETRIEVAL = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 LATENCY = ("retrieval_s", "ttft_s", "total_s")

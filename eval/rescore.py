@@ -2,10 +2,10 @@
 
 ``rescore_run(src, out, settings)`` reads ``src/results.jsonl`` and writes a new run folder ``out``
 (results, summary, report) in which every generated answer went through today's
-`rag.answer.Answerer` finishing steps again (leak scrub, citation parsing, the sentence support
+`rag.answer.answerer.Answerer` finishing steps again (leak scrub, citation parsing, the sentence support
 check and re-attribution, naming bare citations, the model's own abstention) and, under
 ``answer.verify = abstain``, a recorded "no" verdict abstains; so does a "how many X" question
-whose prompted abstracts never mention X (`rag.question_kinds.uncounted`). So a change to those steps is
+whose prompted abstracts never mention X (`rag.answer.question_kinds.uncounted`). So a change to those steps is
 measured on the same generations in seconds, and `rag eval compare SRC OUT` tests it pairwise.
 
 The text replayed is the answer's ``generated`` field (the model's own words); runs recorded before
@@ -24,10 +24,10 @@ from typing import Any
 from eval.datasets import Dataset, load_dataset, resolve_gold
 from eval.results import ResultsWriter, read_results
 from eval.run import RunOutcome, manifest, question_record, settings_record
-from rag.answer import VERDICT_NO, Answerer
-from rag.answer_result import Answer
+from rag.answer.answer_result import Answer
+from rag.answer.answerer import VERDICT_NO, Answerer
 from rag.errors import InputError
-from rag.retrieval import PaperHit
+from rag.search.retrieval import PaperHit
 from rag.settings import Settings
 
 GATE_REASONS = ("best passage similarity", "no paper matched")  # abstentions decided before any generation
@@ -57,9 +57,9 @@ def recheck(answerer: Answerer, recorded: dict[str, Any]) -> dict[str, Any]:
                     incomplete=recorded.get("incomplete", False))
     prompted = answerer.in_prompt(numbered)
     if unmentioned := answerer.counts_unmentioned(answer.query, prompted):
-        answerer._abstain(answer, unmentioned, numbered)
+        answerer.quotes.abstain(answer, unmentioned, numbered)
     elif answer.verdict == "no" and answerer.settings.answer.verify == "abstain":
-        answerer._abstain(answer, VERDICT_NO, numbered)
+        answerer.quotes.abstain(answer, VERDICT_NO, numbered)
     elif not recorded.get("abstained"):
         text = recorded.get("generated") or untitled(recorded["answer"], [hit.paper.title for _, hit in numbered])
         answerer._finish(answer, text, numbered, prompted=prompted)

@@ -14,10 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rag.corpus import Paper
-from rag.embeddings import Embedder
-from rag.loaders import load_paths
-from rag.retrieval import Retriever
+from rag.index.corpus import Paper
+from rag.index.embeddings import Embedder
+from rag.index.loaders import load_paths
+from rag.search.retrieval import Retriever
 from rag.settings import Settings
 
 METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
@@ -36,8 +36,8 @@ def title_task(papers: Iterable[Paper]) -> tuple[dict[str, str], dict[str, dict[
 def abstract_only_retriever(papers: Sequence[Paper], home: Path, embedder: Embedder,
                             base: Settings | None = None) -> Retriever:
     """An index of abstracts without titles in ``home`` (chunks and BM25 both title-free)."""
-    from rag.ingest import Ingestor
-    from rag.loaders import LoadReport
+    from rag.index.loaders import LoadReport
+    from rag.ingest.ingestor import Ingestor
 
     base = base or Settings()
     settings = base.model_copy(update={

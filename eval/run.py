@@ -132,7 +132,7 @@ def run_dataset(dataset: Dataset, out: Path, settings: Any, *, workers: int = 1,
     """Ask the dataset's first ``limit`` items (all when None) that ``out`` has not finished; then
     rewrite summary.json and report.md from every finished question."""
     from eval.judge import NO_JUDGE
-    from rag.answer import Answerer
+    from rag.answer.answerer import Answerer
 
     out = Path(out)
     judge_note = judge_note or (None if judge else NO_JUDGE)
@@ -223,7 +223,7 @@ def evaluate(dataset_name: str, *, backend: str | None = None, config: Path | No
     """What ``rag eval run`` does: settings, dataset, judge, then `run_dataset`."""
     from eval.datasets import load_dataset, resolve_gold
     from eval.judge import make_judge
-    from rag.retrieval import Retriever
+    from rag.search.retrieval import Retriever
 
     settings = load_settings(config, backend)
     dataset = load_dataset(dataset_name, settings)

@@ -2,8 +2,8 @@
 
 `generate` writes N papers as JSON Lines, one arXiv snapshot record per line (``id``,
 ``title``, ``abstract``, ``authors``, ``categories``, ``update_date``, ``doi``), so a
-benchmark ingests them through the real loader path (`rag.loaders.load_paths`). Abstracts
-are recombined from the sentences of the bundled abstracts (`rag.chunking.split_sentences`),
+benchmark ingests them through the real loader path (`rag.index.loaders.load_paths`). Abstracts
+are recombined from the sentences of the bundled abstracts (`rag.index.chunking.split_sentences`),
 each with as many sentences as a randomly drawn real abstract, so lengths and vocabulary
 follow the bundled corpus. Titles are recombined from the bundled titles' words and made
 unique; ids are arXiv-style ``9XXX.NNNNN`` (a "99-era" new-style id that no real paper has,
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.bundled import CORPUS, bundled_file
-from rag.chunking import split_sentences
-from rag.corpus import normalise_title
+from rag.index.chunking import split_sentences
+from rag.index.corpus import normalise_title
 
 BUNDLED = bundled_file(CORPUS)
 

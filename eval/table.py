@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from eval.metrics import ratio_ci
-from rag.answer import Answerer
-from rag.claims import content_words, holds, numbers_in, specifics, stems
-from rag.corpus import Paper
+from rag.answer.answerer import Answerer
+from rag.answer.claims import content_words, holds, numbers_in, specifics, stems
+from rag.index.corpus import Paper
 from rag.settings import Settings
 from rag.table.cache import CellCache
 from rag.table.cells import Cell

@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Settings": "rag.settings",
-    "Paper": "rag.corpus",
-    "load_paths": "rag.loaders",
+    "Paper": "rag.index.corpus",
+    "load_paths": "rag.index.loaders",
     "RagError": "rag.errors",
 }
 

@@ -3,7 +3,7 @@
 In the repository they live in the top-level ``data/`` folder; pyproject.toml maps that folder to
 the package ``rag.data``, so a wheel carries them and an editable install reads them in place.
 Everything that needs one asks here (`bundled_file`), never for a path relative to the checkout.
-Left out: reading them (`rag.corpus`, ``eval.datasets``).
+Left out: reading them (`rag.index.corpus`, ``eval.datasets``).
 """
 
 from __future__ import annotations

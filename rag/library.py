@@ -5,21 +5,20 @@
 - `similar_papers`: nearest papers by the *stored* vectors, nothing re-embedded: the mean of
   the paper's chunk vectors (normalised) is one Chroma query, answered chunks are grouped by
   paper (best cosine), the paper itself and papers outside the filters are left out in Chroma's
-  ``where``. Results are `rag.retrieval.PaperHit` (``dense`` = ``score`` = cosine), so they
+  ``where``. Results are `rag.search.retrieval.PaperHit` (``dense`` = ``score`` = cosine), so they
   print as ``rag search`` results do;
 - `remove_papers`: deletes the papers' chunks under the ingest lock, bracketed by a dirty/clean
   generation like an ingest, then rebuilds the lexical index. The new generation is what
-  running readers (`rag.retrieval.Retriever.index`) compare against, so a server that was
+  running readers (`rag.search.retrieval.Retriever.index`) compare against, so a server that was
   already running stops returning the papers within its refresh interval (one second).
   An id that is not there refuses the whole call: nothing is removed (as ``git rm`` does).
 
-Left out: adding papers (`rag.ingest`), printing (`rag.cli`), and undo (re-ingest the file).
+Left out: adding papers (`rag.ingest.ingestor`), printing (`rag.cli`), and undo (re-ingest the file).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,15 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from rag.chunking import paper_of
-from rag.corpus import Paper, normalise_arxiv_id, normalise_doi, normalise_title
 from rag.errors import EmptyIndexError, InputError, PaperNotFoundError
-from rag.filters import Filters, allowed_ids
-from rag.ingest import ingest_lock
-from rag.lexical import LexicalIndex, refresh_lexical
-from rag.retrieval import IN_FILTER_LIMIT, ChunkHit, PaperHit, Retriever
+from rag.index.chunking import paper_of
+from rag.index.corpus import Paper
+from rag.index.lexical import LexicalIndex, refresh_lexical
+from rag.index.paper_names import resolve_paper
+from rag.index.store import Store
+from rag.ingest.ingestor import ingest_lock
+from rag.search.filters import Filters, allowed_ids
+from rag.search.retrieval import IN_FILTER_LIMIT, ChunkHit, PaperHit, Retriever
 from rag.settings import Settings
-from rag.store import Store
 
 
 @dataclass
@@ -81,7 +81,7 @@ def chunk_counts(index: LexicalIndex) -> dict[str, int]:
 def allowed_papers(papers: Mapping[str, Paper], filters: Filters | None,
                    notices: list[str] | None = None) -> tuple[set[str] | None, str | None]:
     """(ids passing every filter or None when no filter is set, the filter that left none), with the
-    notes `rag search` gives (`rag.filters.allowed_ids`) added to ``notices``."""
+    notes `rag search` gives (`rag.search.filters.allowed_ids`) added to ``notices``."""
     return allowed_ids(papers, filters, notices)
 
 
@@ -90,40 +90,6 @@ def list_papers(index: LexicalIndex, filters: Filters | None = None) -> list[Pap
     allowed, _ = allowed_papers(index.papers, filters)
     papers = [p for pid, p in index.papers.items() if allowed is None or pid in allowed]
     return sorted(papers, key=lambda p: (-(p.year or 0), p.title.casefold(), p.id))
-
-
-_ARXIV_URL = re.compile(r"^(?:https?://)?(?:www\.)?arxiv\.org/(?:abs|pdf)/", re.I)
-
-
-def resolve_paper(papers: Mapping[str, Paper], given: str) -> Paper:
-    """The paper ``given`` names: its id, its arXiv id (``2406.06563``, ``arXiv:2406.06563v2``, an
-    arxiv.org link), its DOI (``10.1/x``, a doi.org link) or its exact title (case, accents and
-    punctuation aside). Every command and route that takes a paper id goes through here.
-
-    A title two papers share is an `InputError` listing their ids; nothing found is a
-    `PaperNotFoundError`. Ids and arXiv ids are looked up directly; a DOI or a title reads the
-    catalogue once."""
-    text = " ".join(str(given).split())
-    if not text:
-        raise InputError("no paper given", "name a paper by id, exact title, arXiv id or DOI")
-    if text in papers:
-        return papers[text]
-    arxiv = normalise_arxiv_id(_ARXIV_URL.sub("", text).removesuffix(".pdf"))
-    if arxiv and f"arxiv:{arxiv}" in papers:
-        return papers[f"arxiv:{arxiv}"]
-    doi = normalise_doi(text.removeprefix("doi:").removeprefix("DOI:"))
-    if doi and f"doi:{doi}" in papers:
-        return papers[f"doi:{doi}"]
-    title = normalise_title(text)
-    found = [p for p in papers.values() if (doi and p.doi == doi) or (arxiv and p.arxiv_id == arxiv)
-             or (title and normalise_title(p.title) == title)]
-    if len({p.id for p in found}) > 1:
-        raise InputError(f"{len(found)} papers are titled {text!r}: {', '.join(p.id for p in found)}",
-                         "give one of their ids")
-    if not found:
-        raise PaperNotFoundError(f"no paper with id {text!r} in the index (nor with that exact title, arXiv id "
-                                 "or DOI)")
-    return found[0]
 
 
 def get_paper(index: LexicalIndex, paper_id: str) -> Paper:

@@ -15,7 +15,7 @@ the backend's the first time a model (or the extractive fallback) actually answe
     >>> seen.fresh(answered, backend_notes=["answering with X"]), seen.fresh(answered, ["answering with X"])
     (['answering with X'], [])
 
-Left out: where notes come from (`rag.llm.select_backend`, `rag.retrieval`), how they are drawn.
+Left out: where notes come from (`rag.llm.select_backend`, `rag.search.retrieval`), how they are drawn.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@
   checked answer alone. Either way each answer is printed once.
 - Then the notes, sources with their evidence, and timings (`print_answer`).
 
+What the answer looks like (its marks, its lines) is `rag.render.terminal`; this module writes it.
+
 Event kinds other than ``stage``, ``token`` and ``done`` are ignored, so a newer answer stream
 works with this printer. Left out: the commands themselves (`rag.cli`), JSON output (the caller).
 """
@@ -22,25 +24,10 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
 
-from rag.answer import STAGE_SEARCH
+from rag.answer.answerer import STAGE_SEARCH
+from rag.render.terminal import answer_lines, answer_text
 
 FIRST_STAGE = STAGE_SEARCH  # shown from the start, before the stream says anything
-
-
-def answer_text(answer: Any) -> Text:
-    """The checked answer as rich ``Text``: unsupported and uncited sentences underlined and marked.
-
-    Built from ``Text`` pieces, never markup, so brackets in answers and titles print as written."""
-    from rag.answer_result import flagged_segments
-
-    text = Text()
-    for segment, flag in flagged_segments(answer):
-        if flag is None:
-            text.append(segment)
-        else:
-            text.append(segment, style="underline yellow")
-            text.append(f" [{flag}]", style="bold yellow")
-    return text
 
 
 class _Elapsed:
@@ -127,30 +114,10 @@ def render_events(events: Iterable[Any], out: Console, console: Console, write: 
 
 
 def print_answer(answer: Any, out: Console, console: Console, notes: list[str] | None = None) -> None:
-    """After the answer text: ``notes`` (default: all of the answer's), the flag count, sources (cited
-    first, with evidence) and timings."""
-    for note in answer.notes if notes is None else notes:
-        console.print(Text.assemble(("note: ", "cyan"), note))
-    if answer.incomplete:
-        console.print(Text.assemble(("incomplete answer: ", "red"), answer.error or "the backend stopped"))
-    flagged = [s for s in answer.sentences if not s.supported]
-    if flagged:
-        out.print(Text(f"{len(flagged)} of {len(answer.sentences)} sentences not supported by the abstracts "
-                       "they cite (marked)", style="dim"))
-    if answer.abstained and answer.abstain_reason:
-        console.print(Text(f"abstained: {answer.abstain_reason}", style="dim"))
-    for c in answer.citations:
-        out.print(Text.assemble((f"[{c.number}] ", "bold"), c.paper.title, "  ", (c.paper.id, "dim")))
-        for link in c.paper.links[:2]:
-            out.print(Text(f"    {link}"))
-        for e in c.evidence:
-            out.print(Text.assemble(("    evidence ", "green"), (f"({e.score:.2f}): ", "green"), e.sentence))
-    if answer.also_retrieved:
-        out.print(Text("also retrieved: " + "; ".join(f"[{c.number}] {c.paper.title}" for c in answer.also_retrieved),
-                       style="dim"))
-    t = answer.timings
-    out.print(Text(f"{answer.backend} ({answer.model}) · retrieval {t.get('retrieval_s', 0):.2f}s · "
-                   f"first token {t.get('ttft_s', 0):.2f}s · total {t.get('total_s', 0):.2f}s", style="dim"))
+    """After the answer text, its `rag.render.terminal.answer_lines` (``notes``: default all of the
+    answer's): the answer's state on ``console`` (stderr), its sources and timings on ``out``."""
+    for line in answer_lines(answer, notes):
+        (console if line.stderr else out).print(line.text)
 
 
-__all__ = ["FIRST_STAGE", "StageSpinner", "answer_text", "print_answer", "render_events", "rows"]
+__all__ = ["FIRST_STAGE", "StageSpinner", "print_answer", "render_events", "rows"]

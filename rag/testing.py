@@ -8,7 +8,7 @@ conversations and every interface can be tested without a model.
     >>> backend.choose([], ["yes", "no"]), [call[0] for call in backend.calls]
     ('yes', ['stream', 'choose'])
 
-``HashEmbedder`` is an `rag.embeddings.Embedder` whose vectors are pseudo-random unit vectors
+``HashEmbedder`` is an `rag.index.embeddings.Embedder` whose vectors are pseudo-random unit vectors
 seeded from each text's sha1 (what a chunk's ``hash`` is made of), so the store, the lexical
 index and memory can be exercised at hundreds of thousands of papers without running a model.
 It still cuts chunks with the real model's tokenizer, so its chunks are a real ingest's:
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.embeddings import Embedder
+from rag.index.embeddings import Embedder
 from rag.llm import Message, StreamInterrupted, approx_tokens, pick
 from rag.settings import EmbeddingSettings
 

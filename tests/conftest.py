@@ -18,7 +18,7 @@ from rag.testing import free_port, running_server, stop_process, wait_for_http  
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # bundled models assembled from their packages are kept where users keep them (1.1 GB, made once)
 MODEL_DIR = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "paper-rag" / "models")
-# one model-export cache per test session (rag.onnx_encoder), never the user's ~/.cache
+# one model-export cache per test session (rag.index.onnx_encoder), never the user's ~/.cache
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="paper-rag-test-cache-")
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -53,7 +53,7 @@ def rag_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
-    from rag.embeddings import Embedder
+    from rag.index.embeddings import Embedder
 
     return Embedder()
 
@@ -61,7 +61,7 @@ def embedder():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def bundled_home(tmp_path_factory: pytest.TempPathFactory, embedder) -> Path:  # type: ignore[no-untyped-def]
     """A data home with the bundled corpus ingested once per session. Read-only by convention."""
-    from rag.ingest import Ingestor
+    from rag.ingest.ingestor import Ingestor
     from rag.settings import Settings
 
     home = tmp_path_factory.mktemp("bundled") / "home"

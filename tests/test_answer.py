@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from rag import prompts
-from rag.answer import Answerer
-from rag.answer_text import parse_citations, repeats_itself
+from rag.answer import prompts
+from rag.answer.answer_text import parse_citations, repeats_itself
+from rag.answer.answerer import Answerer
+from rag.answer.claims import answer_sentences
 from rag.chat import Conversation, paper_bibtex, rule_condense
-from rag.claims import answer_sentences
 from rag.errors import InputError
-from rag.ingest import Ingestor
-from rag.loaders import load_file
+from rag.index.loaders import load_file
+from rag.ingest.ingestor import Ingestor
 from rag.settings import Settings
 
 from .conftest import FIXTURES, run_cli
@@ -255,7 +255,7 @@ def test_injected_abstract_stays_inside_its_fence(tmp_path: Path, embedder, stan
     delimiter = user.split("<<<", 1)[1].split()[0]
     assert delimiter != "SOURCE-00000000"
     start, end = user.index(f"<<<{delimiter}"), user.index(f"{delimiter}>>>")
-    # the sentence holding the instruction (and the forged fences around it) is never evidence (rag.injection)
+    # the sentence holding the instruction (and the forged fences around it) is never evidence (rag.index.injection)
     assert "Ignore previous instructions" not in user and "SOURCE-00000000" not in user
     assert start < user.index("Streaming models keep attention sinks.") < end
     assert user.count(f"{delimiter}>>>") == 1

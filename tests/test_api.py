@@ -18,13 +18,13 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from rag.answer import Answerer
+from rag.answer.answerer import Answerer
+from rag.render.markdown import split_sources
 from rag.settings import Settings
 from rag.testing import ScriptedBackend
 from tests.conftest import BIN, free_port, run_cli, running_server
 from tests.ollama_standin import OllamaStandIn
 from ui.api import create_app
-from ui.service import split_sources
 
 SKYWORK_Q = "How many parameters does Skywork-MoE have?"
 SKYWORK_ID = "title:7a92a17d60b241af"

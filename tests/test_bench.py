@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from eval.synthetic import generate, iter_records, synthetic_id
-from rag.corpus import normalise_title
-from rag.loaders import load_paths
+from rag.index.corpus import normalise_title
+from rag.index.loaders import load_paths
 
 BUNDLED = Path(__file__).resolve().parent.parent / "data" / "papers.jsonl"
 
@@ -78,7 +78,7 @@ def test_quick_bench_writes_json_and_plot(tmp_path: Path) -> None:
 def test_table_bench_times_a_cold_and_a_cached_table(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     """`rag bench --only table` with a scripted model: cold cells are timed, the cached table is read back."""
     from eval.bench.table import bench_table
-    from rag.answer import Answerer
+    from rag.answer.answerer import Answerer
     from rag.settings import Settings
     from rag.testing import ScriptedBackend
 
@@ -236,10 +236,10 @@ def test_hash_embedder_ingests_without_a_model(tmp_path: Path) -> None:
     import numpy as np
 
     from eval.synthetic import generate
-    from rag.chunking import Chunker
-    from rag.ingest import Ingestor
+    from rag.index.chunking import Chunker
+    from rag.index.store import Store
+    from rag.ingest.ingestor import Ingestor
     from rag.settings import Settings
-    from rag.store import Store
     from rag.testing import HashEmbedder, hash_vector
 
     corpus = generate(40, tmp_path / "c.jsonl", seed=5)

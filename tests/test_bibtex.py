@@ -1,5 +1,5 @@
 """BibTeX in and out: every LaTeX accent form decoded on import (so ``--author "François Chollet"``
-finds ``Chollet, Fran{\\c{c}}ois``), and `rag.bibtex.paper_bibtex` writing entries that keep the
+finds ``Chollet, Fran{\\c{c}}ois``), and `rag.index.bibtex.paper_bibtex` writing entries that keep the
 original entry type, key and venue and that paper-rag's own reader reads back to the same paper,
 on real-world exports (tests/fixtures/real-world.bib: Google Scholar, DBLP, Zotero, ACL Anthology,
 arXiv) and on hostile titles, authors and DOIs that try to close a field and open another.
@@ -14,13 +14,13 @@ import bibtexparser
 import pytest
 from fastapi.testclient import TestClient
 
-from rag.bibtex import paper_bibtex
 from rag.chat import paper_bibtex as chat_paper_bibtex
-from rag.corpus import Paper
-from rag.filters import Filters
-from rag.ingest import Ingestor
+from rag.index.bibtex import paper_bibtex
+from rag.index.corpus import Paper
+from rag.index.loaders import load_bibtex, load_file
+from rag.ingest.ingestor import Ingestor
 from rag.library import catalogue, list_papers
-from rag.loaders import load_bibtex, load_file
+from rag.search.filters import Filters
 from rag.settings import Settings
 from tests.conftest import FIXTURES
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag.chunking import Chunker, split_sentences
-from rag.corpus import Paper
-from rag.loaders import load_paths
+from rag.index.chunking import Chunker, split_sentences
+from rag.index.corpus import Paper
+from rag.index.loaders import load_paths
 
 from .conftest import BUNDLED
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.corpus import normalise_title, paper_id
 from rag.errors import CorpusError, RecordError
-from rag.loaders import load_file, load_paths, write_jsonl
+from rag.index.corpus import normalise_title, paper_id
+from rag.index.loaders import load_file, load_paths, write_jsonl
 
 from .conftest import BUNDLED, FIXTURES, ROOT
 

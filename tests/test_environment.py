@@ -27,7 +27,7 @@ print(json.dumps({"modules": names, "changed": changed}))
 
 EMBEDDER = """
 import json, os
-from rag.embeddings import Embedder
+from rag.index.embeddings import Embedder
 Embedder()
 print(json.dumps({k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}))
 """
@@ -42,7 +42,7 @@ def python(code: str, **env: str) -> dict:  # type: ignore[type-arg]
 
 def test_importing_every_module_leaves_the_environment_unchanged() -> None:
     got = python(IMPORT_ALL)
-    assert {"rag.embeddings", "rag.store", "ui.app", "rag.cli"} <= set(got["modules"])
+    assert {"rag.index.embeddings", "rag.index.store", "ui.app", "rag.cli"} <= set(got["modules"])
     assert got["changed"] == []
 
 

@@ -90,8 +90,8 @@ def test_a_missing_paper_is_404_wherever_it_is_raised() -> None:
 @pytest.fixture
 def small_home(rag_home: Path, embedder, tmp_path: Path) -> Settings:  # type: ignore[no-untyped-def]
     """Three papers; the last one's vectors are gone from Chroma (its record is still in the catalogue)."""
-    from rag.ingest import Ingestor
-    from rag.store import Store
+    from rag.index.store import Store
+    from rag.ingest.ingestor import Ingestor
 
     path = tmp_path / "papers.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in PAPERS), encoding="utf-8")
@@ -102,7 +102,7 @@ def small_home(rag_home: Path, embedder, tmp_path: Path) -> Settings:  # type: i
 
 
 def test_a_missing_paper_is_the_same_error_through_cli_api_and_mcp(small_home: Settings, embedder) -> None:  # type: ignore[no-untyped-def]
-    from rag.answer import Answerer
+    from rag.answer.answerer import Answerer
     from ui.shared import AnswererPool
 
     row = outcome(PaperNotFoundError)

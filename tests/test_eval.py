@@ -17,7 +17,7 @@ from eval.compare import load_run, mcnemar_exact, permutation_test, write_compar
 from eval.datasets import Question, load_dataset, read_jsonl, title_abstract
 from eval.results import ResultsWriter, read_results
 from eval.run import RunMismatchError, run_dataset
-from rag.answer import Answerer
+from rag.answer.answerer import Answerer
 from rag.errors import InputError
 from rag.settings import Settings, load_settings
 
@@ -479,7 +479,7 @@ def test_cli_run_on_an_empty_index_says_to_ingest(tmp_path: Path) -> None:
 
 def test_gold_by_title_arxiv_id_or_doi_resolves_to_paper_ids(tmp_path: Path) -> None:
     from eval.datasets import resolve_gold
-    from rag.corpus import Paper
+    from rag.index.corpus import Paper
 
     papers = {p.id: p for p in [
         Paper("Skywork-MoE: A Deep Dive", "An abstract.", arxiv_id="2406.06563"),
@@ -505,7 +505,7 @@ def test_gold_by_title_arxiv_id_or_doi_resolves_to_paper_ids(tmp_path: Path) -> 
 
 def test_dev_set_resolves_to_itself() -> None:
     from eval.datasets import resolve_gold
-    from rag.loaders import load_paths
+    from rag.index.loaders import load_paths
 
     from .conftest import BUNDLED
 
@@ -517,9 +517,9 @@ def test_dev_set_resolves_to_itself() -> None:
 
 def test_eval_run_with_unknown_gold_title_stops_before_anything_runs(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     from eval.run import evaluate
-    from rag.ingest import Ingestor
-    from rag.loaders import load_paths
-    from rag.loaders import write_jsonl as write_corpus
+    from rag.index.loaders import load_paths
+    from rag.index.loaders import write_jsonl as write_corpus
+    from rag.ingest.ingestor import Ingestor
 
     corpus = tmp_path / "three.jsonl"
     papers = list(load_paths([Path(__file__).parent.parent / "data" / "papers.jsonl"]).papers.values())[:3]

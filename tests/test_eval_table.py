@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from eval.table import evaluate_table, load_gold, matches, unsupported
-from rag.answer import Answerer
-from rag.corpus import Paper
+from rag.answer.answerer import Answerer
+from rag.index.corpus import Paper
 from rag.settings import Settings
 from rag.table import BUILTIN
 from rag.table.cache import CellCache

@@ -30,21 +30,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import rag.chroma_client
-import rag.index_health
-import rag.ingest
-import rag.lexical
-from rag.chunk_records import chunk_metadata
-from rag.chunking import Chunk, Chunker
-from rag.corpus import Paper
-from rag.embeddings import Embedder
+import rag.index.chroma_client
+import rag.index.index_health
+import rag.index.lexical
+import rag.ingest.ingestor
 from rag.errors import ChromaUnavailableError
-from rag.ingest import Ingestor, stats
-from rag.lexical import LexicalIndex
-from rag.loaders import load_paths, write_jsonl
-from rag.retrieval import Retriever
+from rag.index.chunk_records import chunk_metadata
+from rag.index.chunking import Chunk, Chunker
+from rag.index.corpus import Paper
+from rag.index.embeddings import Embedder
+from rag.index.lexical import LexicalIndex
+from rag.index.loaders import load_paths, write_jsonl
+from rag.index.store import IndexIdentity, Store
+from rag.ingest.ingestor import Ingestor, stats
+from rag.search.retrieval import Retriever
 from rag.settings import Settings
-from rag.store import IndexIdentity, Store
 
 from .conftest import BIN, BUNDLED, free_port, run_cli, stop_process, wait_for_http
 
@@ -60,7 +60,7 @@ MARKER = {"title": "Quokka field notes aligned with lunar basalt spectra",
 def synthetic_corpus(path: Path, n: int, marker: bool = False) -> Path:
     """``n`` short papers: the bundled titles (then "(variant k)" copies) with their first
     sentence, so each is one cheap chunk; optionally MARKER last."""
-    from rag.chunking import split_sentences
+    from rag.index.chunking import split_sentences
 
     records = []
     for i in range(n):
@@ -105,7 +105,7 @@ def chroma_rows(home: Path) -> int:
 
 def forget_chroma(home: Path) -> None:
     """What a new process would see: drop this process's cached Chroma system for ``home``."""
-    rag.chroma_client.forget_local_system(Settings(home=home))
+    rag.index.chroma_client.forget_local_system(Settings(home=home))
 
 
 def assert_consistent(settings: Settings, want: set[str]) -> None:
@@ -115,7 +115,7 @@ def assert_consistent(settings: Settings, want: set[str]) -> None:
     assert set(ids) == want, (f"missing {sorted(want - set(ids))[:3]}", f"orphans {sorted(set(ids) - want)[:3]}")
     store = Store(settings)
     assert not store.generation().startswith("dirty-")
-    index = rag.lexical.refresh_lexical(store, settings)
+    index = rag.index.lexical.refresh_lexical(store, settings)
     assert set(index.chunk_ids) == want and index.generation == store.generation()
     saved = LexicalIndex.load(settings.lexical_dir)
     assert saved is not None and set(saved.chunk_ids) == want
@@ -137,10 +137,10 @@ def cli(embedder: Embedder, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     """``rag ARGS`` in this process (the session's embedder, no model reload)."""
     import rag.cli
-    import rag.retrieval
+    import rag.search.retrieval
 
-    monkeypatch.setattr(rag.ingest, "Embedder", lambda settings=None: embedder)
-    monkeypatch.setattr(rag.retrieval, "Embedder", lambda settings=None: embedder)
+    monkeypatch.setattr(rag.ingest.ingestor, "Embedder", lambda settings=None: embedder)
+    monkeypatch.setattr(rag.search.retrieval, "Embedder", lambda settings=None: embedder)
     return cli_in_process(monkeypatch, capsys)
 
 
@@ -250,7 +250,7 @@ def test_chroma_server_stopped_during_ingest_then_restarted(
         cli: Callable[..., CliResult]) -> None:
     server = chroma_restartable
     monkeypatch.setenv("RAG_STORE__CHROMA_URL", server.url)
-    monkeypatch.setattr(rag.ingest, "EMBED_BATCH", 16)  # several writes, so the server can go away between two
+    monkeypatch.setattr(rag.ingest.ingestor, "EMBED_BATCH", 16)  # several writes, so the server can go away between two
     corpus = synthetic_corpus(tmp_path / "papers.jsonl", 60)
     want = expected_ids([corpus], embedder)
     settings = Settings()
@@ -291,7 +291,7 @@ def test_a_hung_chroma_server_is_an_error_not_a_hang(chroma_restartable: ChromaS
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """chromadb's HttpClient has no timeout at all: a frozen server would block forever."""
     server = chroma_restartable
-    monkeypatch.setattr(rag.chroma_client, "HTTP_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(rag.index.chroma_client, "HTTP_TIMEOUT_S", 2.0)
     settings = Settings(store={"chroma_url": server.url})
     store = Store(settings)
     store.collection(create=True)
@@ -434,12 +434,12 @@ def persisted_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     store.upsert(chunks, vectors, [chunk_metadata(c, p, 1) for c, p in zip(chunks, papers)])
     store.end_write()
-    rag.lexical.refresh_lexical(store, settings)
+    rag.index.lexical.refresh_lexical(store, settings)
     forget_chroma(home)
     (segment,) = [d for d in (home / "chroma").iterdir() if d.is_dir()]
     count = struct.unpack_from("<Q", (segment / "header.bin").read_bytes(), 4 + 16)[0]
     assert count > SYNC_THRESHOLD and (segment / "index_metadata.pickle").exists()  # the files under test exist
-    assert rag.index_health.local_index_problem(settings) is None
+    assert rag.index.index_health.local_index_problem(settings) is None
     return home
 
 
@@ -500,7 +500,7 @@ def test_damaged_chroma_files_are_a_clear_error_and_rebuild_restores(
     result = cli("ingest", "--rebuild", str(corpus))
     assert result.code == 0 and result.clean(), result
     assert_consistent(Settings(), expected_ids([corpus], embedder))
-    assert rag.index_health.local_index_problem(Settings()) is None
+    assert rag.index.index_health.local_index_problem(Settings()) is None
     search = cli("search", load_paths([corpus]).papers.popitem()[1].title, "--json")
     assert search.code == 0 and len(json.loads(search.out)) == 4
 
@@ -716,10 +716,10 @@ def test_dense_query_for_more_chunks_than_stored(tmp_path: Path) -> None:
     """A query asks Chroma for ``n`` without counting first: it gets what is stored (all of it, or
     what a filter lets through), best first; an empty collection gives nothing."""
     from eval.synthetic import generate
-    from rag.chunking import paper_of
-    from rag.ingest import Ingestor
+    from rag.index.chunking import paper_of
+    from rag.index.store import Store
+    from rag.ingest.ingestor import Ingestor
     from rag.settings import Settings
-    from rag.store import Store
     from rag.testing import HashEmbedder, hash_vector
 
     settings = Settings(home=tmp_path / "home")

@@ -11,11 +11,11 @@ import re
 
 import pytest
 
-from rag import prompts
-from rag.answer import WIDENED, Answerer
-from rag.answer_result import marked_answer
+from rag.answer import prompts
+from rag.answer.answerer import WIDENED, Answerer
 from rag.chat import Conversation
-from rag.ingest import Ingestor
+from rag.ingest.ingestor import Ingestor
+from rag.render.markdown import marked_answer
 from rag.settings import Settings
 from rag.testing import ScriptedBackend
 

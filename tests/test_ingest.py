@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.embeddings import Embedder
 from rag.errors import EmbedderMismatchError, InputError, LockedError
-from rag.ingest import Ingestor, ingest_lock, stats
-from rag.loaders import load_paths, write_jsonl
+from rag.index.embeddings import Embedder
+from rag.index.loaders import load_paths, write_jsonl
+from rag.index.store import Store
+from rag.ingest.ingestor import Ingestor, ingest_lock, stats
 from rag.settings import Settings
-from rag.store import Store
 
 from .conftest import BUNDLED, FIXTURES, run_cli
 
@@ -61,7 +61,7 @@ def test_editing_one_abstract_replaces_exactly_its_chunks(tmp_path: Path, embedd
     assert {c: h for c, h in after.items() if not c.startswith(target_id)} == \
            {c: h for c, h in before.items() if not c.startswith(target_id)}
     # the lexical index followed the change
-    from rag.lexical import LexicalIndex
+    from rag.index.lexical import LexicalIndex
 
     index = LexicalIndex.load(settings.lexical_dir)
     assert index is not None and index.papers[target_id].abstract == target["abstract"]
@@ -76,7 +76,7 @@ def test_metadata_change_updates_without_reembedding(tmp_path: Path, embedder: E
     corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
     summary = Ingestor(settings, embedder=embedder).run([corpus])
     assert (summary.updated, summary.chunks_embedded) == (1, 0)
-    from rag.lexical import LexicalIndex
+    from rag.index.lexical import LexicalIndex
 
     index = LexicalIndex.load(settings.lexical_dir)
     assert index is not None
@@ -161,8 +161,8 @@ def test_cli_bad_paths_are_one_clear_line(args: list[str], message: str) -> None
 def test_a_streamed_ingest_equals_one_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches of 7 papers: duplicates across batches are merged (later record wins, counted once),
     the index equals a one-batch ingest's, and re-ingesting embeds nothing. No model: hash vectors."""
-    import rag.ingest
-    from rag.lexical import LexicalIndex
+    import rag.ingest.ingestor
+    from rag.index.lexical import LexicalIndex
     from rag.testing import HashEmbedder
 
     records = [json.loads(line) for line in BUNDLED.read_text(encoding="utf-8").splitlines()[:30]]
@@ -171,7 +171,7 @@ def test_a_streamed_ingest_equals_one_batch(tmp_path: Path, monkeypatch: pytest.
     corpus.write_text("".join(json.dumps(r) + "\n" for r in [*records, later]), encoding="utf-8")
 
     def ingest(home: str, batch: int) -> tuple[dict[str, object], Settings]:
-        monkeypatch.setattr(rag.ingest, "INGEST_BATCH", batch)
+        monkeypatch.setattr(rag.ingest.ingestor, "INGEST_BATCH", batch)
         settings = Settings(home=tmp_path / home)
         return Ingestor(settings, embedder=HashEmbedder(settings.embedding)).run([corpus]).as_dict(), settings
 
@@ -193,9 +193,9 @@ def test_an_index_written_before_text_was_stored_once_is_read_and_upgraded(tmp_p
     """Chroma documents, a title on every chunk and a record without its abstract (the format
     before): the lexical index reads them as they are; the next ingest rewrites the metadata
     only (nothing embedded) and afterwards the same papers read the same."""
-    from rag.chunking import Chunker
-    from rag.lexical import refresh_lexical
-    from rag.store import IndexIdentity
+    from rag.index.chunking import Chunker
+    from rag.index.lexical import refresh_lexical
+    from rag.index.store import IndexIdentity
     from rag.testing import HashEmbedder
 
     settings = Settings(home=tmp_path / "home")

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-import rag.ingest
-import rag.retrieval
-import rag.store_errors
-from rag.index_health import JOURNAL, local_index_problem
+import rag.index.store_errors
+import rag.ingest.ingestor
+import rag.search.retrieval
+from rag.index.index_health import JOURNAL, local_index_problem
 from rag.settings import Settings
 from rag.testing import HashEmbedder
 
@@ -46,8 +46,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
     """``rag ARGS`` in this process, every embedder a `HashEmbedder`."""
     import rag.cli
 
-    monkeypatch.setattr(rag.ingest, "Embedder", lambda settings=None: HashEmbedder(settings))
-    monkeypatch.setattr(rag.retrieval, "Embedder", lambda settings=None: HashEmbedder(settings))
+    monkeypatch.setattr(rag.ingest.ingestor, "Embedder", lambda settings=None: HashEmbedder(settings))
+    monkeypatch.setattr(rag.search.retrieval, "Embedder", lambda settings=None: HashEmbedder(settings))
     return cli_in_process(monkeypatch, capsys)
 
 
@@ -206,5 +206,5 @@ def test_a_full_disk_says_so_and_keeps_the_index(small_disk: Path, tmp_path: Pat
 
 def test_space_check_names_free_and_needed(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home")
-    free, needed = rag.store_errors.short_of_space(settings, always=True) or (0, 0)
-    assert needed >= rag.store_errors.MIN_FREE_BYTES and free == shutil.disk_usage(tmp_path).free
+    free, needed = rag.index.store_errors.short_of_space(settings, always=True) or (0, 0)
+    assert needed >= rag.index.store_errors.MIN_FREE_BYTES and free == shutil.disk_usage(tmp_path).free

@@ -19,14 +19,14 @@ import httpx
 import numpy as np
 import pytest
 
-from rag.answer import Answerer
+from rag.answer.answerer import Answerer
 from rag.errors import PaperNotFoundError
-from rag.filters import Filters
-from rag.lexical import LexicalIndex
+from rag.index.lexical import LexicalIndex
+from rag.index.store import Store
 from rag.library import catalogue, remove_papers, similar_papers
-from rag.retrieval import Retriever
+from rag.search.filters import Filters
+from rag.search.retrieval import Retriever
 from rag.settings import Settings
-from rag.store import Store
 from tests.conftest import BIN, free_port, run_cli, running_server
 from tests.test_api import SKYWORK_ID, SKYWORK_Q, TOKEN, server_env, start_api
 from ui.app import WebApp
@@ -224,7 +224,7 @@ NAMED = [{"title": "Zephyr Graphs for Retrieval", "abstract": "Zephyr graphs ind
 
 @pytest.fixture
 def named_home(rag_home: Path, embedder, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
-    from rag.ingest import Ingestor
+    from rag.ingest.ingestor import Ingestor
 
     path = tmp_path / "named.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in NAMED), encoding="utf-8")

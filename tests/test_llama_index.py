@@ -18,10 +18,10 @@ from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
-from rag.answer import Answerer
-from rag.filters import Filters
+from rag.answer.answerer import Answerer
 from rag.integrations.llama_index import PaperQueryEngine, PaperRetriever
-from rag.retrieval import Retriever
+from rag.search.filters import Filters
+from rag.search.retrieval import Retriever
 from rag.settings import Settings
 from rag.testing import ScriptedBackend
 from tests.test_api import SKYWORK_ID, SKYWORK_Q

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rag.answer import Answerer
+from rag.answer.answerer import Answerer
 from rag.settings import Settings
 
 from .conftest import ROOT

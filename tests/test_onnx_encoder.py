@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embeddings import ONNX_MAX_TEXTS, Embedder
+from rag.index.embeddings import ONNX_MAX_TEXTS, Embedder
 from rag.settings import EmbeddingSettings
 
 pytestmark = pytest.mark.slow
@@ -116,11 +116,11 @@ def test_switched_off_writes_nothing(tmp_path: Path) -> None:
 
 def test_a_search_process_imports_neither_torch_nor_numba(bundled_copy: Path,
                                                          exported: tuple[Path, np.ndarray]) -> None:
-    """Queries embed through the export; bm25s is imported without numba (rag.lexical.bm25s_module)."""
+    """Queries embed through the export; bm25s is imported without numba (rag.index.lexical.bm25s_module)."""
     cache, _ = exported
     code = (
         "import sys\n"
-        "from rag.retrieval import Retriever\n"
+        "from rag.search.retrieval import Retriever\n"
         "from rag.settings import Settings\n"
         "result = Retriever(Settings()).search('dataset distillation with expert trajectories')\n"
         "assert 'Distillation' in result.hits[0].paper.title, result.hits[0].paper.title\n"

@@ -24,14 +24,14 @@ import uvicorn
 from fastapi.testclient import TestClient
 from markdown_it import MarkdownIt
 
-from rag.answer import Answerer
+from rag.answer.answerer import Answerer
 from rag.errors import InputError
-from rag.ingest import Ingestor
-from rag.ingest_summary import record_lines
-from rag.injection import answer_repeats, instruction_sentences, is_instruction
+from rag.index.injection import answer_repeats, instruction_sentences, is_instruction
+from rag.ingest.ingest_summary import record_lines
+from rag.ingest.ingestor import Ingestor
 from rag.llm import Message
 from rag.markup import md_prose, md_text, md_url
-from rag.retrieval import clean_query
+from rag.search.retrieval import clean_query
 from rag.settings import Settings
 from rag.testing import HashEmbedder, ScriptedBackend, free_port
 from tests.conftest import BUNDLED
@@ -111,7 +111,7 @@ def test_ingest_reports_and_papers_show_marks_injected_sentences(home: Settings,
     injected_id = next(p for p, _ in summary["instructions"])
     assert [s for p, s in summary["instructions"] if p == injected_id] == instruction_sentences(INJECTED["abstract"])
     assert len(summary["instructions"]) == INJECTED_ID_SENTENCES
-    from rag.ingest_summary import IngestSummary
+    from rag.ingest.ingest_summary import IngestSummary
     lines = record_lines(IngestSummary(instructions=[tuple(i) for i in summary["instructions"]]))  # type: ignore[misc]
     assert lines[0][0] == "flagged" and injected_id in lines[0][1] and "Ignore all previous" in lines[0][1]
     for args in (["papers", "show", injected_id], ["papers", "show", injected_id, "--json"]):

@@ -92,7 +92,7 @@ def test_the_plugin_answers_through_the_cli(echo: Path, bundled_copy: Path) -> N
 def test_the_plugin_answers_through_the_api_and_the_web_chat(echo: Path, bundled_copy: Path, embedder: Any) -> None:
     from fastapi.testclient import TestClient
 
-    from rag.answer import Answerer
+    from rag.answer.answerer import Answerer
     from ui.api import create_app
     from ui.app import WebApp
 

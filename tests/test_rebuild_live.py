@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import Answerer
-from rag.embeddings import Embedder
+from rag.answer.answerer import Answerer
 from rag.errors import EmptyIndexError, IndexBusyError, RagError
-from rag.index_health import check_local_index
-from rag.ingest import Ingestor, ingest_lock
-from rag.loaders import load_paths
-from rag.retrieval import Retriever
+from rag.index.embeddings import Embedder
+from rag.index.index_health import check_local_index
+from rag.index.loaders import load_paths
+from rag.index.store import Store
+from rag.ingest.ingestor import Ingestor, ingest_lock
+from rag.search.retrieval import Retriever
 from rag.settings import Settings
-from rag.store import Store
 from tests.conftest import BIN, BUNDLED
 
 AFTER_S = 4.0  # readers go on this long after the rebuild ended (the issue saw errors up to 3 s after)
@@ -163,7 +163,7 @@ def test_a_problem_seen_while_an_ingest_writes_is_busy_not_damaged(rag_home: Pat
 def test_rebuild_swaps_on_a_chroma_server_too(tmp_path: Path, rag_home: Path, embedder: Embedder,
                                               chroma_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Renames and the generation in the collection metadata: a reader of the same server moves over."""
-    monkeypatch.setattr("rag.store.RETIRE_AFTER_S", 0.0)
+    monkeypatch.setattr("rag.index.store.RETIRE_AFTER_S", 0.0)
     corpus = tmp_path / "papers.jsonl"
     titles = write_corpus(corpus, 4)
     settings = Settings(store={"chroma_url": chroma_server})

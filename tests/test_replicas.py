@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from rag.embeddings import Embedder
-from rag.ingest import Ingestor
+from rag.index.embeddings import Embedder
+from rag.ingest.ingestor import Ingestor
 from rag.settings import Settings
 
 from .conftest import BIN, BUNDLED, free_port, run_cli, running_server

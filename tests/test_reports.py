@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-import rag.ingest
-import rag.ingest_summary
-import rag.retrieval
-from rag.embeddings import Embedder
-from rag.filters import Filters
-from rag.ingest import Ingestor
-from rag.loaders import load_bibtex
-from rag.retrieval import Retriever
+import rag.ingest.ingest_summary
+import rag.ingest.ingestor
+import rag.search.retrieval
+from rag.index.embeddings import Embedder
+from rag.index.loaders import load_bibtex
+from rag.ingest.ingestor import Ingestor
+from rag.search.filters import Filters
+from rag.search.retrieval import Retriever
 from rag.settings import Settings
 from tests.conftest import FIXTURES
 
@@ -33,8 +33,8 @@ def cli(embedder: Embedder, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     """``rag ARGS`` in this process with the session's embedder; returns (exit code, stdout, stderr)."""
     import rag.cli
 
-    monkeypatch.setattr(rag.ingest, "Embedder", lambda settings=None: embedder)
-    monkeypatch.setattr(rag.retrieval, "Embedder", lambda settings=None: embedder)
+    monkeypatch.setattr(rag.ingest.ingestor, "Embedder", lambda settings=None: embedder)
+    monkeypatch.setattr(rag.search.retrieval, "Embedder", lambda settings=None: embedder)
 
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
@@ -68,7 +68,7 @@ def test_reingest_separates_changed_text_from_metadata_only(tmp_path: Path, rag_
     summary = Ingestor(Settings()).run([moved])
     assert (summary.new, summary.changed, summary.metadata_only, summary.unchanged) == (0, 1, 1, 2)
     assert summary.updated == 2 and summary.chunks_embedded == 1
-    assert json.loads(rag.ingest_summary.summary_json(summary))["metadata_only"] == 1
+    assert json.loads(rag.ingest.ingest_summary.summary_json(summary))["metadata_only"] == 1
 
 
 # ------------------------------------------------------------------ repeated records
@@ -82,14 +82,15 @@ def test_repeated_records_are_summarised(tmp_path: Path, rag_home: Path, cli, em
     assert code == 1 and "papers: 1 new" in out and "2999 merged, 40 rejected" in out
     lines = err.strip().splitlines()
     merged = [line for line in lines if line.startswith("merged ")]
-    assert len(merged) == rag.ingest_summary.SHOWN and "... and 2,989 more merged records (later record kept)" in lines
+    assert len(merged) == rag.ingest.ingest_summary.SHOWN
+    assert "... and 2,989 more merged records (later record kept)" in lines
     assert "... and 30 more rejected records" in lines and len(lines) < 60, len(lines)
 
     from ui.app import WebApp
 
     app = WebApp(Settings(llm={"backend": "extractive"}), embedder=embedder)
     report, *_ = app.upload([str(path)])
-    assert report.count("\nmerged ") + report.startswith("merged ") <= rag.ingest_summary.SHOWN
+    assert report.count("\nmerged ") + report.startswith("merged ") <= rag.ingest.ingest_summary.SHOWN
     assert "... and 2,989 more merged records" in report and "... and 30 more rejected records" in report
     assert "0 changed, 1 metadata only" in report  # the same paper, now from upload:repeated.jsonl
 
@@ -176,7 +177,7 @@ def test_web_year_info_counts_the_papers_with_a_year(years_home: Settings, embed
 
 
 def test_tsv_authors_given_last_first_are_split_into_names(tmp_path: Path) -> None:
-    from rag.loaders import load_paths
+    from rag.index.loaders import load_paths
 
     tsv = tmp_path / "papers.tsv"
     tsv.write_text("title\tabstract\tauthors\n"
@@ -189,7 +190,7 @@ def test_tsv_authors_given_last_first_are_split_into_names(tmp_path: Path) -> No
 
 
 def test_a_score_above_one_is_explained(tmp_path: Path, rag_home: Path, embedder: Embedder, cli) -> None:  # type: ignore[no-untyped-def]
-    from rag.retrieval import SCORE_SCALE
+    from rag.search.retrieval import SCORE_SCALE
     from ui import render
 
     Ingestor(Settings(), embedder=embedder).run([FIXTURES / "hybrid.jsonl"])
@@ -202,7 +203,7 @@ def test_a_score_above_one_is_explained(tmp_path: Path, rag_home: Path, embedder
     assert code == 0 and f"name match +{top.name_bonus:.3f}" in out
     code, out, _ = cli("search", "What does ZQRT speed up?", "--json")
     assert json.loads(out)[0]["name_bonus"] > 0
-    from rag.answer_result import Citation
+    from rag.answer.answer_result import Citation
 
     html = render.card_html(Citation(1, top.paper, True, top.score))
     assert "up to 1.2" in SCORE_SCALE and render.esc(SCORE_SCALE) in html

@@ -1,4 +1,4 @@
-"""One request, one road (`rag.request.AskRequest`, `rag.chat.Conversation.respond`): the same
+"""One request, one road (`rag.answer.request.AskRequest`, `rag.chat.Conversation.respond`): the same
 question with the same settings gives the same answer through ``rag ask --json``, a running
 ``rag api`` (the official ``openai`` client) and ``rag mcp`` (the official ``mcp`` client), over
 the bundled index with the extractive backend (no model). Limits and defaults come from the
@@ -18,8 +18,8 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
+from rag.answer.request import AskRequest
 from rag.errors import InputError, RagError, TooLargeError, UnknownModelError
-from rag.request import AskRequest
 from rag.settings import Settings
 from rag.testing import HashEmbedder
 from tests.conftest import BIN, run_cli
@@ -34,8 +34,8 @@ SEARCH_K = "3"  # RAG_RETRIEVAL__K for the servers and the CLI: search_papers mu
 
 def same_fields(answer: dict[str, Any], threshold: float) -> dict[str, Any]:
     """What must not differ between interfaces, from ``rag ask --json`` (an `Answer.as_dict`) or the
-    API's / MCP's answer object (`ui.service.PaperService.answer_dict`)."""
-    if "sentences" in answer:  # the CLI's: support flags as the API computes them (`ui.service.citation_item`)
+    API's / MCP's answer object (`rag.render.json.answer_summary`)."""
+    if "sentences" in answer:  # the CLI's: support flags as the API has them (`rag.render.view.citation_supported`)
         unsupported = [s["text"] for s in answer["sentences"] if s["claim"] and not s["supported"]]
         for c in answer["citations"]:
             c["supported"] = bool(c["evidence"]) and all(e["score"] >= threshold for e in c["evidence"])

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import Answerer
-from rag.chunking import split_sentences
-from rag.claims import numbers_in
+from rag.answer import prompts
+from rag.answer.answerer import Answerer
+from rag.answer.claims import numbers_in
 from rag.errors import InputError, PaperNotFoundError
-from rag.ingest import Ingestor
+from rag.index.chunking import split_sentences
+from rag.ingest.ingestor import Ingestor
 from rag.llm import Message
 from rag.settings import Settings
 from rag.table import BUILTIN, TableMaker, parse_columns
@@ -105,7 +106,7 @@ def test_cells_are_extracted_checked_and_cited(table_index: Settings, embedder) 
     prefixes = {q.split("Question:")[0] for q in asked}
     assert len(prefixes) == 1 and "reduces the error rate to 38.2%" in prefixes.pop()
     assert {m[0].content for kind, m in backend.calls if kind == "structured"} == {
-        __import__("rag.prompts").prompts.TABLE_SYSTEM_PROMPT}
+        prompts.TABLE_SYSTEM_PROMPT}
 
 
 def test_a_value_the_abstract_does_not_state_is_never_shown(table_index: Settings, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -250,13 +251,13 @@ def test_overview_by_the_model_is_checked_like_an_answer(table_index: Settings, 
 @pytest.fixture
 def cli(embedder, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     """``rag ARGS`` in this process, with the session's embedder (no model reload)."""
-    import rag.answer
-    import rag.retrieval
+    import rag.answer.answerer
+    import rag.search.retrieval
 
     from .test_faults_store import cli_in_process
 
-    monkeypatch.setattr(rag.answer, "Embedder", lambda settings=None: embedder)
-    monkeypatch.setattr(rag.retrieval, "Embedder", lambda settings=None: embedder)
+    monkeypatch.setattr(rag.answer.answerer, "Embedder", lambda settings=None: embedder)
+    monkeypatch.setattr(rag.search.retrieval, "Embedder", lambda settings=None: embedder)
     return cli_in_process(monkeypatch, capsys)
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.answer import Answerer
+from rag.answer.answerer import Answerer
 from rag.errors import InputError
-from rag.ingest import Ingestor
+from rag.ingest.ingestor import Ingestor
 from rag.settings import Settings
 from rag.table.chat import requested_table
 from rag.table.maker import TableMaker
@@ -42,7 +42,7 @@ TABLE_ASKED = [  # message -> (query, papers, columns, earlier, k)
      (None, ("Don't Stop Pretraining", "Reuse, Don't Retrain"), (), False, None)),
     ("compare title:ab12 and arxiv:2406.06563", (None, ("title:ab12", "arxiv:2406.06563"), (), False, None)),
 ]
-ANSWERED = [  # questions: prose answers, comparisons too (rag.comparison)
+ANSWERED = [  # questions: prose answers, comparisons too (rag.answer.comparison)
     "compare the accuracy of CoTTA and PSMT", "How do Bone and HRA differ?", "compare Adam and SGD on CIFAR",
     "Compare 'Don't Stop Pretraining' and 'Reuse, Don't Retrain': what does each recommend for continued pretraining?",
     "compare test-time adaptation methods", "compare CoTTA and Tent?", "What does Table 2 of the PLaMo paper show?",
@@ -130,12 +130,19 @@ def test_web_chat_answers_a_table_request_with_the_table(indexed: Settings, embe
     assert "\u26a0 unsupported" in final and "7.9 mIoU" not in final  # MemoTTA's invented number is withheld
     assert 'class="overview"' in final and "<script" not in final
     assert {kind for kind, _ in backend.calls} == {"structured"}  # cells only: no answer was written
-    assert session.conversation.turns == [] and app.slots.acquire(blocking=False)  # no turn; the slot is back
+    assert app.slots.acquire(blocking=False)  # the slot is back
     app.slots.release()
+    # the table is a turn of the tab's conversation: in its Markdown and BibTeX downloads
+    [turn] = session.conversation.turns
+    assert turn.kind == "table" and [c.paper.title for c in turn.answer.citations] == [FLOW, MEMO]
+    md, bib = outs[-1][2], outs[-1][3]
+    export = Path(md).read_text(encoding="utf-8")
+    assert "| # | Paper | Data | Result |" in export and f"[2] {MEMO}" in export.split("## References")[1]
+    assert MEMO in Path(bib).read_text(encoding="utf-8")
 
     # a comparison asked as a question is still answered in prose, citing the papers
     outs = list(app.ask("How do FlowTTA and MemoTTA differ?", session))
-    assert "<table" not in outs[-1][-1].messages[-1]["content"] and len(session.conversation.turns) == 1
+    assert "<table" not in outs[-1][-1].messages[-1]["content"] and len(session.conversation.turns) == 2
     # a request naming nothing the index holds says so, with the fix
     outs = list(app.ask("compare Zorblax and Quuxformer in a table", session))
     assert "no paper in the index matches Zorblax" in outs[-1][-1].messages[-1]["content"]
@@ -163,10 +170,27 @@ def test_cli_ask_and_chat_print_the_table(indexed: Settings) -> None:
     assert "MemoTTA" in tables[1] and "note: \u201cMemoTTA\u201d: the best match" in chat.stderr
 
 
+def test_cli_chat_records_the_table_as_a_turn(indexed: Settings, tmp_path: Path) -> None:
+    md, bib = tmp_path / "chat.md", tmp_path / "chat.bib"
+    chat = run_cli("chat", "--backend", "extractive", "--json", "-k", "2",
+                   input=f"make a table of test-time adaptation papers with their data and code\n/md {md}\n"
+                         f"/bib {bib}\nWhich of them report an error rate?\n")
+    assert chat.returncode == 0, chat.stderr
+    table, answer = (json.loads(line) for line in chat.stdout.splitlines())
+    assert {r["title"] for r in table["rows"]} == {FLOW, MEMO}
+    export = md.read_text(encoding="utf-8")
+    assert "| # | Paper | Data | Code |" in export and "https://github.com/example/flowtta |" in export
+    assert FLOW in export.split("## References")[1] and MEMO in bib.read_text(encoding="utf-8")
+    assert {r["title"] for r in answer["retrieved"]} <= {FLOW, MEMO}  # searched within the table's papers
+    assert [c["title"] for c in answer["citations"]] == [FLOW]
+
+
 # ------------------------------------------------------------------ the API's chat completions
 
 
 def test_api_chat_completion_returns_the_table_in_markdown(indexed: Settings, rag_home: Path) -> None:
+    from rag.render.markdown import split_sources
+
     from .test_api import client, start_api
 
     url, server = start_api(rag_home)
@@ -176,7 +200,21 @@ def test_api_chat_completion_returns_the_table_in_markdown(indexed: Settings, ra
         chunks = list(client(url).chat.completions.create(model="paper-rag", messages=message, stream=True))
         answered = client(url).chat.completions.create(
             model="paper-rag", messages=[{"role": "user", "content": "What does FlowTTA reduce the error rate to?"}])
+        # the table sent back in the history is a turn of the replayed conversation
+        history = [*message, {"role": "assistant", "content": reply.choices[0].message.content}]
+        second = client(url).chat.completions.create(
+            model="paper-rag", messages=[*history, {"role": "user", "content": "Tell me more about the second one"}])
+        which = client(url).chat.completions.create(
+            model="paper-rag", messages=[*history, {"role": "user", "content": "Which of them report an error rate?"}])
+        again = client(url).chat.completions.create(
+            model="paper-rag", messages=[*history, {"role": "user", "content": "put them in a table"}])
     text = reply.choices[0].message.content
+    assert [c["title"] for c in second.model_extra["citations"]] == [MEMO]  # the second row
+    assert [c["number"] for c in second.model_extra["citations"]] == [2]
+    assert [c["title"] for c in which.model_extra["citations"]] == [FLOW]
+    assert {c["title"] for c in which.model_extra["paper_rag"]["also_retrieved"]} <= {MEMO}  # within the table
+    assert [r["title"] for r in again.model_extra["paper_rag"]["table"]["rows"]] == [FLOW, MEMO]
+    assert split_sources(text)[1] == [(1, ids(indexed)[FLOW]), (2, ids(indexed)[MEMO])]  # its rows, as answers list
     assert "| # | Paper | Data | Code |" in text and f"| 1 | {FLOW}" in text
     assert "https://github.com/example/flowtta" in text  # the extractive backend: only the link is stated
     assert text.startswith("*Note:* \u201cFlowTTA\u201d: the best match")
@@ -185,3 +223,65 @@ def test_api_chat_completion_returns_the_table_in_markdown(indexed: Settings, ra
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == text
     assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].model_extra["paper_rag"]["table"] == table
     assert "38.2%" in answered.choices[0].message.content and "| # |" not in answered.choices[0].message.content
+
+
+# ------------------------------------------------------------------ a table is a turn of the conversation
+
+
+def extractive_conversation(embedder):  # type: ignore[no-untyped-def]
+    from rag.chat import Conversation
+
+    return Conversation(Answerer(Settings(llm={"backend": "extractive"}), embedder=embedder))
+
+
+def test_a_table_turn_is_in_the_export_the_bibtex_and_what_a_follow_up_refers_to(indexed: Settings,
+                                                                                  embedder) -> None:  # type: ignore[no-untyped-def]
+    from rag.table.chat import in_conversation
+
+    conversation = extractive_conversation(embedder)
+    first = conversation.ask("Which paper keeps a memory bank of class prototypes?")
+    assert [c.paper.title for c in first.citations] == [MEMO] and first.citations[0].number == 1
+    asked = "make a table of test-time adaptation papers with their data and results"
+    table = requested_table(maker(indexed, embedder), table_request(asked), k=2,  # type: ignore[arg-type]
+                            **in_conversation(conversation))
+    conversation.add_table(asked, table)
+    numbered = {r.paper.title: r.number for r in table.rows}
+    assert numbered == {MEMO: 1, FLOW: 2}  # MemoTTA keeps the number its answer gave it; FlowTTA the next free one
+
+    export = conversation.to_markdown()
+    assert f"**Q:** {asked}" in export and "| # | Paper | Data | Result |" in export
+    assert f"| 2 | {FLOW} | ImageNet-C | reduces the error rate to 38.2% |" in export.replace("\\", "")  # its cells
+    assert "**Evidence**" in export and "- [2] Data:" in export
+    references = export.split("## References")[1]
+    assert references.count(FLOW) == 1 and references.count(MEMO) == 1 and "[2] FlowTTA" in references
+    bibtex = conversation.to_bibtex()
+    assert FLOW in bibtex and MEMO in bibtex and PRUNE not in bibtex
+
+    # the model's memory of it: the request, then its rows' numbers and titles, not its cells
+    memory = conversation.history()[-2:]
+    assert memory[0].content == asked
+    assert memory[1].content == f"A table of 2 papers comparing Data, Result: [2] {FLOW}; [1] {MEMO}."
+
+    # "which of them ...": searched within the table's papers, never beyond them
+    which = conversation.ask("Which of them report an error rate?")
+    assert conversation.turns[-1].condensed_by == "table"
+    assert {r["title"] for r in which.retrieved} <= {FLOW, MEMO} and [c.paper.title for c in which.citations] == [FLOW]
+    assert which.citations[0].number == 2  # the row's number
+
+
+def test_a_follow_up_pointing_at_a_row_is_about_that_row(indexed: Settings, embedder) -> None:  # type: ignore[no-untyped-def]
+    from rag.table.chat import in_conversation
+
+    conversation = extractive_conversation(embedder)
+    asked = "compare FlowTTA, MemoTTA and OneCut in a table"
+    table = requested_table(TableMaker(conversation.answerer), table_request(asked),  # type: ignore[arg-type]
+                            **in_conversation(conversation))
+    conversation.add_table(asked, table)
+    second = table.rows[1]
+    about = conversation.ask("Tell me more about the second one")
+    assert conversation.turns[-1].condensed_by == "rows"
+    assert [c.paper.id for c in about.citations] == [second.paper.id] and about.citations[0].number == second.number
+    # "them" in a new table request: the rows of the last table
+    again = requested_table(TableMaker(conversation.answerer), table_request("put them in a table"),  # type: ignore[arg-type]
+                            **in_conversation(conversation))
+    assert [r.paper.id for r in again.rows] == [second.paper.id]  # the last turn (the answer) cited the second row

@@ -15,8 +15,8 @@ import re
 import pytest
 from rich.console import Console
 
-from rag.answer_result import Answer, Event
-from rag.ingest import Ingestor
+from rag.answer.answer_result import Answer, Event
+from rag.ingest.ingestor import Ingestor
 from rag.notices import Notices
 from rag.settings import Settings
 from rag.terminal import render_events

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.embeddings import Embedder
+from rag.index.embeddings import Embedder
 from rag.settings import EmbeddingSettings, Settings
 
 THREADS = 8
@@ -85,7 +85,7 @@ def test_threads_sharing_an_embedder_enter_the_model_one_at_a_time() -> None:
 
 
 def test_threads_opening_a_retriever_load_its_lexical_index_once(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
-    from rag.retrieval import Retriever
+    from rag.search.retrieval import Retriever
 
     retriever = Retriever(Settings(home=bundled_copy), embedder=embedder)
 
@@ -100,7 +100,7 @@ def test_threads_opening_a_retriever_load_its_lexical_index_once(bundled_copy: P
 def test_retrievers_of_one_home_reopening_at_once_take_turns(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     """Chroma caches one system per data home for the whole process; a retriever that reopens clears it
     and makes a new client. Several doing so at once (readers after a rebuild) must not find it missing."""
-    from rag.retrieval import Retriever
+    from rag.search.retrieval import Retriever
 
     settings = Settings(home=bundled_copy)
     readers = [Retriever(settings, embedder=embedder) for _ in range(THREADS)]
@@ -119,8 +119,8 @@ def test_retrievers_of_one_home_reopening_at_once_take_turns(bundled_copy: Path,
 def test_lexical_rebuilds_at_once_each_get_a_whole_index(bundled_copy: Path) -> None:
     """Readers that find the lexical cache stale rebuild it; several at once (two readers after an
     ingest elsewhere) once shared one scratch folder and deleted each other's half-built index."""
-    from rag.lexical import refresh_lexical
-    from rag.store import Store
+    from rag.index.lexical import refresh_lexical
+    from rag.index.store import Store
 
     settings = Settings(home=bundled_copy)
     abandoned = settings.lexical_dir.with_name(f"{settings.lexical_dir.name}.tmp-999999999-1-dead")

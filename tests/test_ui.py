@@ -20,12 +20,12 @@ from typing import Any
 import gradio as gr
 import pytest
 
-from rag.answer_result import Answer, Citation
-from rag.corpus import Paper
-from rag.ingest import Ingestor
-from rag.loaders import load_bibtex
+from rag.answer.answer_result import Answer, Citation
+from rag.answer.support import AnswerSentence, Evidence
+from rag.index.corpus import Paper
+from rag.index.loaders import load_bibtex
+from rag.ingest.ingestor import Ingestor
 from rag.settings import Settings
-from rag.support import AnswerSentence, Evidence
 from rag.testing import ScriptedBackend
 from tests.conftest import free_port
 from ui import app as app_module

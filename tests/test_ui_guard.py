@@ -18,8 +18,8 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from rag.answer import MAX_QUESTION_CHARS
-from rag.ingest import Ingestor
+from rag.answer.answerer import MAX_QUESTION_CHARS
+from rag.ingest.ingestor import Ingestor
 from rag.settings import Settings
 from tests.conftest import FIXTURES, free_port
 from ui.app import WebApp

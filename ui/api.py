@@ -12,7 +12,7 @@ Routes (all under ``/v1``, a bearer token required whenever ``RAG_API__TOKEN`` i
   whether it abstained, and the checked answer text. ``temperature`` and ``max_tokens`` (or
   ``max_completion_tokens``, which only lowers the configured bound) are used; ``k`` (papers
   retrieved, 1 to ``RAG_RETRIEVAL__MAX_K``) is an extension; all of them are checked once, as in every
-  interface, by `rag.request.AskRequest`; other OpenAI fields are accepted and ignored; wrong types are 400.
+  interface, by `rag.answer.request.AskRequest`; other OpenAI fields are accepted and ignored; wrong types are 400.
 - ``POST /table``: an extraction table (``{query?, papers?, columns?, questions?, k?, year?, author?,
   category?, overview?}``), the object ``rag table --json`` prints (`ui.service.PaperService.table`).
 - ``GET /models``, ``GET /models/{id}``, ``POST /search``, ``GET /papers/{id}``, ``GET /papers/{id}/bibtex``,
@@ -25,9 +25,9 @@ but a GET (`ui.guard.OriginPolicy`): it cannot make a user's browser spend answe
 Errors are OpenAI error objects ``{"error": {"message", "type", "param", "code"}}``: 400 bad
 request (malformed JSON, wrong types or roles, no messages), 401 missing or wrong token, 404
 unknown model, paper or route, 413 body over ``RAG_API__MAX_BODY_MB`` or a question over
-``rag.answer.MAX_QUESTION_CHARS``, 429 every answer slot taken (``RAG_UI__CONCURRENCY``), 503
+``rag.answer.answerer.MAX_QUESTION_CHARS``, 429 every answer slot taken (``RAG_UI__CONCURRENCY``), 503
 backend or index unavailable, 500 anything else (logged here, never a traceback in the body).
-Left out: the answering itself (`rag.answer`, `rag.chat`), ``/v1/completions`` and embeddings,
+Left out: the answering itself (`rag.answer.answerer`, `rag.chat`), ``/v1/completions`` and embeddings,
 tools, ``n`` > 1, the web chat that ``rag serve`` mounts beside these routes (`ui.server.combined_app`).
 """
 
@@ -50,11 +50,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.answer import Answerer
-from rag.answer_result import Answer, Event
+from rag.answer.answer_result import Answer, Event
+from rag.answer.answerer import Answerer
 from rag.errors import BackendError, EmptyIndexError, InputError, RagError, UnknownModelError, outcome
 from rag.llm import approx_tokens
 from rag.markup import md_prose
+from rag.render.json import answer_summary
+from rag.render.markdown import answer_message, sources_markdown
+from rag.render.view import AnswerView
 from rag.settings import Settings
 from ui.chat_table import api_table, table_reply
 from ui.guard import LOOPBACK_NAMES, CorsGate, OriginPolicy
@@ -64,7 +67,6 @@ from ui.service import (
     ChatMessage,
     PaperService,
     error_object,
-    sources_markdown,
 )
 from ui.shared import AnswererPool
 
@@ -104,7 +106,8 @@ class ChatRequest(_Body):
     model: str = DEFAULT_MODEL
     messages: list[InMessage]
     stream: bool | None = False
-    temperature: float | None = None  # its bounds, k's and max_tokens': rag.request.AskRequest (from the settings)
+    # its bounds, k's and max_tokens': rag.answer.request.AskRequest (from the settings)
+    temperature: float | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     n: int | None = Field(None, ge=1)
@@ -292,9 +295,9 @@ def create_app(settings: Settings, answerer: Answerer | None = None, service: Pa
         ask = await run_in_threadpool(service.request, messages, body.model, k=body.k, temperature=body.temperature,
                                       max_tokens=body.max_completion_tokens or body.max_tokens)
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        if (table := await run_in_threadpool(api_table, service, ask)) is not None:
+        if (turn := await run_in_threadpool(api_table, service, ask)) is not None:
             reply = Reply(service, body.model, settings.api.markdown_sources, "", messages)
-            text, extras = table_reply(table)
+            text, extras = table_reply(turn, settings.api.markdown_sources)
             if body.stream:
                 return event_stream(iter([sse_line(c) for c in reply.message_chunks(text, extras, usage)]
                                          + [SSE_DONE]))
@@ -407,7 +410,7 @@ class Reply:
         self.prompt_tokens = sum(approx_tokens(m.content) for m in messages) or approx_tokens(question)
 
     def extras(self, answer: Answer) -> dict[str, Any]:
-        info = self.service.answer_dict(answer)
+        info = answer_summary(answer, self.service.settings.answer.support_threshold)
         return {"citations": info.pop("citations"), "paper_rag": info}
 
     def usage(self, text: str) -> dict[str, int]:
@@ -416,7 +419,7 @@ class Reply:
                 "total_tokens": self.prompt_tokens + completion}
 
     def completion(self, answer: Answer) -> dict[str, Any]:
-        return self.message(self.service.answer_text(answer, self.markdown), self.extras(answer))
+        return self.message(answer_message(answer, self.markdown), self.extras(answer))
 
     def message(self, text: str, extras: dict[str, Any]) -> dict[str, Any]:
         """The whole completion: ``text`` as the assistant's message, ``extras`` beside it."""
@@ -461,8 +464,8 @@ class Reply:
                                                   "check the backend and retry")).body()
                 return
             tail = ""
-            checked = self.service.answer_text(answer, self.markdown, sources=False)
-            if answer.answer.strip() != streamed.strip() or answer.unsupported:
+            checked = answer_message(answer, self.markdown, sources=False)
+            if answer.answer.strip() != streamed.strip() or AnswerView.of(answer).flagged:
                 tail += f"\n\n*Checked answer:* {checked}" if self.markdown else f"\n\nChecked answer: {checked}"
             sources = sources_markdown(answer) if self.markdown else ""
             tail += f"\n\n{sources}" if sources else ""
@@ -496,7 +499,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None,
     """Blocks until stopped (Ctrl-C): checks exposure, warms the models, then runs uvicorn."""
     import uvicorn
 
-    from rag.ingest import stats as index_stats
+    from rag.ingest.ingestor import stats as index_stats
 
     host = host or settings.api.host
     port = port or settings.api.port

@@ -38,18 +38,18 @@ from typing import Any
 
 import gradio as gr
 
-from rag.answer import STAGE_SEARCH as FIRST_STAGE
+from rag.answer.answerer import STAGE_SEARCH as FIRST_STAGE
+from rag.answer.request import AskRequest
 from rag.bundled import DEV_SET, bundled_file
-from rag.corpus import Paper, clean_text
 from rag.environment import GRADIO, set_defaults
 from rag.errors import EmptyIndexError, RagError
-from rag.filters import field_count
-from rag.ingest import stats as index_stats
-from rag.ingest_summary import record_lines
+from rag.index.corpus import Paper, clean_text
+from rag.index.loaders import FORMATS
+from rag.ingest.ingest_summary import record_lines
+from rag.ingest.ingestor import stats as index_stats
 from rag.llm import backend_names
-from rag.loaders import FORMATS
-from rag.request import AskRequest
-from rag.retrieval import visible
+from rag.search.filters import field_count
+from rag.search.retrieval import visible
 from rag.settings import Settings
 from rag.table.columns import DEFAULT_COLUMNS
 from rag.table.requests import table_request

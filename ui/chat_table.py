@@ -6,11 +6,16 @@ Both call `rag.table.chat.requested_table`; this module only shows its result:
 - `web_table`: the web chat's message, drawn as the Compare panel draws a table (`ui.compare.table_html`,
   evidence on hover), rows streamed as they finish with the seconds so far, then the overview,
   the notes (how each named paper was found) and the provenance line. Stop ends it after the cell
-  being extracted. The table is not a turn of the conversation: a follow-up question is condensed
-  with the answers before it (Markdown/CSV/BibTeX downloads: the Compare panel);
+  being extracted. A finished table is a turn of the tab's conversation
+  (`rag.chat.Conversation.add_table`): in its Markdown and BibTeX downloads, and what a follow-up
+  ("which of them ...", "the second one") refers to; a stopped one is not (CSV of a table: the
+  Compare panel);
 - `api_table` / `table_reply`: the chat completion whose message content is the table in Markdown
-  (`rag.table.export.to_markdown`, the notes first), streamed as one content chunk, with the
-  table's JSON (``rag table --json``) under ``paper_rag.table``.
+  (`rag.table.export.with_notes`: the notes first), then its rows as the source list an answer
+  gets (``api.markdown_sources``), streamed as one content chunk, with the table's JSON (``rag
+  table --json``) under ``paper_rag.table``. The table is a turn of the replayed conversation
+  (rows numbered after the history's citations); when the client sends it back in a later
+  request's history, `ui.service.PaperService.replay` reads it back as a table turn.
 
 Left out: reading the request and making the table (`rag.table`), the chat's answers (`ui.app`, `ui.api`).
 """
@@ -27,12 +32,13 @@ from typing import Any
 import gradio as gr
 import nh3
 
+from rag.answer.request import AskRequest
+from rag.chat import Turn
 from rag.errors import RagError
-from rag.markup import md_text
-from rag.request import AskRequest
-from rag.table.chat import last_cited, requested_table
+from rag.render.markdown import sources_markdown
+from rag.table.chat import in_conversation, requested_table
 from rag.table.columns import Column
-from rag.table.export import to_markdown
+from rag.table.export import with_notes
 from rag.table.maker import Table, TableMaker
 from rag.table.requests import TableRequest, table_request
 from ui import render
@@ -88,7 +94,7 @@ def web_table(app: Any, session: Session, request: TableRequest, ask: AskRequest
     def work() -> None:
         try:
             events.put(("done", requested_table(
-                maker, request, cited=last_cited(session.conversation), k=ask.k, filters=ask.filters,
+                maker, request, **in_conversation(session.conversation), k=ask.k, filters=ask.filters,
                 backend=ask.backend, on_papers=lambda papers: events.put(("papers", papers)),
                 on_row=lambda row: events.put(("row", row)), on_cell=on_cell)))
         except BaseException as err:  # noqa: BLE001 - handed to the handler, which shows it
@@ -113,6 +119,7 @@ def web_table(app: Any, session: Session, request: TableRequest, ask: AskRequest
             rows.append(value)
         elif kind == "done":
             session.messages[at]["content"] = table_message(columns, rows, table=value)
+            session.conversation.add_table(ask.question, value)
             return
         elif kind == "error":
             if not isinstance(value, RagError):
@@ -133,32 +140,34 @@ def web_table(app: Any, session: Session, request: TableRequest, ask: AskRequest
 # ------------------------------------------------------------------ the API's chat completions
 
 
-def api_table(service: Any, ask: AskRequest) -> Table | None:
-    """The table the request's question asks for (None: a question, answered as usual), made under an
-    answer slot with the model the request names; "them" are the papers the history's last answer
-    cited (`ui.service.PaperService.conversation`)."""
+def api_table(service: Any, ask: AskRequest) -> Turn | None:
+    """The turn of the table the request's question asks for (None: a question, answered as usual),
+    made under an answer slot with the model the request names, in the conversation the history
+    replays (`ui.service.PaperService.conversation`): "them" are the papers its last turn cited,
+    the rows are numbered after its citations."""
     request = table_request(ask.question)
     if request is None:
         return None
     conversation = service.conversation(ask)
     service.slots.take()
     try:
-        return requested_table(TableMaker(conversation.answerer), request, cited=last_cited(conversation), k=ask.k,
-                               backend=ask.backend)
+        table = requested_table(TableMaker(conversation.answerer), request, **in_conversation(conversation), k=ask.k,
+                                backend=ask.backend)
     finally:
         service.slots.give()
+    return conversation.add_table(ask.question, table)
 
 
-def table_markdown(table: Table) -> str:
-    """The notes (how each named paper was found), then the table as ``rag table --md`` writes it."""
-    notes = "".join(f"*Note:* {md_text(note)}\n\n" for note in table.notes)
-    return notes + to_markdown(table)
+def table_reply(turn: Turn, sources: bool = True) -> tuple[str, dict[str, Any]]:
+    """The chat completion's message for a table turn (with ``sources``: its rows as an answer's source
+    list, which `ui.service.PaperService.replay` reads back), and what goes beside it
+    (`ui.api.Reply.message`)."""
+    assert turn.table is not None
+    table = turn.table
+    listed = sources_markdown(turn.answer) if sources else ""
+    text = with_notes(table) + (f"\n{listed}" if listed else "")
+    return text, {"citations": [], "paper_rag": {"table": table.as_dict(), "notes": table.notes,
+                                                 "model": table.model}}
 
 
-def table_reply(table: Table) -> tuple[str, dict[str, Any]]:
-    """The chat completion's message for a table, and what goes beside it (`ui.api.Reply.message`)."""
-    return table_markdown(table), {"citations": [], "paper_rag": {"table": table.as_dict(), "notes": table.notes,
-                                                                  "model": table.model}}
-
-
-__all__ = ["api_table", "table_markdown", "table_message", "table_reply", "web_table"]
+__all__ = ["api_table", "table_message", "table_reply", "web_table"]

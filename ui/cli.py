@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from rag.cli import settings
+from rag.cli_options import settings
 
 
 def serve(

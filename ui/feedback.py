@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rag.render.view import AnswerView
 from ui.state import TurnRecord
 
 REQUIRED_KEYS = ("question", "answer", "rating", "citations", "settings", "time")
@@ -45,7 +46,7 @@ def feedback_record(record: TurnRecord, rating: str, comment: str | None, sessio
                            for c in a.also_retrieved],
         "abstained": a.abstained,
         "incomplete": a.incomplete,
-        "unsupported_sentences": len(a.unsupported),
+        "unsupported_sentences": len(AnswerView.of(a).flagged),
         "backend": a.backend,
         "model": a.model,
         "settings": record.settings.as_dict(),

@@ -36,9 +36,11 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.corpus import Paper
 from rag.errors import RagError, outcome
+from rag.index.corpus import Paper
 from rag.markup import md_code, md_text, md_url
+from rag.render.json import answer_summary
+from rag.render.markdown import answer_message
 from rag.settings import Settings
 from ui.service import ChatMessage, PaperService, error_object
 
@@ -201,7 +203,8 @@ def build_server(settings: Settings, service: PaperService | None = None) -> MCP
         abstract sentences that support the answer (`supported` false: not backed by that abstract)."""
         messages = [ChatMessage(m.role, m.content) for m in history or []] + [ChatMessage("user", question)]
         answer = service.ask(service.request(messages, question_param="question", k=k))
-        return _result(service.answer_dict(answer), service.answer_text(answer, markdown=True))
+        return _result(answer_summary(answer, service.settings.answer.support_threshold),
+                       answer_message(answer, markdown=True))
 
     @server.tool(annotations=READ_ONLY)
     @reported

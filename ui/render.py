@@ -1,4 +1,6 @@
-"""`rag.answer_result.Answer` -> the HTML of one chat message: answer text, banners, source cards.
+"""`rag.answer.answer_result.Answer` -> the HTML of one chat message: answer text, banners, source cards,
+read from its `rag.render.view.AnswerView` (which sentences are flagged, the incomplete answer's
+reason, the cited numbers), as the terminal, Markdown and JSON formats are (`rag.render`).
 
 Everything that comes from a model, a corpus file or a user is escaped with
 ``html.escape`` *before* our own markup is added, and the finished fragment goes
@@ -19,7 +21,7 @@ Example (what a cited answer looks like, shortened)::
       <div class="rag-meta">extractive · sentence selection · retrieval 0.02 s · …</div>
     </div>
 
-Left out: anything about retrieval, prompting or checking (that is `rag.answer`).
+Left out: anything about retrieval, prompting or checking (that is `rag.answer.answerer`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from urllib.parse import urlsplit
 
 import nh3
 
-from rag.answer import STAGE_SEARCH as FIRST_STAGE
-from rag.answer_result import Answer, Citation
-from rag.corpus import Paper
-from rag.retrieval import SCORE_SCALE, PaperHit
-from rag.support import AnswerSentence
+from rag.answer.answer_result import Answer, Citation
+from rag.answer.answerer import STAGE_SEARCH as FIRST_STAGE
+from rag.answer.support import AnswerSentence
+from rag.index.corpus import Paper
+from rag.render.view import UNSUPPORTED, AnswerView, flag_of
+from rag.search.retrieval import SCORE_SCALE, PaperHit
 
 ALLOWED_TAGS = {"div", "span", "p", "br", "a", "details", "summary", "mark", "small", "strong", "em",
                 "ol", "ul", "li", "code"}
@@ -216,47 +219,39 @@ def also_html(citations: list[Citation]) -> str:
         paper_item(f"[{c.number}] ", c.paper, f"score {c.score:.3f}") for c in citations])
 
 
-def sentence_html(s: AnswerSentence, cited: Iterable[int]) -> str:
-    body = _text_html(s.text, cited)
-    if s.supported:
+def sentence_html(s: AnswerSentence, cited: Iterable[int], text: str | None = None) -> str:
+    """A checked sentence (``text``: as the answer writes it, default its own): as written, or
+    underlined with its badge when `rag.render.view.flag_of` flags it."""
+    body = _text_html(s.text if text is None else text, cited)
+    flag = flag_of(s)
+    if flag is None:
         return body
-    if s.citations:
+    if flag == UNSUPPORTED:
         why = f"no sentence of the cited abstracts supports this (best support {s.score:.2f})"
     else:
         why = "this sentence cites no paper"
     return (f'<span class="rag-unsupported" title="{esc(why)}">{body}</span>'
-            f'<span class="rag-badge" title="{esc(why)}">{"unsupported" if s.citations else "uncited"}</span>')
+            f'<span class="rag-badge" title="{esc(why)}">{flag}</span>')
 
 
-def answer_text_html(answer: Answer) -> str:
-    """The answer with unsupported sentences marked, keeping the text between sentences."""
-    cited = [c.number for c in answer.citations]
-    text = answer.answer
-    if answer.abstained or not answer.sentences:
-        return _text_html(text, cited)
-    out, cursor = [], 0
-    for s in answer.sentences:
-        start = text.find(s.text, cursor)
-        if start < 0:  # sentence splitting rewrote the text: fall back to the sentences alone
-            return " ".join(sentence_html(x, cited) for x in answer.sentences)
-        out.append(_text_html(text[cursor:start], cited))
-        out.append(sentence_html(s, cited))
-        cursor = start + len(s.text)
-    out.append(_text_html(text[cursor:], cited))
-    return "".join(out)
+def answer_text_html(view: AnswerView) -> str:
+    """The answer with flagged sentences marked, keeping the text between sentences (`AnswerView.segments`)."""
+    return "".join(_text_html(p.text, view.cited_numbers) if p.sentence is None or p.flag is None
+                   else sentence_html(p.sentence, view.cited_numbers, p.text) for p in view.segments)
 
 
-def banners_html(answer: Answer, notes: Sequence[str] | None = None) -> str:
+def banners_html(view: AnswerView, notes: Sequence[str] | None = None) -> str:
     """Notes (information: which backend answers and why, what a filter left out), then the
     incomplete, abstained and dropped-citation banners. ``notes``: the ones to show (a session
     shows each once: `rag.notices.Notices`); None: all of the answer's."""
+    answer = view.answer
     out = []
     notes = answer.notes if notes is None else notes
     if notes:
         out.append(f'<div class="rag-banner info"><strong>Note:</strong> {"<br>".join(esc(n) for n in notes)}</div>')
-    if answer.incomplete or answer.error:
+    if view.incomplete_reason is not None:
         out.append(f'<div class="rag-banner error"><strong>Incomplete answer:</strong> '
-                   f'{_text_html(answer.error or "generation stopped early")}</div>')
+                   f'{_text_html(view.incomplete_reason)}</div>')
     if answer.abstained:
         out.append(f'<div class="rag-banner warn"><strong>Abstained:</strong> the papers do not answer this'
                    f'{" (" + esc(answer.abstain_reason) + ")" if answer.abstain_reason else ""}.</div>')
@@ -264,9 +259,8 @@ def banners_html(answer: Answer, notes: Sequence[str] | None = None) -> str:
         n = answer.invalid_citations
         out.append(f'<div class="rag-banner info">{n} citation{"s" if n != 1 else ""} to no listed paper '
                    f'removed.</div>')
-    flagged = [s for s in answer.sentences if not s.supported]
-    if flagged and not answer.abstained:
-        out.append(f'<div class="rag-banner warn">{len(flagged)} of {len(answer.sentences)} sentences not '
+    if view.flagged:
+        out.append(f'<div class="rag-banner warn">{len(view.flagged)} of {view.sentence_count} sentences not '
                    f"supported by a cited abstract (dotted underline).</div>")
     return "".join(out)
 
@@ -288,8 +282,9 @@ def render_answer(answer: Answer, notes: Sequence[str] | None = None,
                   similar: dict[str, list[PaperHit]] | None = None) -> str:
     """The final chat message for one answer; ``notes`` as in `banners_html`; ``similar``: paper id ->
     its nearest papers, for the cards."""
-    parts = ['<div class="rag-answer">', banners_html(answer, notes),
-             f'<div class="rag-text">{answer_text_html(answer)}</div>']
+    view = AnswerView.of(answer)
+    parts = ['<div class="rag-answer">', banners_html(view, notes),
+             f'<div class="rag-text">{answer_text_html(view)}</div>']
     if answer.citations:
         parts.append('<div class="rag-cards"><div class="rag-cards-title">Cited papers</div>')
         parts += [card_html(c, (similar or {}).get(c.paper.id, ())) for c in answer.citations]

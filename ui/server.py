@@ -38,13 +38,13 @@ def bundled_corpus() -> Path | None:
 
 
 def _ingest(settings: Settings, paths: list[Path]) -> Any:
-    from rag.ingest import Ingestor
+    from rag.ingest.ingestor import Ingestor
 
     return Ingestor(settings).run(paths)
 
 
 def ingest_apart(settings: Settings, corpus: Path) -> Any:
-    """Ingest ``corpus`` in a child process and return its `rag.ingest_summary.IngestSummary` (its errors
+    """Ingest ``corpus`` in a child process and return its `rag.ingest.ingest_summary.IngestSummary` (its errors
     are raised here). An ingest loads torch and the embedding model (~500 MB) for its batches; a
     server embeds queries and answer checks through ONNX Runtime, and would otherwise hold them
     for its lifetime (the first `rag serve` of a fresh install: README, Performance)."""
@@ -58,9 +58,9 @@ def ingest_apart(settings: Settings, corpus: Path) -> Any:
 def prepare(settings: Settings, echo: Callable[[str], None] = print, embedder: Any | None = None) -> Any:
     """Ingest if empty (in a child process, `ingest_apart`, unless given an ``embedder`` to reuse),
     warm the models; returns the `WebApp` ready to launch."""
-    from rag.ingest import Ingestor
-    from rag.ingest import stats as index_stats
-    from rag.ingest_summary import summary_lines
+    from rag.ingest.ingest_summary import summary_lines
+    from rag.ingest.ingestor import Ingestor
+    from rag.ingest.ingestor import stats as index_stats
     from ui.app import WebApp
 
     app = WebApp(settings, embedder=embedder)

@@ -2,15 +2,16 @@
 `PaperService` over the library, returning plain dicts so both interfaces show the same fields.
 
 - papers: lookup by id, exact title, arXiv id or DOI (`rag.library.resolve_paper`), BibTeX
-  (`rag.bibtex.paper_bibtex`);
+  (`rag.index.bibtex.paper_bibtex`);
 - search: `Retriever.search` -> the items of ``rag search --json``;
-- answers: a request's messages and options become a `rag.request.AskRequest` (`PaperService.request`:
+- answers: a request's messages and options become a `rag.answer.request.AskRequest` (`PaperService.request`:
   the one request every interface builds, checked against the settings), its history a
   `rag.chat.Conversation` whose earlier turns are *replayed* without calling any model (question
   and answer text as written by the client), so the follow-up is condensed, the history bounded
   and the citation numbers kept exactly as in ``rag chat``. A client sends back no citations,
-  only text: the Markdown source list this module appends to answers (``- [n] [Title](url) ·
-  `paper-id```) is read back to restore the earlier turn's cited papers and their numbers;
+  only text: the Markdown source list the interfaces append to answers (``- [n] [Title](url) ·
+  `paper-id```, `rag.render.markdown.sources_markdown`) is read back to restore the earlier turn's
+  cited papers and their numbers;
   without it, the rule condensation falls back to the earlier question's key terms;
 - model names: ``paper-rag`` = the configured backend and model; a backend name (``extractive``,
   ``ollama`` ...); a bundled model name; ``BACKEND/MODEL``; any other name is a model the
@@ -24,35 +25,33 @@
 - tables: `rag.table.maker.TableMaker.make` with the default answerer's backend and checks, the
   object ``rag table --json`` prints; it holds an answer slot while its cells are extracted.
 
-Left out: HTTP and MCP framing, authentication (the interfaces), removing papers (the CLI and the
+Left out: HTTP and MCP framing, authentication (the interfaces), how an answer is shown
+(`rag.render.markdown` for its text, `rag.render.json` for its object), removing papers (the CLI and the
 web chat's corpus panel only: an API client cannot change the library).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rag import models
-from rag.answer import MAX_QUESTION_CHARS, Answerer
-from rag.answer_result import Answer, Citation, Event, marked_answer
-from rag.chat import Conversation, Turn, paper_bibtex
-from rag.corpus import Paper, clean_text
+from rag.answer.answer_result import Answer, Citation, Event
+from rag.answer.answerer import MAX_QUESTION_CHARS, Answerer
+from rag.answer.request import AskRequest, check_k, parse_filters
+from rag.chat import Conversation, Turn, paper_bibtex, table_turn
 from rag.errors import BusyError, InputError, PaperNotFoundError, RagError, TooLargeError, UnknownModelError, outcome
+from rag.index.corpus import Paper, clean_text
 from rag.llm import Message, backend_names
-from rag.markup import md_code, md_prose, md_text, md_url
-from rag.request import AskRequest, check_k, parse_filters
+from rag.render.markdown import split_sources
 from rag.settings import Settings
+from rag.table.export import column_labels
 from rag.table.maker import Table
 from ui.shared import UNKNOWN_MODEL_FIX, AnswererPool
 
 DEFAULT_MODEL = "paper-rag"
 ROLES = ("system", "developer", "user", "assistant")
-SOURCES_HEADING = "**Sources**"
-NEAREST_HEADING = "**Nearest papers** (none cited)"
-_SOURCE_LINE = re.compile(r"^- \[(\d+)\] .*`([^`\n]+)`\s*$", re.M)
 
 
 class AnswerStream:
@@ -151,45 +150,6 @@ def error_object(err: RagError) -> dict[str, Any]:
     row = outcome(err)
     message = f"{err} (fix: {err.fix})" if err.fix else str(err)
     return {"message": message, "type": row.type, "param": err.param, "code": row.code}
-
-
-def citation_item(citation: Citation, threshold: float) -> dict[str, Any]:
-    """One cited paper as ``rag ask --json`` has it, plus ``url`` (its first link) and ``supported``
-    (every answer sentence citing it is supported by its abstract)."""
-    item = citation.as_dict()
-    item["url"] = citation.paper.links[0] if citation.paper.links else None
-    item["supported"] = bool(citation.evidence) and all(e.score >= threshold for e in citation.evidence)
-    return item
-
-
-def sources_markdown(answer: Answer) -> str:
-    """The cited papers as a Markdown list (read back by `replay`), or the nearest ones on abstention."""
-    def line(c: Citation, numbered: bool) -> str:
-        url = md_url(c.paper.links[0]) if c.paper.links else None
-        title = f"[{md_text(c.paper.title)}]({url})" if url else md_text(c.paper.title)
-        year = f" ({c.paper.year})" if c.paper.year else ""
-        return f"- {f'[{c.number}] ' if numbered else ''}{title}{year} · {md_code(c.paper.id)}"
-
-    if answer.citations:
-        return "\n".join([SOURCES_HEADING, "", *(line(c, True) for c in answer.citations)])
-    if answer.abstained and answer.also_retrieved:
-        return "\n".join([NEAREST_HEADING, "", *(line(c, False) for c in answer.also_retrieved[:3])])
-    return ""
-
-
-def split_sources(text: str) -> tuple[str, list[tuple[int, str]]]:
-    """(answer text without an appended source list, its (number, paper id) pairs).
-
-    >>> split_sources("A [1].\\n\\n**Sources**\\n\\n- [1] [T](https://x) (2024) · `arxiv:2401.1`")
-    ('A [1].', [(1, 'arxiv:2401.1')])
-    """
-    for heading in (SOURCES_HEADING, NEAREST_HEADING):
-        at = text.rfind("\n\n" + heading)
-        if at >= 0:
-            tail = text[at:]
-            pairs = [(int(n), pid) for n, pid in _SOURCE_LINE.findall(tail)] if heading == SOURCES_HEADING else []
-            return text[:at].rstrip(), pairs
-    return text.rstrip(), []
 
 
 # ------------------------------------------------------------------ the service
@@ -337,7 +297,10 @@ class PaperService:
         """A `Conversation` holding the earlier (user, assistant) pairs as turns, without any model call.
 
         System messages are ignored (paper-rag's own prompt governs answers); a user message with no
-        reply after it is dropped. Cited papers and their numbers come back from the source lists."""
+        reply after it is dropped. Cited papers and their numbers come back from the source lists. A
+        reply holding a table as the chat completions write one (`rag.table.export.column_labels`
+        finds its header) is a table turn, its rows the papers of its source list
+        (`rag.chat.table_turn`): "them" and a follow-up's subject after it work as in ``rag chat``."""
         conversation = Conversation(answerer)
         papers = answerer.retriever.index().papers
         question: str | None = None
@@ -347,9 +310,10 @@ class PaperService:
             elif m.role == "assistant" and question is not None:
                 text, pairs = split_sources(m.content)
                 cited = [Citation(n, papers[pid], True, 0.0) for n, pid in pairs if pid in papers]
-                answer = Answer(question=question, query=question, answer=text, citations=cited)
-                conversation.turns.append(Turn(question, question, "none", answer))
-                conversation.numbers.update({c.paper.id: c.number for c in cited})
+                labels = column_labels(text)
+                conversation.add(table_turn(question, labels, cited) if labels is not None else
+                                 Turn(question, question, "none",
+                                      Answer(question=question, query=question, answer=text, citations=cited)))
                 question = None
         return conversation
 
@@ -375,29 +339,5 @@ class PaperService:
         assert answer is not None
         return answer
 
-    def answer_dict(self, answer: Answer) -> dict[str, Any]:
-        """What every interface reports besides the text: citations (with ``url`` and ``supported``)
-        and the answer's provenance."""
-        threshold = self.settings.answer.support_threshold
-        return {
-            "answer": answer.answer, "citations": [citation_item(c, threshold) for c in answer.citations],
-            "also_retrieved": [{"number": c.number, "paper_id": c.paper.id, "title": c.paper.title,
-                                "url": c.paper.links[0] if c.paper.links else None} for c in answer.also_retrieved],
-            "abstained": answer.abstained, "abstain_reason": answer.abstain_reason, "incomplete": answer.incomplete,
-            "error": answer.error, "backend": answer.backend, "model": answer.model, "notes": answer.notes,
-            "query": answer.query,
-            "unsupported_sentences": [s.text for s in answer.unsupported if s.claim],
-        }
 
-    @staticmethod
-    def answer_text(answer: Answer, markdown: bool, sources: bool = True) -> str:
-        """The checked answer with flagged sentences marked (``markdown``: `` ⚠ *unsupported*``, else
-        ``[unsupported]``), then, with ``markdown`` and ``sources``, the source list. Chat clients
-        render it as Markdown either way, so raw HTML and images in it are disarmed (`rag.markup.md_prose`)."""
-        text = md_prose(marked_answer(answer, "markdown" if markdown else "plain"))  # no HTML, no images
-        listed = sources_markdown(answer) if markdown and sources else ""
-        return f"{text}\n\n{listed}" if listed else text
-
-
-__all__ = ["AnswerStream", "ChatMessage", "PaperService", "Slots", "error_object", "sources_markdown",
-           "split_sources"]
+__all__ = ["AnswerStream", "ChatMessage", "PaperService", "Slots", "error_object"]

@@ -3,10 +3,10 @@
 Gradio and the API run handlers on a thread pool, so several answers can be in flight at
 once. Each shared class guards itself, so nothing here reaches into another object:
 
-- `rag.embeddings.Embedder.encode` runs one call at a time per embedder (the model and its
+- `rag.index.embeddings.Embedder.encode` runs one call at a time per embedder (the model and its
   tokenizer are not safe to call from two threads at once);
-- `rag.support.SupportChecker` (an `Answerer`'s `.support`) keeps its sentence-vector cache under its own lock;
-- `rag.retrieval.Retriever.index` / ``refresh`` reload the lexical index and Chroma client under
+- `rag.answer.support.SupportChecker` (an `Answerer`'s `.support`) keeps its sentence-vector cache under its own lock;
+- `rag.search.retrieval.Retriever.index` / ``refresh`` reload the lexical index and Chroma client under
   its lock, once, when another process ingests;
 - `rag.llm.LlamaCppBackend.stream` generates under a per-model lock (one KV cache).
 
@@ -25,12 +25,12 @@ from collections import OrderedDict
 from typing import Any
 
 from rag import models
-from rag.answer import Answerer
-from rag.embeddings import Embedder
+from rag.answer.answerer import Answerer
+from rag.answer.request import with_settings
 from rag.errors import UnknownModelError
+from rag.index.embeddings import Embedder
 from rag.llm import served_models
-from rag.request import with_settings
-from rag.retrieval import Retriever
+from rag.search.retrieval import Retriever
 from rag.settings import Settings
 
 UNKNOWN_MODEL = "that model is not served here"
@@ -65,7 +65,7 @@ class AnswererPool:
 
     def get(self, model: str | None = None, backend: str | None = None) -> Answerer:
         """The answerer for ``model`` on ``backend`` (None: the configured ones), configured with both,
-        so that it resolves its backend once and keeps it (`rag.answer.Answerer.backend_for`)."""
+        so that it resolves its backend once and keeps it (`rag.answer.answerer.Answerer.backend_for`)."""
         key = (model or None, backend if backend and backend != self.settings.llm.backend else None)
         with self._lock:
             answerer = self._answerers.pop(key, None)

@@ -5,7 +5,7 @@ A `Session` lives in a ``gr.State`` (created on the first event of a browser tab
 by Gradio when the tab goes away); nothing here is module-global, so two users never
 see each other's history or settings. `ChatSettings` clamps what the settings panel sends
 (typed, within the limits of the `Settings`: ``retrieval.max_k`` for the Papers slider) and
-turns it, with a question, into the `rag.request.AskRequest` every interface builds.
+turns it, with a question, into the `rag.answer.request.AskRequest` every interface builds.
 
 Left out: rendering (`ui.render`) and the event handlers (`ui.app`).
 """
@@ -19,12 +19,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rag.answer import Answerer
-from rag.answer_result import Answer
+from rag.answer.answer_result import Answer
+from rag.answer.answerer import Answerer
+from rag.answer.request import AskRequest
 from rag.chat import Conversation, Turn
 from rag.llm import backend_names
 from rag.notices import Notices
-from rag.request import AskRequest
 from rag.settings import Settings
 
 _MODEL_NAME = re.compile(r"^[\w.:/@+-]{1,200}$")

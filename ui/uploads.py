@@ -2,10 +2,10 @@
 
 File names from the browser are not trusted: each file is copied into a fresh private
 temp folder under a name of our making (``upload-<n>-<safe stem><suffix>``), keeping the
-suffix only if it is a corpus format (`rag.loaders.FORMATS`); anything else is refused
+suffix only if it is a corpus format (`rag.index.loaders.FORMATS`); anything else is refused
 before it is read. Files larger than ``settings.ui.max_upload_mb`` are refused. The
-copies are parsed with the `rag.loaders` loaders, reported under the user's own (cleaned)
-file name, ingested by `rag.ingest.Ingestor`, and deleted; nothing uploaded is ever served
+copies are parsed with the `rag.index.loaders` loaders, reported under the user's own (cleaned)
+file name, ingested by `rag.ingest.ingestor.Ingestor`, and deleted; nothing uploaded is ever served
 back (the app never adds upload folders to ``allowed_paths``).
 
 Example: ``../../evil.jsonl`` is staged as ``/tmp/paper-rag-upload-x1y2/upload-1-evil.jsonl``
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from rag.embeddings import Embedder
 from rag.errors import RagError, RecordError
-from rag.ingest import Ingestor
-from rag.ingest_summary import IngestSummary, summary_lines
-from rag.loaders import FORMATS, LoadReport, load_file
+from rag.index.embeddings import Embedder
+from rag.index.loaders import FORMATS, LoadReport, load_file
+from rag.ingest.ingest_summary import IngestSummary, summary_lines
+from rag.ingest.ingestor import Ingestor
 from rag.settings import Settings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -4,7 +4,7 @@ On a CPU an answer's time is arithmetic: the prompt's tokens over the prompt-eva
 the answer's tokens over the decode rate. This step measures both rates raw, on the bundled model's
 own ``llama_cpp.Llama`` (like llama-bench's pp and tg tests: a fresh prompt of ``PP_TOKENS``
 evaluated at once, then ``TG_TOKENS`` decoded one at a time), then answers questions with the real
-pipeline in a warm process (`rag.answer.Answerer`: retrieval, verdict, streaming, the support and
+pipeline in a warm process (`rag.answer.answerer.Answerer`: retrieval, verdict, streaming, the support and
 entailment checks), today's settings and the settings before evidence sentences and entailment
 (`BEFORE`), interleaved question by question so that load drift hits both alike. For each answer:
 
@@ -104,8 +104,8 @@ def _answer_row(answer: Any) -> dict[str, float]:
 def bench_answer(home: Path, n_questions: int = 20, log: Log | None = None,
                  settings: Callable[[Path], Settings] | None = None) -> dict[str, Any]:
     """``rag bench``'s answer step (see the module docstring)."""
-    from rag.answer import Answerer
-    from rag.embeddings import Embedder
+    from rag.answer.answerer import Answerer
+    from rag.index.embeddings import Embedder
 
     log = log or (lambda _m: None)
     base = settings(home) if settings else Settings(home=home)

@@ -3,7 +3,7 @@
 A real ``rag api`` process over a data home, extractive backend (no LLM: what is measured is the
 API's own cost, not a model's), driven with ``httpx`` the way an OpenAI client drives it:
 
-1. non-streamed ``/v1/chat/completions`` against `rag.answer.Answerer.ask` in this process, on
+1. non-streamed ``/v1/chat/completions`` against `rag.answer.answerer.Answerer.ask` in this process, on
    the same questions, both warmed on every question first (the first answer over a paper embeds
    its abstract's sentences: ~0.4-1 s here, then cached), then interleaved (API, in-process,
    in-process, API, ...) so load drift hits both arms; the answers are checked to be the same
@@ -132,7 +132,7 @@ def concurrent_streams(url: str, questions: Sequence[str], clients: int) -> dict
 def measure(home: Path, questions: Sequence[str], embedder: Any, rounds: int = 3, clients: int = 20,
             bound: int | None = None, log: Log = print) -> dict[str, Any]:
     """Every figure of the module docstring, raw (lists of seconds)."""
-    from rag.answer import Answerer
+    from rag.answer.answerer import Answerer
     from rag.settings import Settings
 
     settings = Settings(home=home, llm={"backend": "extractive"})

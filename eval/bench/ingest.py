@@ -1,6 +1,6 @@
 """``rag bench`` steps 1 and 2: first ingest against a bare encode, and re-ingest of an unchanged corpus.
 
-`bench_first_ingest`: `rag.ingest.Ingestor` on a fresh data home vs a bare
+`bench_first_ingest`: `rag.ingest.ingestor.Ingestor` on a fresh data home vs a bare
 ``SentenceTransformer.encode`` of the same chunk texts (same batch size, normalised); model
 loaded in both arms, arms interleaved, medians. Target ratio <= 1.2. `bench_reingest`: re-ingest
 of the unchanged corpus as a fraction of the first. Target <= 5%. Left out: large corpora
@@ -20,8 +20,8 @@ from rag.settings import Settings
 
 
 def chunk_texts(embedder: Any, settings: Settings, corpus: Sequence[Path]) -> tuple[int, list[str]]:
-    from rag.chunking import Chunker
-    from rag.loaders import load_paths
+    from rag.index.chunking import Chunker
+    from rag.index.loaders import load_paths
 
     papers = list(load_paths(corpus).papers.values())
     cfg = settings.chunking
@@ -32,8 +32,8 @@ def chunk_texts(embedder: Any, settings: Settings, corpus: Sequence[Path]) -> tu
 def bench_first_ingest(embedder: Any, base: Settings, corpus: Sequence[Path], work: Path, rounds: int = 3,
                        log: Log = print) -> dict[str, Any]:
     """Ingest into a fresh data home vs bare ``model.encode`` of the same chunk texts, interleaved."""
-    from rag.ingest import Ingestor
-    from rag.loaders import LoadReport, load_paths
+    from rag.index.loaders import LoadReport, load_paths
+    from rag.ingest.ingestor import Ingestor
 
     n_papers, texts = chunk_texts(embedder, base, corpus)
     size = base.embedding.batch_size
@@ -75,7 +75,7 @@ def bench_first_ingest(embedder: Any, base: Settings, corpus: Sequence[Path], wo
 def bench_reingest(embedder: Any, base: Settings, corpus: Sequence[Path], homes: Sequence[str],
                    first_ingest_s: float, log: Log = print) -> dict[str, Any]:
     """Ingest of the unchanged corpus into each already-built home, as a fraction of the first ingest."""
-    from rag.ingest import Ingestor
+    from rag.ingest.ingestor import Ingestor
 
     times: list[float] = []
     embedded: list[int] = []

@@ -141,7 +141,7 @@ def techniques(model: str, prompt: str, runs: int = 3, *, max_tokens: int = 64,
     tokens from the prompt (answers copy spans of their sources). Greedy, so arms generate the
     same text. Returns TTFT (s) and decode tok/s per arm and the ratios to ``cold``.
     """
-    from rag import prompts
+    from rag.answer import prompts
 
     arms: dict[str, list[tuple[float, float]]] = {"cold": [], "prefix": [], "lookup": []}
     plain = LlamaCppBackend(LLMSettings(model=model))

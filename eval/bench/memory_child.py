@@ -4,7 +4,7 @@
 package, which loads every bench step, is not counted in the first stage) does what ``rag ask
 QUESTION`` does, in the same order, and records after each stage its wall time and memory
 (`process_memory`: RSS, PSS, anonymous and file-backed, the high-water mark): ``imports`` (the
-CLI and the answer pipeline's modules), ``index_open`` (the `rag.answer.Answerer`, its store and
+CLI and the answer pipeline's modules), ``index_open`` (the `rag.answer.answerer.Answerer`, its store and
 lexical index), ``embedder`` (the query embedder: the ONNX session, or torch without an export),
 ``model_assemble`` (the bundled GGUF assembled from its packages: ~0 s once cached),
 ``model_load`` (the backend chosen and loaded: llama.cpp's weights, KV cache and buffers) and
@@ -62,7 +62,7 @@ def ask_stages(spec: dict[str, Any]) -> dict[str, Any]:
 
     import rag.cli  # noqa: F401 - what `rag` imports before a command runs
     from rag import models
-    from rag.answer import Answerer
+    from rag.answer.answerer import Answerer
     from rag.llm import generates
     from rag.settings import Settings
 

@@ -19,7 +19,7 @@ from rag.settings import Settings
 def bench_retrieval(embedder: Any, base: Settings, home: Path, queries: Sequence[str], passes: int = 3,
                     chroma_url: str | None = None, log: Log = print) -> dict[str, Any]:
     """Warm hybrid search vs bare query encode + one ``collection.query``, interleaved per query."""
-    from rag.retrieval import Retriever
+    from rag.search.retrieval import Retriever
 
     settings = bench_settings(base, home, chroma_url)
     retriever = Retriever(settings, embedder=embedder)

@@ -100,7 +100,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
     """
     from rich.console import Console
 
-    from rag.embeddings import Embedder
+    from rag.index.embeddings import Embedder
 
     console = console or Console(stderr=True)
     started = time.strftime("%Y%m%d-%H%M%S")
@@ -159,7 +159,7 @@ def run_bench(out: str | Path | None = None, scale: Sequence[int] = (10_000, 30_
         homes = first.get("homes", [])
         needs_index = {"retrieval", "cold_start", "api", "answer", "web", "table", "memory"}
         if not homes and needs_index - skipped:
-            from rag.ingest import Ingestor
+            from rag.ingest.ingestor import Ingestor
 
             Ingestor(bench_settings(base, work / "ingest-0"), embedder=embedder).run(corpus_paths)
             homes = [str(work / "ingest-0")]

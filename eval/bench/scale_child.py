@@ -3,7 +3,7 @@
 ``python -m eval.bench.scale_child ingest SPEC`` ingests the spec's corpus into its data home
 (the real model, or with ``store_only`` a `rag.testing.HashEmbedder`: pseudo-vectors seeded
 from each chunk's hash, no model loaded) and writes its figures, peak RSS (VmHWM) included.
-``python -m eval.bench.scale_child reader SPEC`` is a fresh `rag.retrieval.Retriever` over that
+``python -m eval.bench.scale_child reader SPEC`` is a fresh `rag.search.retrieval.Retriever` over that
 home with the real query embedder, as ``rag search`` and ``rag serve`` are: its resident memory
 after the query model, after opening the index (lexical index, catalogue, Chroma client), and
 after its first query (Chroma loads the HNSW segment then), then warm latencies. A store-only
@@ -48,8 +48,8 @@ def _settings(spec: dict[str, Any]) -> Settings:
 
 def ingest_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Load the embedder (or the hash stand-in), ingest the corpus; figures as a dict."""
-    from rag.embeddings import Embedder
-    from rag.ingest import Ingestor
+    from rag.index.embeddings import Embedder
+    from rag.ingest.ingestor import Ingestor
     from rag.testing import HashEmbedder
 
     settings = _settings(spec)
@@ -81,7 +81,7 @@ def ingest_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 def reader_child(spec: dict[str, Any]) -> dict[str, Any]:
     """A fresh reader: RSS by stage up to its first query, then warm retrieval latencies."""
-    from rag.retrieval import Retriever
+    from rag.search.retrieval import Retriever
 
     settings = _settings(spec)
     queries = spec["queries"]

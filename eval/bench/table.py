@@ -34,7 +34,7 @@ def bench_table(home: Path, log: Log | None = None, settings: Callable[[Path], S
     ``gold`` the gold table whose first ``rows`` papers are the rows."""
     import json
 
-    from rag.answer import Answerer
+    from rag.answer.answerer import Answerer
     from rag.table.cache import CellCache
     from rag.table.columns import parse_columns
     from rag.table.maker import TableMaker

@@ -106,7 +106,7 @@ class _OrtModel:
     (batches of the embedder's ``batch_size``, the only size the sweep runs other backends at)."""
 
     def __init__(self, embedder: Any, path: Path) -> None:
-        from rag.onnx_encoder import OnnxEncoder
+        from rag.index.onnx_encoder import OnnxEncoder
 
         self.embedder, self.encoder = embedder, OnnxEncoder(path)
 
@@ -115,7 +115,7 @@ class _OrtModel:
 
 
 def _ort_models(embedder: Any, texts: Sequence[str], work: Path, notes: dict[str, str]) -> dict[str, Any]:
-    """ONNX Runtime on our export (rag.onnx_encoder), fp32 and int8 (dynamic quantisation):
+    """ONNX Runtime on our export (rag.index.onnx_encoder), fp32 and int8 (dynamic quantisation):
     what sentence-transformers' own ONNX backend would run, without its optimum pin."""
     path = embedder._onnx_path
     if path is None:

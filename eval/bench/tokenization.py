@@ -34,7 +34,7 @@ def bench_tokenization(embedder: Any, n_texts: int = 20_000, rounds: int = 2, wo
 
     import torch
 
-    from rag.embeddings import Embedder
+    from rag.index.embeddings import Embedder
 
     abstracts = [json.loads(line)["abstract"] for line in corpus.read_text(encoding="utf-8").splitlines()
                  if line.strip()]

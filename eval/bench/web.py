@@ -8,7 +8,7 @@ in-process arm has them), in a real browser (Debian's chromium through Playwrigh
 browser tests drive it). The page itself times each question with ``performance.now()``: from
 the click on Ask to the first stage line in the chat, and to the first answer text (streamed
 words, or the finished answer when nothing streamed: an abstention, a list from the search). In
-the same run and on the same questions an in-process `rag.answer.Answerer` (the path ``rag ask``
+the same run and on the same questions an in-process `rag.answer.answerer.Answerer` (the path ``rag ask``
 takes in a warm process) gives the first token to compare with; the two arms take turns, so the
 served model never computes while the other does, and both are warmed by one question first.
 
@@ -100,7 +100,7 @@ def ask_in_page(page: Any, question: str, timeout_s: float = 600) -> dict[str, f
 def bench_web(home: Path, n_questions: int = 8, log: Log | None = None,
               settings: Callable[[Path], Settings] | None = None) -> dict[str, Any]:
     """``rag bench``'s web step (see the module docstring)."""
-    from rag.answer import Answerer
+    from rag.answer.answerer import Answerer
 
     log = log or (lambda _m: None)
     base = settings(home) if settings else Settings(home=home)

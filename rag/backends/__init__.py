@@ -8,5 +8,5 @@
   entry-point group) included, `make_backend` and `select_backend` (``auto``).
 
 Importing this package imports none of ``ollama``, ``openai``, ``httpx`` or ``llama_cpp``; each
-backend imports its client on use. Left out: prompts and citations (`rag.answer`).
+backend imports its client on use. Left out: prompts and citations (`rag.answer.answerer`).
 """

@@ -1,12 +1,12 @@
 """The ``extractive`` backend: no model. It writes nothing (``generates = False``); the answer
-step quotes the abstract sentences nearest the question instead (`rag.answer`), so it is what
+step quotes the abstract sentences nearest the question instead (`rag.answer.answerer`), so it is what
 ``auto`` falls back to when no model is available, and what ``RAG_LLM__BACKEND=extractive`` asks for.
 
 It is a backend like the others so that every caller holds one (its ``name``, ``model`` and
 ``describe()`` label the answer) instead of checking for ``None``; `rag.backends.base.generates`
 tells it apart.
 
-Left out: choosing the sentences (`rag.answer`); it has no settings block.
+Left out: choosing the sentences (`rag.answer.answerer`); it has no settings block.
 """
 
 from __future__ import annotations

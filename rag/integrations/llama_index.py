@@ -1,12 +1,12 @@
 """paper-rag inside llama-index pipelines (llama-index-core 0.14): a retriever and a query engine.
 
-- `PaperRetriever` (a ``BaseRetriever``): `rag.retrieval.Retriever.search` - hybrid dense + BM25,
+- `PaperRetriever` (a ``BaseRetriever``): `rag.search.retrieval.Retriever.search` - hybrid dense + BM25,
   grouped by paper - as one ``NodeWithScore`` per paper, best first. The node's id is the paper
   id, its text the abstract, its score the fused score; its metadata holds ``paper_id``,
   ``title``, ``year``, ``authors``, ``url``, the best chunk (``chunk_id``, ``chunk``) and the
   scores (``score``, ``dense``, ``lexical``, ``dense_rank``, ``lexical_rank``). Only the title,
   year and authors (when known) reach an LLM or an embedder (``excluded_*_metadata_keys``);
-- `PaperQueryEngine` (a ``BaseQueryEngine``): `rag.answer.Answerer` - abstention, per-paper
+- `PaperQueryEngine` (a ``BaseQueryEngine``): `rag.answer.answerer.Answerer` - abstention, per-paper
   ``[n]`` citations checked against the abstracts - as a ``Response`` whose text is the cited
   answer, whose ``source_nodes`` are the *cited* papers in citation order (metadata ``number``,
   ``supported``, ``evidence``), and whose ``metadata`` is the ``rag ask --json`` object.
@@ -34,11 +34,12 @@ from llama_index.core.base.response.schema import Response
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from rag.answer import Answerer
-from rag.answer_result import Answer, Citation
-from rag.corpus import Paper
-from rag.filters import Filters
-from rag.retrieval import PaperHit, Retriever
+from rag.answer.answer_result import Answer, Citation
+from rag.answer.answerer import Answerer
+from rag.index.corpus import Paper
+from rag.render.view import citation_supported
+from rag.search.filters import Filters
+from rag.search.retrieval import PaperHit, Retriever
 from rag.settings import Settings
 
 LLM_KEYS = ("title", "year", "authors")  # the metadata an LLM or embedder sees with the abstract
@@ -64,14 +65,14 @@ def hit_node(hit: PaperHit) -> NodeWithScore:
 def citation_node(citation: Citation, threshold: float) -> NodeWithScore:
     evidence = [e.as_dict() for e in citation.evidence]
     meta = {"number": citation.number, "score": citation.score, "evidence": evidence,
-            "supported": bool(evidence) and all(e.score >= threshold for e in citation.evidence)}
+            "supported": citation_supported(citation, threshold)}
     return NodeWithScore(node=paper_node(citation.paper, meta), score=citation.score)
 
 
 class PaperRetriever(BaseRetriever):
     """paper-rag's hybrid, per-paper retrieval as a llama-index retriever.
 
-    ``retriever``: an existing `rag.retrieval.Retriever` (shares its models and index); else one
+    ``retriever``: an existing `rag.search.retrieval.Retriever` (shares its models and index); else one
     is made from ``settings`` (default: ``Settings()``, the ``RAG_*`` environment). ``k`` papers
     (default ``RAG_RETRIEVAL__K``), ``filters`` as in ``rag search``."""
 
@@ -92,7 +93,7 @@ class PaperRetriever(BaseRetriever):
 class PaperQueryEngine(BaseQueryEngine):
     """paper-rag's cited answers as a llama-index query engine.
 
-    ``answerer``: an existing `rag.answer.Answerer`; else one from ``settings``. ``backend``
+    ``answerer``: an existing `rag.answer.answerer.Answerer`; else one from ``settings``. ``backend``
     overrides the configured answer backend (``extractive`` needs no LLM); ``k`` papers go into
     the prompt; ``filters`` as in ``rag ask``."""
 
@@ -104,7 +105,7 @@ class PaperQueryEngine(BaseQueryEngine):
         super().__init__(callback_manager=callback_manager)
 
     def _get_prompt_modules(self) -> dict[str, Any]:
-        return {}  # the prompts are paper-rag's (rag.prompts), not llama-index prompt templates
+        return {}  # the prompts are paper-rag's (rag.answer.prompts), not llama-index prompt templates
 
     def response(self, answer: Answer) -> Response:
         threshold = self.answerer.settings.answer.support_threshold

@@ -6,7 +6,8 @@
 - `rag.table.maker`: the rows, the table and its JSON;
 - `rag.table.overview`: the sentences above the table;
 - `rag.table.export`: Markdown, CSV and rich; `rag.table.terminal`: ``rag table``'s progress and printing;
-- `rag.table.requests`: a chat message that asks for a table; `rag.table.chat`: the table it asks for.
+- `rag.table.requests`: a chat message that asks for a table; `rag.table.chat`: the table it asks for
+  (then a turn of the conversation: `rag.chat.Conversation.add_table`).
 
 The names below are imported on first use, so ``rag --help`` (which imports the command) stays
 instant. Left out: the other interfaces (``POST /v1/table``, the ``compare_papers`` MCP tool), each a

@@ -24,7 +24,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from rag.corpus import Paper
+from rag.index.corpus import Paper
 
 FILE_NAME = "table-cells.sqlite"
 

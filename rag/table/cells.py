@@ -3,9 +3,9 @@
 The model reads the paper's abstract alone and replies with JSON, ``{"value": "..."}`` or
 ``{"value": null}`` (`VALUE_SCHEMA`: a grammar on llama.cpp, ``format`` on Ollama, the prompt
 elsewhere). The value is then checked as an answer sentence citing that paper is
-(`rag.support.SupportChecker.check`: the words it adds to the question found in an abstract
+(`rag.answer.support.SupportChecker.check`: the words it adds to the question found in an abstract
 sentence, a number the abstract lacks or a name it does not hold rejects it), and one sentence
-must state every number and name it gives (`rag.claims.specifics`): that sentence is its
+must state every number and name it gives (`rag.answer.claims.specifics`): that sentence is its
 evidence. A value that fails is never shown: the cell is empty, ``supported`` false, with the
 reason (the rejected value stays on the object as ``withheld``, out of the JSON).
 
@@ -30,12 +30,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rag import prompts
-from rag.claims import anchors, answer_sentences, holds, numbers_in, says_no_answer, specifics
-from rag.corpus import Paper, extract_urls
-from rag.evidence import evidence_text, sentences_of
+from rag.answer import prompts
+from rag.answer.claims import anchors, answer_sentences, holds, numbers_in, says_no_answer, specifics
+from rag.answer.evidence import evidence_text, sentences_of
+from rag.answer.support import SupportChecker
+from rag.index.corpus import Paper, extract_urls
 from rag.llm import Backend, Message
-from rag.support import SupportChecker
 from rag.table.columns import Column
 
 VALUE_SCHEMA: dict[str, Any] = {
@@ -44,7 +44,7 @@ VALUE_SCHEMA: dict[str, Any] = {
 }
 VALUE_TOKENS = 48  # a value is a short phrase: "at most 12 words", with room for names and numbers
 # what a cached cell's verdict depends on besides the prompt: change it when `check_value` changes
-CHECK_RULES = "check v2: rag.support's check; one sentence states every number and name, the title's aside"
+CHECK_RULES = "check v2: rag.answer.support's check; one sentence states every number and name, the title's aside"
 EXTRACTIVE_MATCH = 0.3  # without a model: the best sentence is the value when it scores this against the question
 _SILENT = re.compile(r"^(?:null|none|n/?a|unknown|not (?:stated|mentioned|specified|given|reported)\b.*|-+)$", re.I)
 _CUT_VALUE = re.compile(r'"value"\s*:\s*"((?:[^"\\]|\\.)*)')

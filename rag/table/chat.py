@@ -3,29 +3,34 @@
 The web chat, ``rag ask`` / ``rag chat`` and the API's chat completions each read the message
 with `rag.table.requests.table_request`; when it asks for a table they call `requested_table`
 and show what it returns as they show a table (`ui.compare`'s HTML, `rag.table.terminal`,
-`rag.table.export.to_markdown`). Rows are, in this order:
+`rag.table.export.to_markdown`), then record it as a turn of the conversation
+(`rag.chat.Conversation.add_table`: in its Markdown export, its BibTeX, and what a follow-up
+refers to). Rows are, in this order:
 
-- "them", "these papers": the papers the conversation's last answer cited (``cited``);
+- "them", "these papers": the papers the conversation's last turn cited, or the rows of its last
+  table (``cited``);
 - papers named in the message: an id, exact title, arXiv id or DOI names a paper as in ``rag
-  table --papers`` (`rag.library.resolve_paper`); any other name ("CoTTA") is the best paper of
+  table --papers`` (`rag.index.paper_names.resolve_paper`); any other name ("CoTTA") is the best paper of
   a search for it, said in a note ("“CoTTA”: the best match is “Continual Test-Time Domain
   Adaptation” (title:...)"), or left out with a note when nothing is close (the answers' own
-  abstention rule, `rag.answer.Answerer.should_abstain`);
+  abstention rule, `rag.answer.answerer.Answerer.should_abstain`);
 - else the papers a search for the request's topic returns (``k``, filters), as ``rag table QUERY``,
   unless nothing is close to the topic (the abstention rule again): that is an `InputError`.
 
 Columns are those the message names, else the default ones; the overview is written from the
-cells (no model call). Left out: reading the message (`rag.table.requests`), showing the table.
+cells (no model call). Rows are numbered as the conversation numbers citations (``numbers``).
+Left out: reading the message (`rag.table.requests`), showing the table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rag.answer import Answerer
+from rag.answer.answerer import Answerer
 from rag.errors import InputError, PaperNotFoundError
-from rag.filters import Filters
+from rag.index.paper_names import resolve_paper
+from rag.search.filters import Filters
 from rag.table.maker import Table, TableMaker
 from rag.table.requests import TableRequest
 
@@ -36,8 +41,6 @@ EXAMPLE = 'name the papers (ids or exact titles: `rag papers list`) or a topic, 
 
 def named_papers(answerer: Answerer, names: Sequence[str]) -> tuple[list[str], list[str]]:
     """(the ids of the papers ``names`` name, a note for each name a search had to settle)."""
-    from rag.library import resolve_paper
-
     known = answerer.retriever.index().papers
     ids: list[str] = []
     notes: list[str] = []
@@ -59,18 +62,27 @@ def named_papers(answerer: Answerer, names: Sequence[str]) -> tuple[list[str], l
 
 
 def last_cited(conversation: Any) -> list[str]:
-    """The ids of the papers a `rag.chat.Conversation`'s last answer cited (none before its first)."""
+    """The ids of the papers a `rag.chat.Conversation`'s last turn cited, or the rows of its last table
+    (none before its first turn)."""
     turns = getattr(conversation, "turns", None) or []
     return [c.paper.id for c in turns[-1].answer.citations] if turns else []
 
 
-def requested_table(maker: TableMaker, request: TableRequest, *, cited: Sequence[str] = (), k: int | None = None,
+def in_conversation(conversation: Any) -> dict[str, Any]:
+    """`requested_table`'s ``cited`` and ``numbers`` for a table asked for in a `rag.chat.Conversation`."""
+    return {"cited": last_cited(conversation), "numbers": dict(conversation.numbers)}
+
+
+def requested_table(maker: TableMaker, request: TableRequest, *, cited: Sequence[str] = (),
+                    numbers: Mapping[str, int] | None = None, k: int | None = None,
                     filters: Filters | None = None, backend: str | None = None,
                     on_papers: Callable[[list[Any]], None] | None = None, on_row: Callable[[Any], None] | None = None,
                     on_cell: Callable[[Any], None] | None = None) -> Table:
     """The table ``request`` asks for (`TableMaker.make`, its hooks called as rows finish); the notes
-    say how names were settled. ``k``: rows for a topic when the request gives none. Nothing to put
-    in the table is an `InputError` saying what to ask instead."""
+    say how names were settled. ``cited``: the papers "them" means; ``numbers``: the conversation's
+    citation numbers, which the rows take (`rag.chat.Conversation.add_table` records the table as a
+    turn). ``k``: rows for a topic when the request gives none. Nothing to put in the table is an
+    `InputError` saying what to ask instead."""
     columns = request.chosen_columns()
     notes: list[str] = []
     if request.earlier:
@@ -89,9 +101,9 @@ def requested_table(maker: TableMaker, request: TableRequest, *, cited: Sequence
         if far:
             raise InputError(f"no paper in the index is close to \u201c{request.query}\u201d ({why})", EXAMPLE)
     table = maker.make(request.query, ids, columns, rows, filters, backend, on_papers=on_papers, on_row=on_row,
-                       on_cell=on_cell)
+                       on_cell=on_cell, numbers=numbers)
     table.notes[:0] = notes
     return table
 
 
-__all__ = ["NAME_CANDIDATES", "last_cited", "named_papers", "requested_table"]
+__all__ = ["NAME_CANDIDATES", "in_conversation", "last_cited", "named_papers", "requested_table"]

@@ -4,18 +4,24 @@ Every format shows the same cells: the value, ``not stated``, or ``⚠ unsupport
 (never the rejected value); Markdown and CSV also carry each cell's evidence sentence. Corpus text is
 escaped for Markdown (`rag.markup.md_text`; a ``|`` cannot end a cell early).
 
-Left out: JSON (`Table.as_dict`) and extracting the cells.
+`with_notes` puts the table's notes above its Markdown (a chat's table message, a table turn in a
+conversation's export); `column_labels` reads a table's columns back from that Markdown. Left out:
+JSON (`Table.as_dict`) and extracting the cells.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 from rag.markup import md_text
 from rag.table.cells import Cell
 from rag.table.maker import Table
+
+HEAD = ("#", "Paper")  # the first columns of every Markdown table
+_HEADER = re.compile(r"^\| # \| Paper \| (.+) \|$", re.M)
 
 
 def _md(text: object) -> str:
@@ -35,7 +41,7 @@ def status(cell: Cell) -> str:
 def to_markdown(table: Table) -> str:
     """The overview, the table (row number and title, then a column per question), then each row's
     evidence sentences and the reasons for empty cells."""
-    head = ["#", "Paper", *(c.label for c in table.columns)]
+    head = [*HEAD, *(c.label for c in table.columns)]
     lines = [_md(table.overview.answer), ""] if table.overview.answer else []
     lines += ["| " + " | ".join(_md(h) for h in head) + " |", "|" + "---|" * len(head)]
     for row in table.rows:
@@ -52,6 +58,26 @@ def to_markdown(table: Table) -> str:
     if notes:
         lines += ["", "**Evidence**", "", *notes]
     return "\n".join(lines) + "\n"
+
+
+def with_notes(table: Table) -> str:
+    """The notes (how each named paper was found), then the table as ``rag table --md`` writes it: a
+    chat's table message (the API's) and a table turn in a conversation's export."""
+    notes = "".join(f"*Note:* {md_text(note)}\n\n" for note in table.notes)
+    return notes + to_markdown(table)
+
+
+def column_labels(markdown: str) -> list[str] | None:
+    """The column labels of the table `to_markdown` wrote into ``markdown`` (None: it holds none):
+    how a table comes back from a chat client's history (`ui.service.PaperService.replay`).
+
+    >>> column_labels("Intro.\\n\\n| # | Paper | Data | Main result |\\n|---|---|---|---|\\n| 1 | A | x | y |")
+    ['Data', 'Main result']
+    """
+    found = _HEADER.search(markdown)
+    if found is None:
+        return None
+    return [re.sub(r"\\(.)", r"\1", label.strip()) for label in re.split(r"(?<!\\)\|", found.group(1))]
 
 
 def to_csv(table: Table) -> str:
@@ -85,4 +111,4 @@ def to_rich(table: Table) -> Any:
     return out
 
 
-__all__ = ["cell_text", "status", "to_csv", "to_markdown", "to_rich"]
+__all__ = ["HEAD", "cell_text", "column_labels", "status", "to_csv", "to_markdown", "to_rich", "with_notes"]

@@ -5,7 +5,7 @@
     >>> table.as_dict()["rows"][0]["cells"]["data"]                               # doctest: +SKIP
     {'value': 'CIFAR-10-C and ImageNet-C', 'evidence': 'We evaluate on ...', 'supported': True, ...}
 
-Rows are the papers given by id (`rag.library.resolve_paper`), then those a search returns (with its
+Rows are the papers given by id (`rag.index.paper_names.resolve_paper`), then those a search returns (with its
 filters), at most ``k`` in all. Each row's cells are extracted one column at a time from that
 paper's abstract alone (`rag.table.cells`), the abstract first in the prompt so that its KV cache
 serves every column, and read from the cell cache when the paper's content, the column and the
@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag import prompts
-from rag.answer import Answerer
-from rag.corpus import Paper
+from rag.answer import prompts
+from rag.answer.answerer import Answerer, number_papers
 from rag.errors import BackendError, InputError
-from rag.filters import Filters
+from rag.index.corpus import Paper
+from rag.index.paper_names import resolve_paper
 from rag.llm import Backend, generates
+from rag.search.filters import Filters
 from rag.settings import Settings
 from rag.table import cells as cellmod
 from rag.table.cache import FILE_NAME, CellCache, content_hash
@@ -81,8 +82,6 @@ class TableMaker:
     def papers(self, query: str | None = None, paper_ids: Sequence[str] = (), k: int | None = None,
                filters: Filters | None = None) -> tuple[list[Paper], list[str]]:
         """(the rows' papers, notes): the given ids first, then the search's papers, ``k`` in all."""
-        from rag.library import resolve_paper
-
         limit = k or DEFAULT_ROWS
         if not 1 <= limit <= MAX_ROWS:
             raise InputError(f"k={limit} is out of range", f"ask for 1 to {MAX_ROWS} papers")
@@ -102,12 +101,14 @@ class TableMaker:
         return chosen[: max(limit, len(paper_ids))], notes
 
     def rows(self, papers: Sequence[Paper], columns: Sequence[Column], backend: str | None = None,
-             on_cell: Callable[[Cell], None] | None = None) -> Iterator[Row]:
-        """Each paper's row once all its cells are extracted and checked (or read from the cache)."""
+             on_cell: Callable[[Cell], None] | None = None, numbers: Mapping[str, int] | None = None) -> Iterator[Row]:
+        """Each paper's row once all its cells are extracted and checked (or read from the cache), numbered
+        1, 2, ... or, given a conversation's citation ``numbers``, as its answers number papers
+        (`rag.answer.answerer.number_papers`: a paper cited earlier keeps its number)."""
         llm, _ = self.answerer.backend_for(backend)
         model = model_key(llm)
         delimiter = f"SOURCE-{secrets.token_hex(4)}"
-        for number, paper in enumerate(papers, 1):
+        for number, paper in zip(number_papers([p.id for p in papers], numbers), papers, strict=True):
             block: str | None = None
             row: dict[str, Cell] = {}
             for column in columns:
@@ -154,8 +155,10 @@ class TableMaker:
              k: int | None = None, filters: Filters | None = None, backend: str | None = None,
              overview: str = "cells", on_row: Callable[[Row], None] | None = None,
              on_cell: Callable[[Cell], None] | None = None,
-             on_papers: Callable[[list[Paper]], None] | None = None) -> Table:
-        """The whole table: papers, rows (``on_row`` called as each finishes), then the overview."""
+             on_papers: Callable[[list[Paper]], None] | None = None,
+             numbers: Mapping[str, int] | None = None) -> Table:
+        """The whole table: papers, rows (``on_row`` called as each finishes; numbered as `rows` says),
+        then the overview."""
         if overview not in OVERVIEWS:
             raise InputError(f"unknown overview {overview!r}", f"use one of {', '.join(OVERVIEWS)}")
         if not columns:
@@ -166,7 +169,7 @@ class TableMaker:
             on_papers(papers)
         llm, backend_notes = self.answerer.backend_for(backend)
         table = Table(list(columns), [], query=query, model=model_key(llm), notes=[*notes, *backend_notes])
-        for row in self.rows(papers, columns, backend, on_cell):
+        for row in self.rows(papers, columns, backend, on_cell, numbers):
             table.rows.append(row)
             if on_row is not None:
                 on_row(row)

@@ -9,7 +9,7 @@ Two ways, both checked:
   copied from a cell its cited row shows, and each citation carries that cell's evidence sentence:
   such a sentence is supported by construction, so the answer check is not run again on it.
 - ``model``: the configured backend writes the comparison as an answer over exactly the table's
-  papers (`rag.answer.Answerer.ask`, pinned to them, keeping the rows' numbers), so it goes
+  papers (`rag.answer.answerer.Answerer.ask`, pinned to them, keeping the rows' numbers), so it goes
   through every check an answer does (support, entailment, numbers and names withheld). It costs
   one answer's time (a prompt of every paper's best sentences), which is why it is not the default.
 
@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rag.claims import numbers_in
-from rag.filters import Filters
+from rag.answer.claims import numbers_in
+from rag.search.filters import Filters
 from rag.table.cells import Cell, Row, names_in
 from rag.table.columns import Column
 
 if TYPE_CHECKING:
-    from rag.answer import Answerer
+    from rag.answer.answerer import Answerer
 
 MAX_SENTENCES = 5
 GROUPED = ("data", "task", "method", "model_size")  # columns whose shared names group papers, in this order

@@ -1,7 +1,7 @@
 """A chat message that asks for a table ("make a table of test-time adaptation papers", "compare
 CoTTA, PSMT and RoTTA in a table"), read into what the table is of: `table_request`.
 
-The rule, chosen so that prose comparisons keep their answer (`rag.comparison`: "How do Bone and
+The rule, chosen so that prose comparisons keep their answer (`rag.answer.comparison`: "How do Bone and
 HRA differ?", "Compare 'X' and 'Y': what does each recommend ...?", every comparison of the
 evaluation sets), a message is a table request when
 
@@ -19,7 +19,7 @@ the rows; "them", "these papers" are the papers the conversation's last answer c
 else is a search ("test-time adaptation papers" -> ``test-time adaptation``). Built-in columns
 named before "of" or after "by/with/showing" ("the methods and datasets of ...", "... with
 their results") are the columns (``method, data`` ...); a leading count ("a table of 5 ...") is
-the number of rows. English only, as `rag.comparison` is.
+the number of rows. English only, as `rag.answer.comparison` is.
 
     >>> table_request("make a table of test-time adaptation papers")
     TableRequest(query='test-time adaptation', papers=(), columns=(), earlier=False, k=None)

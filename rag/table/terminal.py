@@ -3,13 +3,14 @@
 `make_with_progress` runs `rag.table.maker.TableMaker.make` behind a bar of cells (each finished row
 said on ``console``, the stderr console); `print_table` prints the overview, the table and the reason
 for each empty cell. `table_turn` is ``rag ask`` / ``rag chat`` given a message that asks for a
-table (`rag.table.requests`): the same bar and printing over `rag.table.chat.requested_table`.
+table (`rag.table.requests`): the same bar and printing over `rag.table.chat.requested_table`, the
+table then a turn of the conversation.
 Left out: the commands' options (`rag.cli`) and the extraction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -63,25 +64,27 @@ def print_table(table: Table, out: Console) -> None:
                    f"{table.timings.get('total_s', 0):.1f}s (--json gives each cell's evidence sentence)", style="dim"))
 
 
-def table_turn(answerer: Any, message: str, console: Console, out: Console | None, cited: Sequence[str] = (),
+def table_turn(conversation: Any, message: str, console: Console, out: Console | None,
                **kwargs: Any) -> Table | None:
-    """When ``message`` asks for a table: make it behind the bar, say its notes on ``console``, print it
-    on ``out`` (None: the caller prints its JSON) and return it; else None (an answer is asked for).
-    ``kwargs``: `requested_table`'s ``k``, ``filters``, ``backend``."""
-    from rag.table.chat import requested_table
+    """When ``message`` asks for a table: make it behind the bar ("them": the `rag.chat.Conversation`'s last
+    turn's papers), say its notes on ``console``, print it on ``out`` (None: the caller prints its
+    JSON), record it as a turn of ``conversation`` (`rag.chat.Conversation.add_table`) and return it;
+    else None (an answer is asked for). ``kwargs``: `requested_table`'s ``k``, ``filters``, ``backend``."""
+    from rag.table.chat import in_conversation, requested_table
     from rag.table.requests import table_request
 
     request = table_request(message)
     if request is None:
         return None
-    maker = TableMaker(answerer)
+    maker = TableMaker(conversation.answerer)
     columns = len(request.chosen_columns())
-    table = with_progress(console, columns, lambda **hooks: requested_table(maker, request, cited=cited, **kwargs,
-                                                                            **hooks))
+    table = with_progress(console, columns, lambda **hooks: requested_table(
+        maker, request, **in_conversation(conversation), **kwargs, **hooks))
     for note in table.notes:
         console.print(Text.assemble(("note: ", "cyan"), note))
     if out is not None:
         print_table(table, out)
+    conversation.add_table(message, table)
     return table
 
 
