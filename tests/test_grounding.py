@@ -87,6 +87,18 @@ def test_the_models_own_not_stated_is_an_abstention(index, embedder) -> None:  #
     assert said.paper.title == ZQRT and f"\u201c{said.evidence[0].sentence}\u201d" in answer.answer
 
 
+def test_an_abstention_quotes_the_paper_the_question_names_not_one_its_query_made_up(index, embedder) -> None:  # type: ignore[no-untyped-def]
+    # a German question's query is the model's English rendering, which may name another paper
+    # (holdout-test m004: the SKILL-MIX study's question quoted Skywork-MoE)
+    answerer = Answerer(index, embedder=embedder, backend=ScriptedBackend(""))
+    numbered = list(enumerate(answerer.retriever.search("ZQRT KVLOG key-value cache", k=5).hits, 1))
+    query = "KVLOG records the key-value cache states of ZQRT's inference servers [1]."
+    _, hit, sentence = answerer.quotes.closest_sentence(query, numbered, "Welche Zustände speichert ZQRT?")
+    assert hit.paper.title == ZQRT and sentence in hit.paper.abstract
+    _, hit, _ = answerer.quotes.closest_sentence(query, numbered, "Und was speichert es?")  # names nothing
+    assert hit.paper.title == KVLOG  # the query's names then say what the subject is
+
+
 def test_counting_what_no_abstract_mentions_abstains_before_generating(index, embedder) -> None:  # type: ignore[no-untyped-def]
     backend = ScriptedBackend("ZQRT runs three times faster than dense attention [1].")
     answer = ask(index, embedder, backend, "How many GPUs were used to build ZQRT?")

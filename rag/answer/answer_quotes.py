@@ -34,7 +34,7 @@ class Quotes:
         the papers do say, checked by construction, cited, with its evidence."""
         answer.abstained, answer.abstain_reason = True, reason
         answer.answer, answer.sentences, answer.citations = language.abstain_phrase(answer.language), [], []
-        quoted = self.closest_sentence(answer.query, context) if context else None
+        quoted = self.closest_sentence(answer.query, context, answer.question) if context else None
         if quoted is not None:
             number, hit, sentence = quoted
             said = f"{language.context_lead(answer.language)} \u201c{sentence}\u201d [{number}]"
@@ -87,14 +87,21 @@ class Quotes:
         cited = {c.number for c in answer.citations}
         answer.also_retrieved = [Citation(n, h.paper, False, h.score) for n, h in numbered if n not in cited]
 
-    def closest_sentence(self, query: str, papers: Sequence[tuple[int, PaperHit]]
+    def closest_sentence(self, query: str, papers: Sequence[tuple[int, PaperHit]], question: str = ""
                           ) -> tuple[int, PaperHit, str] | None:
         """The abstract sentence that best matches the query (`ranked_sentences`), from the papers that
-        hold a name the query gives ("USI"): what is said about the subject. None when no paper holds
-        one ("What is the capital of France?" has no subject among the papers)."""
-        names = anchors(query)
-        named = [(n, hit) for n, hit in papers
-                 if any(holds(f"{hit.paper.title} {hit.paper.abstract}".lower(), a) for a in names)]
+        hold a name the user's ``question`` gives ("USI"), else a name the query gives (a follow-up's
+        query names the subject its question points at): what is said about the subject. None when
+        no paper holds one ("What is the capital of France?" has no subject among the papers).
+
+        The question's own names come first because a query may name what the question did not: a
+        non-English question's query is the model's English rendering, which can name a paper of its
+        own invention ("... was the Skywork-MoE model", asked about the SKILL-MIX study)."""
+        def holding(names: set[str]) -> list[tuple[int, PaperHit]]:
+            return [(n, hit) for n, hit in papers
+                    if any(holds(f"{hit.paper.title} {hit.paper.abstract}".lower(), a) for a in names)]
+
+        named = holding(anchors(question)) or holding(anchors(query))
         if not named:  # the question names nothing the papers hold: no subject to say anything about
             return None
         ranked = self.ranked_sentences(query, named)
