@@ -31,6 +31,7 @@ REUSE = "Reuse, Don't Retrain: A Recipe for Continued Pretraining of Language Mo
 ENTROPY_MIN = "The Unreasonable Effectiveness of Entropy Minimization in LLM Reasoning"
 WISE_FT = "Robust fine-tuning of zero-shot models"
 RADAM = "On the Variance of the Adaptive Learning Rate and Beyond"
+FLIPPED = "Guess the Instruction! Flipped Learning Makes Language Models Stronger Zero-Shot Learners"
 
 
 def number_in(messages: list[Message], title: str) -> int:
@@ -155,6 +156,20 @@ def test_an_answer_without_a_value_to_a_question_asking_for_one_quotes_the_abstr
 
     kept, _ = answer(ScriptedBackend(valued), "What accuracy does SEED-GRPO reach on AIME 2024?", embedder)
     assert not kept.abstained and "56.7" in kept.answer
+
+
+def test_a_value_question_answered_with_the_questions_own_number_abstains(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Seen with the bundled model (holdout-test n006, near-topic): "For how many training steps was the 11B
+    Flipped model meta-trained?" -> "... meta-trained for 11B steps [1]": the only value is the
+    question's own, put in another role, so the answer adds nothing to the question; a question starting
+    with a preposition asks for something as much as one starting with "how many"."""
+    def reply(messages: list[Message]) -> str:
+        return f"The 11B Flipped model was meta-trained for 11B steps [{number_in(messages, FLIPPED)}]."
+
+    result, shown = answer(ScriptedBackend(reply), "For how many training steps was the 11B Flipped model "
+                                                   "meta-trained?", embedder)
+    assert result.abstained and result.abstain_reason == "the answer only restated the question"
+    assert "11B steps" not in result.answer and "11B steps" not in shown
 
 
 def test_an_unsupported_number_is_left_out_and_the_rest_kept(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]

@@ -49,7 +49,7 @@ from rag.answer.answer_text import (
     scrub,
     stage_reading,
 )
-from rag.answer.question_kinds import lists_papers, uncounted
+from rag.answer.question_kinds import asks_for_number, lists_papers, uncounted
 from rag.answer.streaming import StreamGate
 from rag.answer.support import NONE_SUPPORTED, AnswerSentence, Evidence, Judge, SupportChecker, unanswered
 from rag.errors import BackendError
@@ -221,7 +221,8 @@ class Answerer:
                     temp = cfg.llm.temperature if temperature is None else temperature
                     cite = [n for n, _ in prompted] if cfg.answer.constrained else []
                     gate = StreamGate(given(question, query, lang),
-                                      [evidence.evidence_text(h.paper.title, h.paper.abstract) for _, h in prompted])
+                                      [evidence.evidence_text(h.paper.title, h.paper.abstract) for _, h in prompted],
+                                      wants_value=lang == language.ENGLISH and asks_for_number(question))
                     for delta in llm.stream(asked,
                                             max_tokens=cfg.llm.max_new_tokens, temperature=temp, cite=cite):
                         answer.timings.setdefault("first_token_s", time.perf_counter() - started)

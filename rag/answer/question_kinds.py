@@ -58,7 +58,9 @@ def asks_for_papers(question: str) -> bool:
     return bool(_ASKS_FOR_PAPERS.search(question))
 
 
-_ASKS_WHAT = re.compile(r"^\W*(?:what|which|who|when|where|how\s+(?:many|much|large|long|big|fast|does|do|did|is|"
+# a preposition may come first ("For how many steps ...", "By how much ...", "On which benchmark ...")
+_LEADING = r"^\W*(?:(?:for|in|by|to|at|up\s+to|over|after|with|within|on|from|across|under)\s+)?"
+_ASKS_WHAT = re.compile(_LEADING + r"(?:what|which|who|when|where|how\s+(?:many|much|large|long|big|fast|does|do|did|is|"
                         r"are))\b", re.I)
 
 
@@ -70,11 +72,13 @@ def asks_for_content(question: str) -> bool:
     (True, False)
     >>> asks_for_content("Which paper proposes SetFit?"), asks_for_content("How many GPUs were used?")
     (False, True)
+    >>> asks_for_content("For how many steps was it trained?"), asks_for_content("In which paper is SetFit?")
+    (True, False)
     """
     return bool(_ASKS_WHAT.search(question)) and not asks_for_papers(question)
 
 
-_ASKS_NUMBER = re.compile(r"^\W*(?:how\s+(?:many|much)\b|what\s+(?:[\w-]+\s+){0,3}?(?:accuracy|score|f1|rate|"
+_ASKS_NUMBER = re.compile(_LEADING + r"(?:how\s+(?:many|much)\b|what\s+(?:[\w-]+\s+){0,3}?(?:accuracy|score|f1|rate|"
                           r"percentage|proportion|share|number|size|count|speed-?up|improvement|reduction|gain|error|"
                           r"perplexity|bleu|auroc|auc|cost|ratio|reach|(?:get|obtain|achieve|score)\s+on)\b)", re.I)
 
@@ -89,6 +93,8 @@ def asks_for_number(question: str) -> bool:
     (False, False)
     >>> asks_for_number("What does it reach on MATH?"), asks_for_number("What does it achieve?")
     (True, False)
+    >>> asks_for_number("For how many steps was it trained?"), asks_for_number("By how much does it beat PPO?")
+    (True, True)
     """
     return bool(_ASKS_NUMBER.search(question))
 

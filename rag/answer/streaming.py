@@ -19,6 +19,25 @@ A number an abstract holds, stated beside other words, is held too ("16" counts 
     >>> gate.feed("Its batch size is 16 [1]. "), gate.close(), gate.held
     ('Its batch size is ', '', ['Its batch size is 16 [1].'])
 
+A question asking for a value (``wants_value``: "How many experts ...?") holds each sentence until it
+states a value the question did not give: a sentence that answers it only with the question's own
+words ("The 11B Flipped model was meta-trained for 11B steps [1].", asked for how many steps the
+11B model trained) puts a number where none was stated, and the full check abstains on it:
+
+    >>> gate = StreamGate("For how many steps was the 11B model trained?", ["The 11B model is strong."],
+    ...                   wants_value=True)
+    >>> gate.feed("The 11B model was trained for 11B steps [1]. "), gate.held
+    ('', ['The 11B model was trained for 11B steps [1].'])
+    >>> gate.feed("It took 12 "), gate.feed("steps [1]. ")
+    ('', '')
+
+(12 is no abstract's: held too.) A value an abstract holds releases the sentence up to it:
+
+    >>> gate = StreamGate("How many experts does Skywork-MoE have?", ["Skywork-MoE has 16 experts."],
+    ...                   wants_value=True)
+    >>> gate.feed("Skywork-MoE has "), gate.feed("16 experts [1]. ")
+    ('', 'Skywork-MoE has 16 experts [1]. ')
+
 Left out: the check of the finished answer (`rag.answer.support`), where the text goes (`rag.answer.answerer`).
 """
 
@@ -27,7 +46,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rag.answer.claims import claimed_roles, holds, in_role, number_roles, specifics
+from rag.answer.claims import claimed_roles, holds, in_role, number_roles, specifics, states_a_value
 
 _WORD_END = re.compile(r"\s+|[\u3002\uff01\uff1f\uff0c\u3001]")  # after a space, or CJK punctuation
 # a sentence's end: its stop, and the citation markers after it
@@ -37,8 +56,9 @@ _END = re.compile(r"[.!?\u3002\uff01\uff1f](?:\s*\[[\d,;\s-]+\])*$")
 class StreamGate:
     """Feed it the model's deltas; it returns the text that may be shown now, a whole word at a time."""
 
-    def __init__(self, given: str, texts: Sequence[str]) -> None:
+    def __init__(self, given: str, texts: Sequence[str], wants_value: bool = False) -> None:
         self.given = given
+        self.wants_value = wants_value  # hold each sentence until it states a value ``given`` lacks
         self.texts = [t.lower() for t in texts]
         self.roles = [number_roles(t) for t in self.texts]
         self.word = ""  # the word being written (a delta may end inside one)
@@ -63,19 +83,28 @@ class StreamGate:
             out.append(self._word(word))
         return "".join(out)
 
+    def waiting(self, sentence: str) -> bool:
+        """The sentence (so far) has yet to state the value the question asks for."""
+        return self.wants_value and not states_a_value(sentence, self.given)
+
     def _word(self, word: str) -> str:
+        unheld_before = bool(self.pending) and not self.waiting(self.sentence)  # held for a specific: to its end
         self.sentence += word
         ended = bool(_END.search(self.sentence.rstrip()))
-        if self.pending or self.unheld(self.sentence):
+        if unheld_before or self.unheld(self.sentence):
             self.pending += word
             return self._release() if ended else ""
+        if self.waiting(self.sentence):
+            self.pending += word
+            return self._release() if ended else ""
+        shown, self.pending = self.pending + word, ""  # nothing held, or the awaited value has come
         if ended:
             self.sentence = ""
-        return word
+        return shown
 
     def _release(self) -> str:
         text, sentence, self.pending, self.sentence = self.pending, self.sentence, "", ""
-        if self.unheld(sentence):
+        if self.unheld(sentence) or self.waiting(sentence):
             self.held.append(sentence.strip())
             return ""
         return text
