@@ -60,8 +60,8 @@ def asks_for_papers(question: str) -> bool:
 
 # a preposition may come first ("For how many steps ...", "By how much ...", "On which benchmark ...")
 _LEADING = r"^\W*(?:(?:for|in|by|to|at|up\s+to|over|after|with|within|on|from|across|under)\s+)?"
-_ASKS_WHAT = re.compile(_LEADING + r"(?:what|which|who|when|where|how\s+(?:many|much|large|long|big|fast|does|do|did|is|"
-                        r"are))\b", re.I)
+_ASKS_WHAT = re.compile(_LEADING + r"(?:what|which|who|when|where|"
+                        r"how\s+(?:many|much|large|long|big|fast|does|do|did|is|are))\b", re.I)
 
 
 def asks_for_content(question: str) -> bool:
