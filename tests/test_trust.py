@@ -31,6 +31,8 @@ REUSE = "Reuse, Don't Retrain: A Recipe for Continued Pretraining of Language Mo
 ENTROPY_MIN = "The Unreasonable Effectiveness of Entropy Minimization in LLM Reasoning"
 WISE_FT = "Robust fine-tuning of zero-shot models"
 RADAM = "On the Variance of the Adaptive Learning Rate and Beyond"
+PROLORA = "Zero-Shot Adaptation of Parameter-Efficient Fine-Tuning in Diffusion Models"
+TREASURE = "Treasure Hunt: Real-time Targeting of the Long Tail using Training-Time Markers"
 FLIPPED = "Guess the Instruction! Flipped Learning Makes Language Models Stronger Zero-Shot Learners"
 
 
@@ -170,6 +172,36 @@ def test_a_value_question_answered_with_the_questions_own_number_abstains(bundle
                                                    "meta-trained?", embedder)
     assert result.abstained and result.abstain_reason == "the answer only restated the question"
     assert "11B steps" not in result.answer and "11B steps" not in shown
+
+
+def test_a_paper_named_by_the_words_before_its_titles_colon_supports_the_claim_naming_it(  # type: ignore[no-untyped-def]
+        bundled_copy: Path, embedder) -> None:
+    """Seen with the bundled model (holdout-test t018): the right answer "The Treasure Hunt paper uses
+    training-time markers ... [1]" was withheld as unsupported: its only new words, "Treasure Hunt", are
+    the title's name for the paper, which no abstract sentence repeats."""
+    def reply(messages: list[Message]) -> str:
+        return ("The Treasure Hunt paper uses training-time markers to improve performance on the long tail "
+                f"[{number_in(messages, TREASURE)}].")
+
+    result, shown = answer(ScriptedBackend(reply), "Which paper uses training-time markers to improve performance "
+                                                   "on the long tail?", embedder)
+    assert not result.abstained and result.sentences[0].supported
+    assert [c.paper.title for c in result.citations] == [TREASURE] and "Treasure Hunt" in shown
+    assert result.citations[0].evidence[0].sentence == TREASURE  # the title is what names it
+
+
+def test_a_short_question_naming_a_paper_is_answered_not_turned_away(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Seen with the bundled model (holdout-test t020, a second turn): "And what does ProLoRA do?" was
+    turned away before the model (best passage 0.16, a quarter of its words in the top paper), though
+    ProLoRA's paper ranked first: a name one paper holds is on the papers' subject."""
+    def reply(messages: list[Message]) -> str:
+        return ("ProLoRA transfers pre-trained low-rank adjustments from a source to a target model "
+                f"[{number_in(messages, PROLORA)}].")
+
+    result, _ = answer(ScriptedBackend(reply), "And what does ProLoRA do?", embedder)
+    assert not result.abstained and result.citations[0].paper.title == PROLORA
+    far, _ = answer(ScriptedBackend(reply), "Who won the 2018 FIFA World Cup?", embedder)  # a name no paper holds
+    assert far.abstained and not far.citations
 
 
 def test_an_unsupported_number_is_left_out_and_the_rest_kept(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]

@@ -57,6 +57,7 @@ from rag.index.embeddings import Embedder
 from rag.index.injection import answer_repeats, instruction_sentences
 from rag.llm import Backend, Message, StreamInterrupted, generates
 from rag.search.filters import Filters
+from rag.search.ranking import query_names, telling_names
 from rag.search.retrieval import MAX_QUERY_CHARS, PaperHit, Retriever, SearchResult, low_confidence
 from rag.settings import Settings
 
@@ -313,11 +314,17 @@ class Answerer:
         return front + [h for h in hits if h.paper.id in found]
 
     def should_abstain(self, result: SearchResult) -> tuple[bool, str | None]:
-        """Abstain when retrieval found nothing close enough (calibrated thresholds)."""
+        """Abstain when retrieval found nothing close enough (calibrated thresholds), unless the
+        query names its subject: a name (`rag.search.ranking.query_names`) that the top paper and
+        at most one other hold verbatim ("And what does ProLoRA do?" is short and matches no
+        passage well, and ProLoRA's paper is the one it asks about)."""
         if not result.hits:
             return True, result.empty_because or "no paper matched"
         c, cfg = result.confidence, self.settings.answer
-        if low_confidence(c.dense_top, c.coverage, cfg.abstain_threshold, cfg.abstain_coverage):
+        names = query_names(result.query)
+        named = bool(names) and any(result.hits[0].paper.id in ids for ids in
+                                    telling_names(names, [h.paper for h in result.hits]).values())
+        if not named and low_confidence(c.dense_top, c.coverage, cfg.abstain_threshold, cfg.abstain_coverage):
             return True, (f"best passage similarity {c.dense_top:.2f} < {cfg.abstain_threshold:.2f} and the top "
                           f"paper holds {c.coverage:.0%} of the question's terms (< {cfg.abstain_coverage:.0%})")
         return False, None

@@ -57,6 +57,7 @@ from rag.answer.question_kinds import (
     asks_for_number,
     asks_for_papers,
     name_papers,
+    names_paper,
     names_title,
     title_markers,
     unmentioned_property,
@@ -204,7 +205,7 @@ class SupportChecker:
             for n, paper in by_number.items():
                 if n in written or self.settings.attribute:
                     paper_sentences = sentences_of(paper.abstract) or [paper.title]
-                    if names_title(claim, paper.title):  # "It is called DenseNets Reloaded [1]."
+                    if names_paper(claim, paper.title):  # "It is called DenseNets Reloaded [1]."
                         paper_sentences = [paper.title, *paper_sentences]
                     scores = self.support_scores([claim], paper_sentences, added=[added or {""}])[0]
                     if names and not (english and is_english(claim)):

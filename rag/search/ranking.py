@@ -39,18 +39,24 @@ def name_bonus(fused: dict[str, float], papers: Mapping[str, Paper], names: list
     """
     if not names or not fused:
         return fused
-    found: dict[str, set[str]] = {}
-    for pid in fused:
-        text = f"{papers[pid].title} {papers[pid].abstract}"
-        for name in names:
-            if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text):
-                found.setdefault(name, set()).add(pid)
-    telling = {name: pids for name, pids in found.items() if len(pids) <= 2}
+    telling = telling_names(names, [papers[pid] for pid in fused])
     if not telling:
         return fused
     top = max(fused.values())
     return {pid: score + NAME_BOOST * top * sum(pid in pids for pids in telling.values()) / len(names)
             for pid, score in fused.items()}
+
+
+def telling_names(names: list[str], papers: list[Paper]) -> dict[str, set[str]]:
+    """Each of ``names`` that one or two of ``papers`` hold verbatim (title or abstract) -> their ids:
+    the names that single a paper out. A name in three or more ("LLMs", "NLP") tells nothing."""
+    found: dict[str, set[str]] = {}
+    for paper in papers:
+        text = f"{paper.title} {paper.abstract}"
+        for name in names:
+            if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text):
+                found.setdefault(name, set()).add(paper.id)
+    return {name: pids for name, pids in found.items() if len(pids) <= 2}
 
 
 def _minmax(scores: dict[str, float]) -> dict[str, float]:
