@@ -8,8 +8,10 @@ check and re-attribution, naming bare citations, the model's own abstention) and
 whose prompted abstracts never mention X (`rag.answer.question_kinds.uncounted`). So a change to those steps is
 measured on the same generations in seconds, and `rag eval compare SRC OUT` tests it pairwise.
 
-The text replayed is the answer's ``generated`` field (the model's own words); runs recorded before
-it existed replay the shown answer with the titles the checks inserted taken out (`untitled`).
+The text replayed is the answer's ``generated`` field (the model's own words), also for an
+abstention the checks made of it (so a change can turn one back into an answer); an answer no
+model wrote (``generated`` empty: a list from the search) is kept. Runs recorded before the field
+existed replay the shown answer with the titles the checks inserted taken out (`untitled`).
 What it cannot redo, and keeps as recorded: retrieval, the retrieval gate, the verdict itself,
 the generated text (the recorded text already had invalid markers removed: their count is kept),
 and timings. A change to anything the model sees (prompt, context, decoding) needs ``rag eval run``.
@@ -60,10 +62,13 @@ def recheck(answerer: Answerer, recorded: dict[str, Any]) -> dict[str, Any]:
         answerer.quotes.abstain(answer, unmentioned, numbered)
     elif answer.verdict == "no" and answerer.settings.answer.verify == "abstain":
         answerer.quotes.abstain(answer, VERDICT_NO, numbered)
-    elif not recorded.get("abstained"):
+    elif recorded.get("generated") == "" and not recorded.get("abstained"):
+        return recorded  # written by no model (a "which papers" list from the search): nothing to re-check
+    elif recorded.get("generated") or not recorded.get("abstained"):
+        # an answer, or an abstention the checks made of what the model wrote: both finished again
         text = recorded.get("generated") or untitled(recorded["answer"], [hit.paper.title for _, hit in numbered])
         answerer._finish(answer, text, numbered, prompted=prompted)
-    else:  # the model's own abstention: its text is gone, the decision stands
+    else:  # an abstention recorded without the model's text: the decision stands
         return recorded
     checked = answer.as_dict()
     keys = ("answer", "abstained", "abstain_reason", "citations", "also_retrieved", "sentences", "removed", "withheld")

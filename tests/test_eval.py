@@ -364,6 +364,20 @@ def test_rescore_under_the_same_settings_changes_nothing_and_a_stricter_check_ke
         rescore_run(tmp_path, tmp_path / "x", runs["settings_a"], runs["dataset"])
 
 
+def test_rescore_reopens_an_abstention_the_checks_made_and_keeps_a_list_no_model_wrote(runs: dict[str, Any]) -> None:
+    from eval.rescore import recheck
+
+    recorded = next(r["answer"] for r in map(json.loads, (runs["root"] / "A" / "results.jsonl").read_text()
+                                                            .splitlines()) if r["id"] == "q006")
+    paper = recorded["citations"][0]
+    withheld = {**recorded, "generated": recorded["answer"], "abstained": True, "answer": "The provided papers do not answer this "
+                "question.", "abstain_reason": "no retrieved abstract states what the answer claimed"}
+    reopened = recheck(runs["answerer"], withheld)  # a check that now passes it answers again
+    assert not reopened["abstained"] and reopened["citations"][0]["paper_id"] == paper["paper_id"]
+    listed = {**recorded, "generated": "", "answer": f"- {paper['title']} [{paper['number']}]: \u201cquoted\u201d"}
+    assert recheck(runs["answerer"], listed) is listed  # a list from the search is nobody's claim to re-check
+
+
 def test_context_sweep_keeps_less_at_a_smaller_budget(runs: dict[str, Any]) -> None:
     from eval.context import Tokenizer, context_sweep
 
