@@ -370,8 +370,9 @@ def test_rescore_reopens_an_abstention_the_checks_made_and_keeps_a_list_no_model
     recorded = next(r["answer"] for r in map(json.loads, (runs["root"] / "A" / "results.jsonl").read_text()
                                                             .splitlines()) if r["id"] == "q006")
     paper = recorded["citations"][0]
-    withheld = {**recorded, "generated": recorded["answer"], "abstained": True, "answer": "The provided papers do not answer this "
-                "question.", "abstain_reason": "no retrieved abstract states what the answer claimed"}
+    withheld = {**recorded, "generated": recorded["answer"], "abstained": True,
+                "answer": "The provided papers do not answer this question.",
+                "abstain_reason": "no retrieved abstract states what the answer claimed"}
     reopened = recheck(runs["answerer"], withheld)  # a check that now passes it answers again
     assert not reopened["abstained"] and reopened["citations"][0]["paper_id"] == paper["paper_id"]
     listed = {**recorded, "generated": "", "answer": f"- {paper['title']} [{paper['number']}]: \u201cquoted\u201d"}
