@@ -33,6 +33,8 @@ WISE_FT = "Robust fine-tuning of zero-shot models"
 RADAM = "On the Variance of the Adaptive Learning Rate and Beyond"
 PROLORA = "Zero-Shot Adaptation of Parameter-Efficient Fine-Tuning in Diffusion Models"
 TREASURE = "Treasure Hunt: Real-time Targeting of the Long Tail using Training-Time Markers"
+EVOLM = "EvoLM: In Search of Lost Language Model Training Dynamics"
+PLAMO = "PLaMo-100B: A Ground-Up Language Model Designed for Japanese Proficiency"
 FLIPPED = "Guess the Instruction! Flipped Learning Makes Language Models Stronger Zero-Shot Learners"
 
 
@@ -158,6 +160,21 @@ def test_an_answer_without_a_value_to_a_question_asking_for_one_quotes_the_abstr
 
     kept, _ = answer(ScriptedBackend(valued), "What accuracy does SEED-GRPO reach on AIME 2024?", embedder)
     assert not kept.abstained and "56.7" in kept.answer
+
+
+def test_a_claim_naming_a_paper_is_never_moved_to_a_paper_that_lacks_the_name(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Seen with the bundled model (holdout-test f038), and marked supported: "The EvoLM suite was trained from
+    scratch using 2 trillion tokens [2]", [2] being PLaMo-100B, whose abstract has that sentence. The model
+    had cited EvoLM's paper; re-attribution moved the claim to PLaMo-100B, which never names EvoLM."""
+    def reply(messages: list[Message]) -> str:
+        assert PLAMO[:40] in messages[-1].content  # PLaMo-100B's paper is in the prompt, a candidate
+        return f"The EvoLM suite was trained from scratch using 2 trillion tokens [{number_in(messages, EVOLM)}]."
+
+    result, shown = answer(ScriptedBackend(reply), "How many language models were trained from scratch for the "
+                                                   "EvoLM suite?", embedder)
+    assert PLAMO not in [c.paper.title for c in result.citations if c.evidence and "2 trillion" in
+                         c.evidence[0].sentence]
+    assert result.abstained and "2 trillion" not in result.answer and "2 trillion" not in shown
 
 
 def test_a_value_question_answered_with_the_questions_own_number_abstains(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]

@@ -46,7 +46,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rag.answer.claims import claimed_roles, holds, in_role, number_roles, specifics, states_a_value
+from rag.answer.claims import (
+    anchors,
+    claimed_roles,
+    held_form,
+    holds,
+    in_role,
+    number_roles,
+    specifics,
+    states_a_value,
+)
 
 _WORD_END = re.compile(r"\s+|[\u3002\uff01\uff1f\uff0c\u3001]")  # after a space, or CJK punctuation
 # a sentence's end: its stop, and the citation markers after it
@@ -72,8 +81,12 @@ class StreamGate:
         puts beside it (`rag.answer.claims.in_role`: "a batch size of 16" is not "16 experts")."""
         added = specifics(text, self.given)
         claimed = claimed_roles(text) if added else {}
+        # a number is held only by an abstract that also names what the sentence names ("EvoLM ... 2
+        # trillion tokens" is not held by PLaMo-100B's "2 trillion tokens")
+        names = {held_form(a, self.texts) for a in anchors(text) if not a.replace(".", "").isdigit()}
+        naming = [roles for t, roles in zip(self.texts, self.roles) if all(holds(t, a) for a in names)]
         return {s for s in added if not any(holds(t, s) for t in self.texts)
-                or s in claimed and not any(in_role(s, claimed, roles) for roles in self.roles)}
+                or s in claimed and not any(in_role(s, claimed, roles) for roles in naming)}
 
     def feed(self, delta: str) -> str:
         self.word += delta

@@ -215,8 +215,11 @@ class SupportChecker:
                             stated[n] = number_roles(texts[n])
                         scores = scores * numbers_held(numbers, claimed, stated[n])
                     # a name this paper lacks that another numbered paper holds, and no other cited one
+                    # (a paper the model did not cite, a re-attribution target, must hold it itself: the
+                    # model's [1] holding "EvoLM" does not let EvoLM's claim move to PLaMo-100B's [2])
+                    cited_with = [w for w in written if w != n] if n in written else []
                     foreign = any(not holds(texts[n], a) and any(holds(texts[m], a) for m in texts if m != n)
-                                  and not any(holds(texts[w], a) for w in written if w != n) for a in names)
+                                  and not any(holds(texts[w], a) for w in cited_with) for a in names)
                     unmentioned = unmentioned_property(claim, asked, texts[n])
                     if foreign or invented or unmentioned:
                         scores = scores * 0.0  # about another numbered paper, naming what none holds, or
