@@ -58,18 +58,26 @@ def answer(backend: ScriptedBackend, question: str, embedder, **kw):  # type: ig
 def test_a_claim_the_judge_rejects_is_neither_supported_nor_reattributed(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
     """Overlap is not entailment: "15B" and "learning rate" are in the Reuse paper, the claim is not."""
     def reply(messages: list[Message]) -> str:
-        return f"The peak learning rate used to pretrain XLM-R was 15B parameters [{number_in(messages, REUSE)}]."
+        return f"The peak learning rate used to continue pretraining was 15B parameters [{number_in(messages, REUSE)}]."
 
     backend = ScriptedBackend(reply, verdict=claims_rejected)
-    result, shown = answer(backend, "What peak learning rate was used to pretrain XLM-R when continuing "
-                                    "pretraining of language models?", embedder)
+    result, shown = answer(backend, "What peak learning rate was used when continuing pretraining of language "
+                                    "models?", embedder)
     assert result.abstained and result.answer.startswith(prompts.ABSTAIN_PHRASE)
     assert result.withheld and "15B" in result.withheld[0]
-    assert "XLM-R was 15B" not in result.answer  # (its quote may say "15B parameter model")
+    assert "pretraining was 15B" not in result.answer  # (its quote may say "15B parameter model")
     # "15B" is in the Reuse abstract, so the stream check let the sentence through; the entailment
     # check of the finished answer removed it (the stream check only stops values no abstract holds)
-    assert "XLM-R was 15B" in shown
+    assert "pretraining was 15B" in shown
     assert any("Claim: \"The peak learning rate" in m[-1].content for kind, m in backend.calls if kind == "choose")
+
+    def xlmr(messages: list[Message]) -> str:  # issue 21's own example: XLM-R, which no retrieved paper names
+        return f"The peak learning rate used to pretrain XLM-R was 15B parameters [{number_in(messages, REUSE)}]."
+
+    named = ScriptedBackend(xlmr)  # a judge that would say yes: the name alone rejects the claim
+    result, _ = answer(named, "What peak learning rate was used to pretrain XLM-R when continuing "
+                              "pretraining of language models?", embedder)
+    assert result.abstained and "XLM-R was 15B" not in result.answer and "15B" in result.withheld[0]
 
 
 def test_a_claim_naming_another_paper_goes_to_that_paper(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -175,6 +183,22 @@ def test_a_claim_naming_a_paper_is_never_moved_to_a_paper_that_lacks_the_name(bu
     assert PLAMO not in [c.paper.title for c in result.citations if c.evidence and "2 trillion" in
                          c.evidence[0].sentence]
     assert result.abstained and "2 trillion" not in result.answer and "2 trillion" not in shown
+
+
+def test_a_claim_about_a_name_no_retrieved_paper_holds_is_withheld(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Seen with the bundled model (stop 32, read by hand): "Compare WiSE-FT and BCWI ..." retrieved WiSE-FT's
+    paper, not BCWI's (its abstract spells the acronym out once), and the model gave WiSE-FT's sentence to BCWI:
+    "BCWI addresses the tension between robustness and fine-tuning ... [1]", marked supported."""
+    def reply(messages: list[Message]) -> str:
+        assert "Backward Compatib" not in messages[-1].content  # BCWI's paper is not in the prompt
+        n = number_in(messages, WISE_FT)
+        return (f"WiSE-FT addresses the tension between robustness and fine-tuning by ensembling the weights of the "
+                f"zero-shot and fine-tuned models [{n}]. BCWI addresses the tension between robustness and "
+                f"fine-tuning by ensembling the weights of the zero-shot and fine-tuned models [{n}].")
+
+    result, _ = answer(ScriptedBackend(reply), "Compare WiSE-FT and BCWI: what does each one address?", embedder)
+    assert not result.abstained and "WiSE-FT addresses" in result.answer
+    assert "BCWI addresses" not in result.answer and any("BCWI addresses" in w for w in result.withheld)
 
 
 def test_a_value_question_answered_with_the_questions_own_number_abstains(bundled_copy: Path, embedder) -> None:  # type: ignore[no-untyped-def]

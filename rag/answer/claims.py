@@ -234,6 +234,27 @@ def holds(text: str, name: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(name)}(?!\w)", text) is not None
 
 
+def mentions(text: str, name: str) -> bool:
+    """Whether lower-cased ``text`` holds ``name`` as a token, or as a token's start before a digit or a
+    hyphen ("AIME" in "aime24", "Llama" in "llama-3").
+
+    >>> mentions("aime24 56.7", "aime"), mentions("we aimed", "aime")
+    (True, False)
+    """
+    return holds(text, name) or re.search(rf"(?<![\w-]){re.escape(name)}[\d-]", text) is not None
+
+
+def spells_out(text: str, acronym: str) -> bool:
+    """Whether lower-cased ``text`` holds words whose initials spell ``acronym`` (a plural "s" aside).
+
+    >>> spells_out("we use reinforcement learning with large language models", "rl"), \\
+    ...     spells_out("large language models", "llms"), spells_out("weight interpolation", "bcwi")
+    (True, True, False)
+    """
+    letters = acronym[:-1] if acronym.endswith("s") and len(acronym) > 2 else acronym
+    return re.search(r"\b" + r"\w*[\s-]+".join(re.escape(c) for c in letters) + r"\w*", text) is not None
+
+
 def held_form(name: str, texts: Iterable[str]) -> str:
     """``name``, or the longest part of it before a hyphen that one of ``texts`` holds: the name
     with a compound or another language's suffix glued on ("SKILL-MIX-ähnlicher" is SKILL-MIX).

@@ -37,6 +37,7 @@ from rag.answer.claims import (
     content_words,
     held_form,
     holds,
+    mentions,
     new_words,
     number_roles,
     numbers_held,
@@ -44,6 +45,7 @@ from rag.answer.claims import (
     says_no_answer,
     sentence_citations,
     specifics,
+    spells_out,
     states_a_value,
     stems,
     strip_citations,
@@ -97,7 +99,7 @@ class AnswerSentence:
     attributed: bool = False  # the citations were set by the evidence check, not written by the model
     claim: bool = True        # False: the sentence says the abstracts do not hold something
     entailed: bool | None = None  # the judge's word on its cited paper (None: not asked)
-    specifics: list[str] = field(default_factory=list)  # numbers and names it adds to the question
+    specifics: list[str] = field(default_factory=list)  # numbers and names it adds (or gives, held by no paper)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -200,6 +202,10 @@ class SupportChecker:
             names = {held_form(a, texts.values()) for a in anchors(claim) if not a.replace(".", "").isdigit()}
             acronyms = {t.lower() for t in re.findall(r"\b[A-Z]{2,5}s?\b", claim)}  # RL, NLP, LLMs: often spelled out
             invented = {a for a in names - given_names - acronyms if not any(holds(t, a) for t in texts.values())}
+            # a name the user gave that no numbered paper holds (an acronym: nor spells out): no paper
+            # here can state a claim about it ("BCWI addresses ... [WiSE-FT's paper]", BCWI's not retrieved)
+            absent = {a for a in names & given_names if not any(mentions(t, a) for t in texts.values())
+                      and not (a in acronyms and any(spells_out(t, a) for t in texts.values()))}
             claimed = claimed_roles(claim) if numbers else {}
             best: dict[int, tuple[float, str]] = {}
             for n, paper in by_number.items():
@@ -221,7 +227,7 @@ class SupportChecker:
                     foreign = any(not holds(texts[n], a) and any(holds(texts[m], a) for m in texts if m != n)
                                   and not any(holds(texts[w], a) for w in cited_with) for a in names)
                     unmentioned = unmentioned_property(claim, asked, texts[n])
-                    if foreign or invented or unmentioned:
+                    if foreign or invented or absent or unmentioned:
                         scores = scores * 0.0  # about another numbered paper, naming what none holds, or
                         # stating of it the property the question asks for, which it never mentions
                     i = int(np.argmax(scores))
@@ -254,7 +260,7 @@ class SupportChecker:
             shown = titled(shown, [n for n in cites if best[n][0] >= threshold])  # never a wrong title
             evidence = [Evidence(n, by_number[n].id, best[n][1], round(best[n][0], 4), shown) for n in cites]
             out.append((AnswerSentence(shown, cites, supported, round(score, 4), attributed=attributed,
-                                       entailed=entailed, specifics=sorted(specifics(sentence, given))),
+                                       entailed=entailed, specifics=sorted(specifics(sentence, given) | absent)),
                         sentence, evidence))
         return out
 
