@@ -321,13 +321,18 @@ class Answerer:
         if not result.hits:
             return True, result.empty_because or "no paper matched"
         c, cfg = result.confidence, self.settings.answer
-        names = query_names(result.query)
-        named = bool(names) and any(result.hits[0].paper.id in ids for ids in
-                                    telling_names(names, [h.paper for h in result.hits]).values())
-        if not named and low_confidence(c.dense_top, c.coverage, cfg.abstain_threshold, cfg.abstain_coverage):
+        if low_confidence(c.dense_top, c.coverage, cfg.abstain_threshold, cfg.abstain_coverage) \
+                and not self.names_top_paper(result):
             return True, (f"best passage similarity {c.dense_top:.2f} < {cfg.abstain_threshold:.2f} and the top "
                           f"paper holds {c.coverage:.0%} of the question's terms (< {cfg.abstain_coverage:.0%})")
         return False, None
+
+    @staticmethod
+    def names_top_paper(result: SearchResult) -> bool:
+        """The query gives a name that the top paper and at most one other hit hold verbatim."""
+        names = query_names(result.query)
+        return bool(names) and any(result.hits[0].paper.id in ids for ids in
+                                   telling_names(names, [h.paper for h in result.hits]).values())
 
     @staticmethod
     def counts_unmentioned(query: str, prompted: list[tuple[int, PaperHit]]) -> str | None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from rag.answer.question_kinds import title_name
+
 _COMPARES = re.compile(r"\b(?:each|both|compare[sd]?|comparing|comparison|differ(?:s|ence|ences)?|versus|vs\.?)\b",
                        re.IGNORECASE)  # English: a question in another language is asked of its translation
 COMPARED = 2  # papers a comparison covers ...
@@ -39,8 +41,8 @@ def short_title(title: str, longest: int = 40) -> str:
     >>> short_title("Skywork-MoE: A Deep Dive into Training Techniques"), short_title("Dice Loss for NLP")
     ('Skywork-MoE', 'Dice Loss for NLP')
     """
-    head = title.split(":", 1)[0].strip()
-    return head if ":" in title and len(head) <= longest else title
+    name = title_name(title)
+    return name if name is not None and len(name) <= longest else title
 
 
 def line(number: int, title: str, sentence: str) -> str:

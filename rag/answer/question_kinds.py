@@ -49,19 +49,30 @@ def names_title(sentence: str, title: str) -> bool:
     return bool(words) and len(words & content_words(sentence)) >= 0.8 * len(words)
 
 
+def title_name(title: str) -> str | None:
+    """The name a title gives its paper before a colon; None for a title without one.
+
+    >>> title_name("Skywork-MoE: A Deep Dive into Training Techniques"), title_name("Dice Loss for NLP")
+    ('Skywork-MoE', None)
+    """
+    head, colon, _ = title.partition(":")
+    return head.strip() if colon else None
+
+
 def names_paper(sentence: str, title: str) -> bool:
     """The sentence names the paper: by its title (`names_title`), or by the name its title gives
-    before a colon ("Treasure Hunt: Real-time Targeting of the Long Tail ..."), one to four words.
+    before a colon (`title_name`: "Treasure Hunt: Real-time Targeting of the Long Tail ..."), one to
+    four words.
 
     >>> names_paper("The Treasure Hunt paper uses markers [1].", "Treasure Hunt: Real-time Targeting of the Long Tail")
     True
     >>> names_paper("It hunts for treasure [1].", "Treasure Hunt: Real-time Targeting of the Long Tail")
     False
     """
-    name, colon, _ = title.partition(":")
-    short = colon and 1 <= len(name.split()) <= 4 and \
-        re.search(rf"(?<![\w-]){re.escape(name.strip())}(?![\w-])", sentence, re.I) is not None
-    return bool(short) or names_title(sentence, title)
+    name = title_name(title)
+    short = name is not None and 1 <= len(name.split()) <= 4 and \
+        re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", sentence, re.I) is not None
+    return short or names_title(sentence, title)
 
 
 def asks_for_papers(question: str) -> bool:

@@ -81,12 +81,15 @@ class StreamGate:
         puts beside it (`rag.answer.claims.in_role`: "a batch size of 16" is not "16 experts")."""
         added = specifics(text, self.given)
         claimed = claimed_roles(text) if added else {}
-        # a number is held only by an abstract that also names what the sentence names ("EvoLM ... 2
-        # trillion tokens" is not held by PLaMo-100B's "2 trillion tokens")
-        names = {held_form(a, self.texts) for a in anchors(text) if not a.replace(".", "").isdigit()}
-        naming = [roles for t, roles in zip(self.texts, self.roles) if all(holds(t, a) for a in names)]
+        naming = self.naming(text) if claimed else []
         return {s for s in added if not any(holds(t, s) for t in self.texts)
                 or s in claimed and not any(in_role(s, claimed, roles) for roles in naming)}
+
+    def naming(self, text: str) -> list[dict[str, set[str]]]:
+        """The `number_roles` of the abstracts that name everything ``text`` names: only those hold its
+        numbers ("EvoLM ... 2 trillion tokens" is not held by PLaMo-100B's "2 trillion tokens")."""
+        names = {held_form(a, self.texts) for a in anchors(text) if not a.replace(".", "").isdigit()}
+        return [roles for t, roles in zip(self.texts, self.roles) if all(holds(t, a) for a in names)]
 
     def feed(self, delta: str) -> str:
         self.word += delta
@@ -104,10 +107,7 @@ class StreamGate:
         unheld_before = bool(self.pending) and not self.waiting(self.sentence)  # held for a specific: to its end
         self.sentence += word
         ended = bool(_END.search(self.sentence.rstrip()))
-        if unheld_before or self.unheld(self.sentence):
-            self.pending += word
-            return self._release() if ended else ""
-        if self.waiting(self.sentence):
+        if unheld_before or self.unheld(self.sentence) or self.waiting(self.sentence):
             self.pending += word
             return self._release() if ended else ""
         shown, self.pending = self.pending + word, ""  # nothing held, or the awaited value has come
